@@ -1,0 +1,106 @@
+"""Configuration, from one place: the environment the stack gives each function.
+
+``template.yaml`` sets these variables on the functions (from its Parameters and
+resources); the local stack reads the same template and sets the same variables.
+Limits that operators change while jobs run live in one SSM parameter (``LIMITS_PARAMETER``)
+that workers re-read every few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from shared.errors import ConfigError
+
+
+def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str:
+    value = env.get(name, default)
+    if value is None or value == "":
+        if default is not None:
+            return default
+        raise ConfigError(f"environment variable {name} is not set")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError as e:
+        raise ConfigError(f"{name}={raw!r} is not a number") from e
+
+
+@dataclass(frozen=True)
+class RuntimeLimits:
+    """Limits tuned live from the console; stored as JSON in the limits parameter."""
+
+    #: Model calls in flight at once within one invocation.
+    max_concurrency: int = 16
+    #: Requests and tokens per minute allowed at the endpoint (None: no limit).
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+
+    BOUNDS = {"max_concurrency": (1, 1000), "rpm_limit": (1, 10_000_000), "tpm_limit": (1, 1_000_000_000)}
+
+    def __post_init__(self) -> None:
+        for name, (lo, hi) in self.BOUNDS.items():
+            value = getattr(self, name)
+            if value is None and name != "max_concurrency":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                raise ConfigError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
+
+    @classmethod
+    def from_json(cls, raw: str | Mapping[str, Any]) -> RuntimeLimits:
+        data = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def with_changes(self, **changes: Any) -> RuntimeLimits:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Settings of the worker function, read from its environment."""
+
+    jobs_table: str
+    results_table: str
+    endpoint_name: str
+    endpoint_url: str
+    #: ``ssm:/name`` (SecureString) or ``secretsmanager:name``; empty for no key.
+    endpoint_api_key_ref: str
+    call_timeout_s: float
+    write_reserve_s: float
+    min_call_s: float
+    counter_shards: int
+    limits_parameter: str
+    limits_max_age_s: float
+    default_limits: RuntimeLimits
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
+        env = os.environ if env is None else env
+        return cls(
+            jobs_table=_get(env, "JOBS_TABLE"),
+            results_table=_get(env, "RESULTS_TABLE"),
+            endpoint_name=_get(env, "ENDPOINT_NAME", "default"),
+            endpoint_url=_get(env, "ENDPOINT_URL"),
+            endpoint_api_key_ref=env.get("ENDPOINT_API_KEY_REF", ""),
+            call_timeout_s=_number(env, "CALL_TIMEOUT_S", 60.0),
+            write_reserve_s=_number(env, "WRITE_RESERVE_S", 5.0),
+            min_call_s=_number(env, "MIN_CALL_S", 1.0),
+            counter_shards=int(_number(env, "COUNTER_SHARDS", 8)),
+            limits_parameter=env.get("LIMITS_PARAMETER", ""),
+            limits_max_age_s=_number(env, "LIMITS_MAX_AGE_S", 5.0),
+            default_limits=RuntimeLimits(max_concurrency=int(_number(env, "MAX_CONCURRENCY", 16))),
+        )

@@ -1,0 +1,72 @@
+"""What a Lambda container keeps between invocations: one event loop, one HTTP connection
+pool, one client per AWS service, and the worker built on them.
+
+Clients and the aiohttp session belong to the loop they were made on, so the container
+makes one loop and runs every invocation on it (``asyncio.run`` per invocation would make a
+new loop each time and break the pools).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from shared.config import WorkerConfig
+from shared.endpoints.openai_http import OpenAIHttpEndpoint
+from shared.limits_source import LimitsSource
+from shared.secrets import resolve_api_key
+from shared.store import ResultStore
+from shared.worker import DeadLetterSender, Worker
+
+
+class Container:
+    def __init__(self, loop: asyncio.AbstractEventLoop, worker: Worker, stack: AsyncExitStack) -> None:
+        self.loop = loop
+        self.worker = worker
+        self._stack = stack
+
+    @classmethod
+    def create(cls, config: WorkerConfig | None = None) -> Container:
+        config = config or WorkerConfig.from_env()
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        stack = AsyncExitStack()
+        worker = loop.run_until_complete(_build_worker(config, stack))
+        return cls(loop, worker, stack)
+
+    def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        asyncio.set_event_loop(self.loop)
+        return dict(self.worker.process(event, context, self.loop))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self._stack.aclose())
+        self.loop.close()
+
+
+async def _build_worker(config: WorkerConfig, stack: AsyncExitStack) -> Worker:
+    limits = config.default_limits.max_concurrency
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
+    session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
+    aws_config = AioConfig(max_pool_connections=max(10, limits), retries={"mode": "standard", "max_attempts": 5})
+    aws = get_session()
+    ddb = await stack.enter_async_context(aws.create_client("dynamodb", config=aws_config))
+    store = ResultStore(
+        ddb, jobs_table=config.jobs_table, results_table=config.results_table, counter_shards=config.counter_shards
+    )
+    endpoints = {
+        config.endpoint_name: OpenAIHttpEndpoint(
+            config.endpoint_name, session, config.endpoint_url, resolve_api_key(config.endpoint_api_key_ref)
+        )
+    }
+    dead_letters = None
+    dlq_url = os.environ.get("DEAD_LETTER_QUEUE_URL", "")
+    if dlq_url:
+        sqs = await stack.enter_async_context(aws.create_client("sqs", config=aws_config))
+        dead_letters = DeadLetterSender(sqs, dlq_url)
+    return Worker(config, store, endpoints, dead_letters=dead_letters, limits=LimitsSource(config))

@@ -1,0 +1,254 @@
+"""The operator's side: submit jobs, read status and results, watch queues, tune limits.
+
+The CLI and the console both act only through this class, with the same AWS calls they
+would make against a deployed stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from shared.config import RuntimeLimits
+from shared.errors import ConfigError, TransientError
+from shared.jobfile import JobFile, read_job_file
+from shared.jobs import JobMeta, JobStatus, new_job_id
+from shared.messages import RequestMessage
+from shared.results import RequestResult, RequestStatus
+from shared.stack import StackResources
+from shared.store import ResultStore
+
+SQS_BATCH_MAX_ENTRIES = 10
+SQS_BATCH_MAX_BYTES = 1_048_576
+#: SendMessageBatch calls in flight at once while submitting.
+SUBMIT_PARALLELISM = 8
+ESM_CONCURRENCY_BOUNDS = (2, 1000)
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    visible: int
+    in_flight: int
+    delayed: int
+    dead_letters: int
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    written: int
+    errors: int
+    missing: int
+
+
+class LlmbatchClient:
+    """Async client of one stack. Use as ``async with LlmbatchClient(resources) as c:``."""
+
+    def __init__(self, resources: StackResources) -> None:
+        self.resources = resources
+        self._stack = AsyncExitStack()
+        self.sqs: Any = None
+        self.ddb: Any = None
+        self.ssm: Any = None
+        self.lambda_: Any = None
+        self.store: ResultStore
+
+    async def __aenter__(self) -> LlmbatchClient:
+        session = get_session()
+        config = AioConfig(max_pool_connections=32, retries={"mode": "standard", "max_attempts": 5})
+        kw = {**self.resources.client_kwargs(), "config": config}
+        self.sqs = await self._stack.enter_async_context(session.create_client("sqs", **kw))
+        self.ddb = await self._stack.enter_async_context(session.create_client("dynamodb", **kw))
+        self.ssm = await self._stack.enter_async_context(session.create_client("ssm", **kw))
+        self.lambda_ = await self._stack.enter_async_context(session.create_client("lambda", **kw))
+        self.store = ResultStore(
+            self.ddb, jobs_table=self.resources.jobs_table, results_table=self.resources.results_table
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    # ---- submit ---------------------------------------------------------------------------
+
+    async def max_message_bytes(self) -> int:
+        attrs = await self.sqs.get_queue_attributes(
+            QueueUrl=self.resources.request_queue_url, AttributeNames=["MaximumMessageSize"]
+        )
+        return int(attrs["Attributes"]["MaximumMessageSize"])
+
+    async def check_file(self, path: Path, *, endpoint: str = "default") -> JobFile:
+        """Validate a job file against this stack's queue. Raises ``JobFileError``."""
+        return read_job_file(path, max_message_bytes=await self.max_message_bytes(), endpoint=endpoint)
+
+    async def submit(
+        self,
+        path: Path,
+        *,
+        name: str | None = None,
+        endpoint: str = "default",
+        on_progress: ProgressCallback | None = None,
+    ) -> str:
+        """Validate the whole file, create the job, enqueue every request. Returns the job id."""
+        job_file = await self.check_file(path, endpoint=endpoint)
+        job_id = new_job_id()
+        await self.store.create_job(
+            JobMeta(job_id=job_id, total=job_file.total, name=name or path.name, endpoint=endpoint)
+        )
+        messages = [
+            RequestMessage.from_job_line(n.request, job_id=job_id, line_no=n.line_no, endpoint=endpoint).encode()
+            for n in job_file.lines
+        ]
+        await self.enqueue(messages, on_progress=on_progress)
+        await self.store.record_enqueued(job_id, len(messages), sealed=True)
+        return job_id
+
+    async def enqueue(self, bodies: list[str], *, on_progress: ProgressCallback | None = None) -> None:
+        """SendMessageBatch in batches of up to 10 entries and 1 MiB, several in flight."""
+        batches = _pack_batches(bodies)
+        sent = 0
+        gate = asyncio.Semaphore(SUBMIT_PARALLELISM)
+
+        async def send(batch: list[str]) -> None:
+            nonlocal sent
+            async with gate:
+                await self._send_batch(batch)
+            sent += len(batch)
+            if on_progress:
+                on_progress(sent, len(bodies))
+
+        await asyncio.gather(*(send(b) for b in batches))
+
+    async def _send_batch(self, batch: list[str]) -> None:
+        entries = {str(i): body for i, body in enumerate(batch)}
+        for attempt in range(8):
+            resp = await self.sqs.send_message_batch(
+                QueueUrl=self.resources.request_queue_url,
+                Entries=[{"Id": i, "MessageBody": b} for i, b in entries.items()],
+            )
+            failed = resp.get("Failed") or []
+            permanent = [f for f in failed if f.get("SenderFault")]
+            if permanent:
+                raise ConfigError(f"SQS refused a message: {permanent[0].get('Message')}")
+            entries = {f["Id"]: entries[f["Id"]] for f in failed}
+            if not entries:
+                return
+            await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
+        raise TransientError("SQS kept refusing messages", code="enqueue")
+
+    # ---- jobs and results ---------------------------------------------------------------
+
+    async def status(self, job_id: str) -> JobStatus:
+        return await self.store.get_job(job_id)
+
+    async def list_jobs(self, limit: int = 100) -> list[JobStatus]:
+        return await self.store.list_jobs(limit)
+
+    async def results(self, job_id: str) -> list[RequestResult]:
+        """Every stored result of the job, in the order of the input file."""
+        results = [r async for r in self.store.iter_results(job_id)]
+        results.sort(key=lambda r: (r.line, r.custom_id))
+        return results
+
+    async def export_results(self, job_id: str, out: Path, errors: Path | None = None) -> ExportSummary:
+        """Write the OpenAI Batch output format; failures go to ``errors`` when given."""
+        job = await self.status(job_id)
+        results = await self.results(job_id)
+        n_out = n_err = 0
+        with out.open("w") as fo, errors.open("w") if errors else _NullFile() as fe:
+            for r in results:
+                line = json.dumps(r.to_output_line()) + "\n"
+                if errors is not None and r.status is not RequestStatus.SUCCEEDED:
+                    fe.write(line)
+                    n_err += 1
+                else:
+                    fo.write(line)
+                    n_out += 1
+        return ExportSummary(written=n_out, errors=n_err, missing=max(0, job.total - len(results)))
+
+    # ---- queues and limits --------------------------------------------------------------
+
+    async def queue_stats(self) -> QueueStats:
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+        main, dlq = await asyncio.gather(
+            self.sqs.get_queue_attributes(QueueUrl=self.resources.request_queue_url, AttributeNames=names),
+            self.sqs.get_queue_attributes(
+                QueueUrl=self.resources.dead_letter_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+            ),
+        )
+        a = main["Attributes"]
+        return QueueStats(
+            visible=int(a.get(names[0], 0)),
+            in_flight=int(a.get(names[1], 0)),
+            delayed=int(a.get(names[2], 0)),
+            dead_letters=int(dlq["Attributes"].get("ApproximateNumberOfMessages", 0)),
+        )
+
+    async def get_limits(self) -> RuntimeLimits:
+        resp = await self.ssm.get_parameter(Name=self.resources.limits_parameter)
+        return RuntimeLimits.from_json(resp["Parameter"]["Value"])
+
+    async def set_limits(self, limits: RuntimeLimits) -> None:
+        await self.ssm.put_parameter(
+            Name=self.resources.limits_parameter, Value=limits.to_json(), Type="String", Overwrite=True
+        )
+
+    async def _worker_mapping(self) -> dict[str, Any]:
+        resp = await self.lambda_.list_event_source_mappings(FunctionName=self.resources.worker_function)
+        mappings = resp.get("EventSourceMappings", [])
+        if not mappings:
+            raise ConfigError(f"function {self.resources.worker_function} has no event source mapping")
+        return dict(mappings[0])
+
+    async def get_worker_concurrency(self) -> int | None:
+        mapping = await self._worker_mapping()
+        return mapping.get("ScalingConfig", {}).get("MaximumConcurrency")
+
+    async def set_worker_concurrency(self, value: int) -> None:
+        lo, hi = ESM_CONCURRENCY_BOUNDS
+        if not lo <= value <= hi:
+            raise ConfigError(f"maximum concurrency must be from {lo} to {hi}, got {value}")
+        mapping = await self._worker_mapping()
+        await self.lambda_.update_event_source_mapping(
+            UUID=mapping["UUID"], ScalingConfig={"MaximumConcurrency": value}
+        )
+
+
+def _pack_batches(bodies: list[str]) -> list[list[str]]:
+    batches: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for body in bodies:
+        n = len(body.encode())
+        if current and (len(current) == SQS_BATCH_MAX_ENTRIES or size + n > SQS_BATCH_MAX_BYTES):
+            batches.append(current)
+            current, size = [], 0
+        current.append(body)
+        size += n
+    if current:
+        batches.append(current)
+    return batches
+
+
+class _NullFile:
+    def __enter__(self) -> _NullFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def write(self, _: str) -> int:
+        return 0

@@ -1,0 +1,34 @@
+"""The interface every endpoint kind implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shared.results import Usage
+
+
+@dataclass(frozen=True)
+class EndpointReply:
+    """A successful answer (2xx)."""
+
+    status_code: int
+    body: Any
+    usage: Usage
+    request_id: str | None = None
+
+
+class Endpoint(Protocol):
+    name: str
+
+    async def call(self, route: str, body: dict[str, Any], *, timeout_s: float, custom_id: str) -> EndpointReply:
+        """Make one model call.
+
+        Raises
+        ------
+        PermanentError
+            The request itself is wrong (4xx other than 408/409/429).
+        TransientError
+            Worth trying again later (timeouts, connection errors, 408, 409, 429, 5xx).
+        """
+        ...

@@ -1,0 +1,123 @@
+"""Reading and checking a job file before anything is enqueued.
+
+The whole file is checked first; a file with any problem is refused as a whole, so a job
+is never half-submitted because of bad input. Problems read ``FILE:LINE: reason``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from shared.errors import JobFileError
+from shared.messages import SUPPORTED_URLS, JobLine, RequestMessage, describe_validation_error
+
+#: How many problems are reported in full; the rest are counted.
+MAX_REPORTED_PROBLEMS = 50
+
+#: SQS's own maximum message size; the queue's configured size is used when known.
+SQS_MAX_MESSAGE_BYTES = 1_048_576
+
+
+@dataclass(frozen=True)
+class NumberedLine:
+    line_no: int
+    request: JobLine
+
+
+@dataclass
+class JobFile:
+    path: Path
+    lines: list[NumberedLine] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.lines)
+
+
+def _iter_raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    with path.open("rb") as fh:
+        yield from enumerate(fh, start=1)
+
+
+def read_job_file(
+    path: Path,
+    *,
+    max_message_bytes: int = SQS_MAX_MESSAGE_BYTES,
+    endpoint: str = "default",
+    max_requests: int | None = None,
+) -> JobFile:
+    """Parse and check every line of ``path``.
+
+    Raises
+    ------
+    JobFileError
+        Listing ``FILE:LINE: reason`` for the first problems found (all lines are checked).
+    """
+    problems: list[str] = []
+    total_problems = 0
+    seen: dict[str, int] = {}
+    job = JobFile(path=path)
+
+    def problem(line_no: int, reason: str) -> None:
+        nonlocal total_problems
+        total_problems += 1
+        if len(problems) < MAX_REPORTED_PROBLEMS:
+            problems.append(f"{path}:{line_no}: {reason}")
+
+    for line_no, raw in _iter_raw_lines(path):
+        if not raw.strip():
+            continue
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            problem(line_no, f"invalid JSON: {getattr(e, 'msg', str(e))}")
+            continue
+        if not isinstance(data, dict):
+            problem(line_no, "a line must be a JSON object")
+            continue
+        try:
+            request = JobLine.model_validate(data)
+        except ValidationError as e:
+            problem(line_no, _explain(e))
+            continue
+        if request.custom_id in seen:
+            problem(
+                line_no,
+                f"duplicate custom_id {request.custom_id!r} (first on line {seen[request.custom_id]})",
+            )
+            continue
+        seen[request.custom_id] = line_no
+        size = len(
+            RequestMessage.from_job_line(request, job_id="j" * 32, line_no=line_no, endpoint=endpoint).encode().encode()
+        )
+        if size > max_message_bytes:
+            problem(
+                line_no,
+                f"request is {size} bytes as a message, over the queue's limit of {max_message_bytes}",
+            )
+            continue
+        job.lines.append(NumberedLine(line_no, request))
+
+    if max_requests is not None and job.total > max_requests:
+        problem(job.total, f"the job has {job.total} requests, over the limit of {max_requests} per job")
+    if not job.lines and not total_problems:
+        problem(1, "the file holds no requests")
+    if total_problems:
+        raise JobFileError(problems, total_problems)
+    return job
+
+
+def _explain(e: ValidationError) -> str:
+    for err in e.errors():
+        if err["loc"] and err["loc"][0] == "url" and err["type"] == "literal_error":
+            return f"unsupported url {err['input']!r}; expected one of {', '.join(SUPPORTED_URLS)}"
+        if err["type"] == "missing":
+            return f"missing field {'.'.join(str(p) for p in err['loc'])!r}"
+        if err["type"] == "extra_forbidden":
+            return f"unknown field {'.'.join(str(p) for p in err['loc'])!r}"
+    return describe_validation_error(e)

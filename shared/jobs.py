@@ -1,0 +1,110 @@
+"""The job record and how a job's status is derived from its counters."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class JobState(StrEnum):
+    SUBMITTING = "submitting"
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+def new_job_id(now: datetime | None = None) -> str:
+    """Sortable by creation time, newest last: ``job-20261129T061500Z-3f9a1c2e``."""
+    now = now or datetime.now(UTC)
+    return f"job-{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class Counts:
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            self.succeeded + other.succeeded,
+            self.failed + other.failed,
+            self.cancelled + other.cancelled,
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+        )
+
+    @property
+    def terminal(self) -> int:
+        return self.succeeded + self.failed + self.cancelled
+
+
+@dataclass(frozen=True)
+class JobMeta:
+    job_id: str
+    total: int
+    name: str = ""
+    endpoint: str = "default"
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    #: Every request of the job has been enqueued.
+    sealed: bool = False
+    enqueued: int = 0
+    cancel_requested: bool = False
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    meta: JobMeta
+    counts: Counts
+
+    @property
+    def job_id(self) -> str:
+        return self.meta.job_id
+
+    @property
+    def total(self) -> int:
+        return self.meta.total
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.meta.total - self.counts.terminal)
+
+    @property
+    def state(self) -> JobState:
+        """Derived, never stored: counters and flags are the only truth."""
+        done = self.counts.terminal >= self.meta.total
+        if self.meta.cancel_requested:
+            return JobState.CANCELLED if done or not self.meta.sealed else JobState.CANCELLING
+        if not self.meta.sealed:
+            return JobState.SUBMITTING
+        if done:
+            return JobState.COMPLETED
+        return JobState.IN_PROGRESS if self.counts.terminal > 0 else JobState.QUEUED
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (JobState.COMPLETED, JobState.CANCELLED)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "name": self.meta.name,
+            "status": self.state.value,
+            "total": self.total,
+            "succeeded": self.counts.succeeded,
+            "failed": self.counts.failed,
+            "cancelled": self.counts.cancelled,
+            "pending": self.pending,
+            "enqueued": self.meta.enqueued,
+            "prompt_tokens": self.counts.prompt_tokens,
+            "completion_tokens": self.counts.completion_tokens,
+            "endpoint": self.meta.endpoint,
+            "created_at": self.meta.created_at,
+        }

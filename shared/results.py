@@ -1,0 +1,122 @@
+"""What a request ends as: the result record stored in DynamoDB, and its OpenAI output line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class RequestStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def from_body(cls, body: Any) -> Usage:
+        usage = body.get("usage") if isinstance(body, dict) else None
+        if not isinstance(usage, dict):
+            return cls()
+        prompt = usage.get("prompt_tokens") or usage.get("input_tokens") or 0
+        completion = usage.get("completion_tokens") or usage.get("output_tokens") or 0
+        return cls(int(prompt), int(completion))
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    """The terminal state of one request: one item in the results table."""
+
+    job_id: str
+    custom_id: str
+    line: int
+    status: RequestStatus
+    attempt: int
+    endpoint: str
+    latency_ms: int = 0
+    status_code: int | None = None
+    request_id: str | None = None
+    response_body: Any = None
+    error_code: str | None = None
+    error_message: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    finished_at: str = field(default_factory=utc_now_iso)
+
+    def to_item(self) -> dict[str, Any]:
+        """The plain (not yet DynamoDB-typed) item. The body is stored as JSON text so it
+        round-trips exactly (DynamoDB numbers would turn floats into Decimals)."""
+        item: dict[str, Any] = {
+            "job_id": self.job_id,
+            "custom_id": self.custom_id,
+            "line": self.line,
+            "status": self.status.value,
+            "attempt": self.attempt,
+            "endpoint": self.endpoint,
+            "latency_ms": self.latency_ms,
+            "finished_at": self.finished_at,
+            "prompt_tokens": self.usage.prompt_tokens,
+            "completion_tokens": self.usage.completion_tokens,
+        }
+        optional = {
+            "status_code": self.status_code,
+            "request_id": self.request_id,
+            "response_body": None if self.response_body is None else json.dumps(self.response_body),
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+        }
+        item.update({k: v for k, v in optional.items() if v is not None})
+        return item
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> RequestResult:
+        body = item.get("response_body")
+        return cls(
+            job_id=str(item["job_id"]),
+            custom_id=str(item["custom_id"]),
+            line=int(item["line"]),
+            status=RequestStatus(item["status"]),
+            attempt=int(item.get("attempt", 1)),
+            endpoint=str(item.get("endpoint", "default")),
+            latency_ms=int(item.get("latency_ms", 0)),
+            status_code=int(item["status_code"]) if item.get("status_code") is not None else None,
+            request_id=item.get("request_id"),
+            response_body=json.loads(body) if body is not None else None,
+            error_code=item.get("error_code"),
+            error_message=item.get("error_message"),
+            usage=Usage(int(item.get("prompt_tokens", 0)), int(item.get("completion_tokens", 0))),
+            finished_at=str(item.get("finished_at", "")),
+        )
+
+    def to_output_line(self) -> dict[str, Any]:
+        """The OpenAI Batch output format."""
+        response = None
+        if self.status_code is not None:
+            response = {
+                "status_code": self.status_code,
+                "request_id": self.request_id or "",
+                "body": self.response_body,
+            }
+        error = None
+        if self.status is not RequestStatus.SUCCEEDED:
+            error = {"code": self.error_code or self.status.value, "message": self.error_message or ""}
+        return {
+            "id": f"batch_req_{self.job_id}_{self.line}",
+            "custom_id": self.custom_id,
+            "response": response,
+            "error": error,
+        }

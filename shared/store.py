@@ -1,0 +1,328 @@
+"""DynamoDB: job records, their counters and the request results.
+
+Tables (see the README's "Storage" section):
+
+* jobs table, key ``job_id`` + ``item``: ``meta`` (the job), ``count#N`` (counter shards,
+  summed on read so concurrent workers do not all write one hot item), ``retry#CUSTOM_ID``
+  (the last transient error of a request still being retried).
+* results table, key ``job_id`` + ``custom_id``: one item per request in a terminal state.
+
+A terminal result and its counter increment are written in one transaction whose puts are
+conditional on the result not existing yet: a duplicate delivery can neither overwrite an
+answer nor count twice. (BatchWriteItem has no conditions, so it cannot make that promise;
+it is used for the retry notes, where last-writer-wins is what we want.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from shared.errors import JobNotFoundError, TransientError
+from shared.jobs import Counts, JobMeta, JobStatus
+from shared.results import RequestResult, RequestStatus, utc_now_iso
+
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+#: DynamoDB's own limits.
+TRANSACTION_MAX_ITEMS = 100
+TRANSACTION_MAX_BYTES = 4_000_000
+BATCH_WRITE_MAX_ITEMS = 25
+BATCH_GET_MAX_KEYS = 100
+
+RETRYABLE_CODES = frozenset(
+    {
+        "TransactionConflict",
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionInProgressException",
+    }
+)
+
+
+def to_ddb(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(v) for k, v in item.items()}
+
+
+def from_ddb(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _de.deserialize(v) for k, v in item.items()}
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB numbers come back as Decimal; our items hold whole numbers only."""
+    from decimal import Decimal
+
+    return int(value) if isinstance(value, Decimal) else value
+
+
+async def backoff_sleep(attempt: int, *, base_s: float = 0.05, cap_s: float = 2.0) -> None:
+    """Full-jitter exponential backoff."""
+    await asyncio.sleep(random.uniform(0, min(cap_s, base_s * 2**attempt)))
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    written: list[RequestResult]
+    duplicates: list[RequestResult]
+
+
+class ResultStore:
+    """Reads and writes jobs and results through an aiobotocore DynamoDB client."""
+
+    def __init__(
+        self,
+        ddb: Any,
+        *,
+        jobs_table: str,
+        results_table: str,
+        counter_shards: int = 8,
+        max_attempts: int = 8,
+    ) -> None:
+        self._ddb = ddb
+        self.jobs_table = jobs_table
+        self.results_table = results_table
+        self._shards = max(1, counter_shards)
+        self._max_attempts = max_attempts
+        #: Calls made, by operation: the benchmark reports AWS calls per request.
+        self.calls: Counter[str] = Counter()
+
+    async def _call(self, op: str, **kwargs: Any) -> Any:
+        self.calls[op] += 1
+        return await getattr(self._ddb, op)(**kwargs)
+
+    # ---- jobs ---------------------------------------------------------------------------
+
+    async def create_job(self, meta: JobMeta) -> None:
+        item = {
+            "job_id": meta.job_id,
+            "item": "meta",
+            "total": meta.total,
+            "name": meta.name,
+            "endpoint": meta.endpoint,
+            "created_at": meta.created_at,
+            "sealed": meta.sealed,
+            "enqueued": meta.enqueued,
+            "cancel_requested": meta.cancel_requested,
+        }
+        await self._call(
+            "put_item",
+            TableName=self.jobs_table,
+            Item=to_ddb(item),
+            ConditionExpression="attribute_not_exists(job_id)",
+        )
+
+    async def record_enqueued(self, job_id: str, count: int, *, sealed: bool) -> None:
+        await self._call(
+            "update_item",
+            TableName=self.jobs_table,
+            Key=to_ddb({"job_id": job_id, "item": "meta"}),
+            UpdateExpression="SET enqueued = :n, sealed = :s",
+            ExpressionAttributeValues=to_ddb({":n": count, ":s": sealed}),
+        )
+
+    async def get_job(self, job_id: str) -> JobStatus:
+        resp = await self._call(
+            "query",
+            TableName=self.jobs_table,
+            KeyConditionExpression="job_id = :j AND #i BETWEEN :lo AND :hi",
+            ExpressionAttributeNames={"#i": "item"},
+            ExpressionAttributeValues=to_ddb({":j": job_id, ":lo": "count#", ":hi": "meta"}),
+            ConsistentRead=True,
+        )
+        items = [from_ddb(i) for i in resp.get("Items", [])]
+        meta_items = [i for i in items if i["item"] == "meta"]
+        if not meta_items:
+            raise JobNotFoundError(f"no job {job_id!r}")
+        counts = Counts()
+        for i in items:
+            if i["item"].startswith("count#"):
+                counts = counts + _counts_from_item(i)
+        return JobStatus(_meta_from_item(meta_items[0]), counts)
+
+    async def list_jobs(self, limit: int = 100) -> list[JobStatus]:
+        """Every job, newest first (the jobs table is small: one meta item per job)."""
+        metas: list[JobMeta] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.jobs_table,
+            "FilterExpression": "#i = :m",
+            "ExpressionAttributeNames": {"#i": "item"},
+            "ExpressionAttributeValues": to_ddb({":m": "meta"}),
+        }
+        while True:
+            resp = await self._call("scan", **kwargs)
+            metas.extend(_meta_from_item(from_ddb(i)) for i in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        metas.sort(key=lambda m: (m.created_at, m.job_id), reverse=True)
+        return list(await asyncio.gather(*(self.get_job(m.job_id) for m in metas[:limit])))
+
+    async def known_jobs(self, job_ids: Iterable[str]) -> dict[str, JobMeta]:
+        keys = [{"job_id": j, "item": "meta"} for j in set(job_ids)]
+        found = await self._batch_get(self.jobs_table, keys)
+        return {i["job_id"]: _meta_from_item(i) for i in found}
+
+    # ---- results ------------------------------------------------------------------------
+
+    async def stored_results(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (job_id, custom_id) pairs already have a terminal result."""
+        wanted = [{"job_id": j, "custom_id": c} for j, c in set(keys)]
+        found = await self._batch_get(self.results_table, wanted, projection="job_id, custom_id")
+        return {(i["job_id"], i["custom_id"]) for i in found}
+
+    async def _batch_get(
+        self, table: str, keys: list[dict[str, Any]], projection: str | None = None
+    ) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(keys), BATCH_GET_MAX_KEYS):
+            request: dict[str, Any] = {"Keys": [to_ddb(k) for k in keys[start : start + BATCH_GET_MAX_KEYS]]}
+            if projection:
+                request["ProjectionExpression"] = projection
+            pending: dict[str, Any] = {table: request}
+            attempt = 0
+            while pending:
+                resp = await self._call("batch_get_item", RequestItems=pending)
+                out.extend(from_ddb(i) for i in resp.get("Responses", {}).get(table, []))
+                pending = resp.get("UnprocessedKeys") or {}
+                if pending:
+                    attempt += 1
+                    if attempt >= self._max_attempts:
+                        raise TransientError("DynamoDB kept keys unprocessed", code="unprocessed_keys")
+                    await backoff_sleep(attempt)
+        return out
+
+    async def write_terminal(self, job_id: str, results: Sequence[RequestResult]) -> WriteOutcome:
+        """Store first terminal results of one job and move its counters, atomically.
+
+        Results that already exist are duplicates: they are dropped, not counted.
+        At most 99 results per call (one action is the counter update).
+        """
+        if len(results) > TRANSACTION_MAX_ITEMS - 1:
+            raise ValueError("at most 99 results per transaction")
+        remaining = list(results)
+        duplicates: list[RequestResult] = []
+        attempt = 0
+        while remaining:
+            try:
+                await self._call("transact_write_items", TransactItems=self._transaction(job_id, remaining))
+                return WriteOutcome(written=remaining, duplicates=duplicates)
+            except ClientError as e:
+                code = e.response.get("Error", {}).get("Code", "")
+                reasons = e.response.get("CancellationReasons") or []
+                if code == "TransactionCanceledException" and reasons:
+                    failed = {
+                        i for i, r in enumerate(reasons[: len(remaining)]) if r.get("Code") == "ConditionalCheckFailed"
+                    }
+                    if failed:
+                        duplicates += [r for i, r in enumerate(remaining) if i in failed]
+                        remaining = [r for i, r in enumerate(remaining) if i not in failed]
+                        continue
+                    retryable = any(r.get("Code") in RETRYABLE_CODES for r in reasons)
+                else:
+                    retryable = code in RETRYABLE_CODES
+                attempt += 1
+                if not retryable or attempt >= self._max_attempts:
+                    raise TransientError(f"DynamoDB write failed: {code}: {e}", code="store_write") from e
+                await backoff_sleep(attempt)
+        return WriteOutcome(written=[], duplicates=duplicates)
+
+    def _transaction(self, job_id: str, results: Sequence[RequestResult]) -> list[dict[str, Any]]:
+        actions: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self.results_table,
+                    "Item": to_ddb(r.to_item()),
+                    "ConditionExpression": "attribute_not_exists(custom_id)",
+                }
+            }
+            for r in results
+        ]
+        delta = Counter(r.status for r in results)
+        actions.append(
+            {
+                "Update": {
+                    "TableName": self.jobs_table,
+                    "Key": to_ddb({"job_id": job_id, "item": f"count#{random.randrange(self._shards)}"}),
+                    "UpdateExpression": "ADD succeeded :s, failed :f, cancelled :c, "
+                    "prompt_tokens :p, completion_tokens :o SET updated_at = :t",
+                    "ExpressionAttributeValues": to_ddb(
+                        {
+                            ":s": delta[RequestStatus.SUCCEEDED],
+                            ":f": delta[RequestStatus.FAILED],
+                            ":c": delta[RequestStatus.CANCELLED],
+                            ":p": sum(r.usage.prompt_tokens for r in results),
+                            ":o": sum(r.usage.completion_tokens for r in results),
+                            ":t": utc_now_iso(),
+                        }
+                    ),
+                }
+            }
+        )
+        return actions
+
+    async def note_retries(self, notes: Sequence[dict[str, Any]]) -> None:
+        """Remember the last transient error of requests that go back to the queue."""
+        requests = [{"PutRequest": {"Item": to_ddb({**n, "item": f"retry#{n['custom_id']}"})}} for n in notes]
+        await self.batch_write(self.jobs_table, requests)
+
+    async def batch_write(self, table: str, requests: list[dict[str, Any]]) -> None:
+        """BatchWriteItem in chunks of 25, retrying UnprocessedItems with backoff."""
+        for start in range(0, len(requests), BATCH_WRITE_MAX_ITEMS):
+            pending: dict[str, Any] = {table: requests[start : start + BATCH_WRITE_MAX_ITEMS]}
+            attempt = 0
+            while pending:
+                resp = await self._call("batch_write_item", RequestItems=pending)
+                pending = resp.get("UnprocessedItems") or {}
+                if pending:
+                    attempt += 1
+                    if attempt >= self._max_attempts:
+                        raise TransientError("DynamoDB kept items unprocessed", code="unprocessed_items")
+                    await backoff_sleep(attempt)
+
+    async def iter_results(self, job_id: str) -> AsyncIterator[RequestResult]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.results_table,
+            "KeyConditionExpression": "job_id = :j",
+            "ExpressionAttributeValues": to_ddb({":j": job_id}),
+        }
+        while True:
+            resp = await self._call("query", **kwargs)
+            for item in resp.get("Items", []):
+                yield RequestResult.from_item(from_ddb(item))
+            if "LastEvaluatedKey" not in resp:
+                return
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+
+def _counts_from_item(i: dict[str, Any]) -> Counts:
+    return Counts(
+        succeeded=_plain(i.get("succeeded", 0)),
+        failed=_plain(i.get("failed", 0)),
+        cancelled=_plain(i.get("cancelled", 0)),
+        prompt_tokens=_plain(i.get("prompt_tokens", 0)),
+        completion_tokens=_plain(i.get("completion_tokens", 0)),
+    )
+
+
+def _meta_from_item(i: dict[str, Any]) -> JobMeta:
+    return JobMeta(
+        job_id=i["job_id"],
+        total=_plain(i["total"]),
+        name=i.get("name", ""),
+        endpoint=i.get("endpoint", "default"),
+        created_at=i.get("created_at", ""),
+        sealed=bool(i.get("sealed", False)),
+        enqueued=_plain(i.get("enqueued", 0)),
+        cancel_requested=bool(i.get("cancel_requested", False)),
+    )

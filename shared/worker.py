@@ -1,0 +1,342 @@
+"""Processing one SQS batch: validate, skip what is done, call the model concurrently under
+one deadline, store every answer, and hand the rest back to SQS.
+
+The pieces, each in its own module: :mod:`shared.budget` (the deadline),
+:mod:`shared.limiter` (calls in flight), :mod:`shared.endpoints` (the model),
+:mod:`shared.result_writer` (batched, conditional writes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
+
+from shared.budget import Deadline, LambdaContextLike
+from shared.config import RuntimeLimits, WorkerConfig
+from shared.endpoints.base import Endpoint, EndpointReply
+from shared.errors import (
+    BudgetExhaustedError,
+    EndpointTimeoutError,
+    InvalidMessageError,
+    PermanentError,
+    TransientError,
+    UnreadableMessageError,
+)
+from shared.jobs import JobMeta
+from shared.limiter import AdjustableLimiter
+from shared.messages import RequestMessage, decode_message
+from shared.result_writer import ResultWriter
+from shared.results import RequestResult, RequestStatus, Usage, utc_now_iso
+from shared.store import ResultStore
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+log = logging.getLogger("llmbatch.worker")
+
+
+class Disposition:
+    """What became of a record that SQS may now delete."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    DEAD_LETTERED = "dead_lettered"
+
+
+class ContainerLoopBatchProcessor(AsyncBatchProcessor):
+    """Powertools' SQS batch processor, run on the container's own event loop.
+
+    Outside Lambda, ``AsyncBatchProcessor.async_process`` falls back to ``asyncio.run``,
+    which makes a new loop per invocation and breaks the connection pools made on the
+    container's loop; so this processor always runs on the loop it is given. It keeps
+    Powertools' record conversion, failure collection and partial batch response. Its
+    gather is unbounded by design: the record handler itself waits for a slot of the
+    limiter and respects the invocation's deadline (Powertools has neither:
+    powertools-lambda-python#1242).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+        self._loop = loop
+
+    def async_process(self) -> list[tuple]:
+        async def all_records() -> list[Any]:
+            return list(await asyncio.gather(*(self._async_process_record(r) for r in self.records)))
+
+        return self._loop.run_until_complete(all_records())
+
+
+@dataclass
+class InvocationStats:
+    calls: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    budget_exhausted: int = 0
+    latencies_ms: list[int] = field(default_factory=list)
+
+
+class DeadLetterSender:
+    """Sends a message nobody can record straight to the dead-letter queue, with its reason."""
+
+    def __init__(self, sqs: Any, queue_url: str) -> None:
+        self._sqs = sqs
+        self._queue_url = queue_url
+
+    async def send(self, body: str, reason: str) -> None:
+        await self._sqs.send_message(
+            QueueUrl=self._queue_url,
+            MessageBody=body,
+            MessageAttributes={"llmbatch-reason": {"DataType": "String", "StringValue": reason[:1000]}},
+        )
+
+
+class Worker:
+    """Container-scoped: one per Lambda container, reused by every invocation."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        store: ResultStore,
+        endpoints: Mapping[str, Endpoint],
+        *,
+        dead_letters: DeadLetterSender | None = None,
+        limits: Callable[[], RuntimeLimits] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.endpoints = endpoints
+        self.dead_letters = dead_letters
+        self._limits = limits or (lambda: config.default_limits)
+        self.limiter = AdjustableLimiter(config.default_limits.max_concurrency)
+        self.last_stats = InvocationStats()
+
+    async def start(self, records: list[dict[str, Any]], context: LambdaContextLike) -> BatchRun:
+        """Everything an invocation needs before its records run: the deadline (taken
+        first, so setup counts against it), live limits, and one lookup of what is done."""
+        deadline = Deadline.from_context(context, reserve_s=self.config.write_reserve_s)
+        limits = self._limits()
+        if limits.max_concurrency != self.limiter.limit:
+            await self.limiter.set_limit(limits.max_concurrency)
+        run = BatchRun(self, deadline)
+        await run.prepare(records)
+        return run
+
+    def process(
+        self, event: Mapping[str, Any], context: LambdaContextLike, loop: asyncio.AbstractEventLoop
+    ) -> PartialItemFailureResponse:
+        records = list(event.get("Records", []))
+        run = loop.run_until_complete(self.start(records, context))
+        processor = ContainerLoopBatchProcessor(loop)
+        with processor(records=records, handler=run.handle_record, lambda_context=context):  # type: ignore[arg-type]
+            processor.async_process()
+        loop.run_until_complete(run.finish())
+        self.last_stats = run.stats
+        return processor.response()
+
+
+class BatchRun:
+    """The state of one invocation."""
+
+    def __init__(self, worker: Worker, deadline: Deadline) -> None:
+        self.worker = worker
+        self.deadline = deadline
+        self.writer = ResultWriter(worker.store)
+        self.stats = InvocationStats()
+        self._jobs: dict[str, JobMeta] = {}
+        self._stored: set[tuple[str, str]] = set()
+        self._retry_notes: list[dict[str, Any]] = []
+
+    async def prepare(self, records: list[dict[str, Any]]) -> None:
+        """One batched read for the whole batch: the jobs named, and the requests that
+        already have an answer (redelivered or enqueued twice) so they are not paid for twice."""
+        keys: list[tuple[str, str]] = []
+        for r in records:
+            try:
+                data = json.loads(r.get("body", ""))
+            except (json.JSONDecodeError, TypeError):
+                continue
+            if (
+                isinstance(data, dict)
+                and isinstance(data.get("job_id"), str)
+                and isinstance(data.get("custom_id"), str)
+            ):
+                keys.append((data["job_id"], data["custom_id"]))
+        if not keys:
+            return
+        jobs, stored = await asyncio.gather(
+            self.worker.store.known_jobs(j for j, _ in keys), self.worker.store.stored_results(keys)
+        )
+        self._jobs, self._stored = jobs, stored
+
+    async def handle_record(self, record: SQSRecord) -> str:
+        attempt = int(record.attributes.approximate_receive_count or 1)
+        try:
+            msg = decode_message(record.body)
+        except InvalidMessageError as e:
+            return await self._invalid(record, e, attempt)
+
+        job = self._jobs.get(msg.job_id)
+        if job is None:
+            return await self._dead_letter(record.body, f"unknown job {msg.job_id!r}")
+        if (msg.job_id, msg.custom_id) in self._stored:
+            self.stats.duplicates += 1
+            return Disposition.DUPLICATE
+        if job.cancel_requested:
+            return await self._store(
+                self._result(msg, attempt, RequestStatus.CANCELLED, error=("cancelled", "job cancelled"))
+            )
+
+        endpoint = self.worker.endpoints.get(msg.endpoint)
+        if endpoint is None:
+            return await self._store(
+                self._result(
+                    msg,
+                    attempt,
+                    RequestStatus.FAILED,
+                    error=("unknown_endpoint", f"no endpoint named {msg.endpoint!r}"),
+                )
+            )
+        started = time.monotonic()
+        try:
+            reply = await self._call(endpoint, msg)
+        except PermanentError as e:
+            latency = int((time.monotonic() - started) * 1000)
+            return await self._store(
+                self._result(
+                    msg,
+                    attempt,
+                    RequestStatus.FAILED,
+                    status_code=e.status_code,
+                    error=(e.code or "failed", e.message),
+                    latency_ms=latency,
+                )
+            )
+        except TransientError as e:
+            self.stats.retried += 1
+            if isinstance(e, BudgetExhaustedError):
+                self.stats.budget_exhausted += 1
+            self._retry_notes.append(
+                {
+                    "job_id": msg.job_id,
+                    "custom_id": msg.custom_id,
+                    "attempt": attempt,
+                    "error_code": e.code or "transient",
+                    "error_message": e.message,
+                    "status_code": e.status_code or 0,
+                    "at": utc_now_iso(),
+                }
+            )
+            raise
+        latency = int((time.monotonic() - started) * 1000)
+        self.stats.latencies_ms.append(latency)
+        return await self._store(self._result(msg, attempt, RequestStatus.SUCCEEDED, reply=reply, latency_ms=latency))
+
+    async def _call(self, endpoint: Endpoint, msg: RequestMessage) -> EndpointReply:
+        """Wait for a slot and make the call, all within the deadline."""
+        cfg = self.worker.config
+        try:
+            async with asyncio.timeout(self.deadline.remaining()):
+                async with self.worker.limiter.slot():
+                    timeout_s = self.deadline.timeout_for_call(cfg.call_timeout_s, min_call_s=cfg.min_call_s)
+                    self.stats.calls += 1
+                    try:
+                        return await endpoint.call(msg.url, msg.body, timeout_s=timeout_s, custom_id=msg.custom_id)
+                    except EndpointTimeoutError as e:
+                        if timeout_s < cfg.call_timeout_s:  # cut short by the deadline, not by the call timeout
+                            raise BudgetExhaustedError(e.message, code="budget_exhausted") from e
+                        raise
+        except TimeoutError as e:
+            raise BudgetExhaustedError(
+                "invocation deadline reached before the call finished", code="budget_exhausted"
+            ) from e
+
+    def _result(
+        self,
+        msg: RequestMessage,
+        attempt: int,
+        status: RequestStatus,
+        *,
+        reply: EndpointReply | None = None,
+        status_code: int | None = None,
+        error: tuple[str, str] | None = None,
+        latency_ms: int = 0,
+    ) -> RequestResult:
+        return RequestResult(
+            job_id=msg.job_id,
+            custom_id=msg.custom_id,
+            line=msg.line,
+            status=status,
+            attempt=attempt,
+            endpoint=msg.endpoint,
+            latency_ms=latency_ms,
+            status_code=reply.status_code if reply else status_code,
+            request_id=reply.request_id if reply else None,
+            response_body=reply.body if reply else None,
+            error_code=error[0] if error else None,
+            error_message=error[1] if error else None,
+            usage=reply.usage if reply else Usage(),
+        )
+
+    async def _store(self, result: RequestResult) -> str:
+        first = await self.writer.put(result)
+        if not first:
+            self.stats.duplicates += 1
+            return Disposition.DUPLICATE
+        if result.status is RequestStatus.SUCCEEDED:
+            self.stats.succeeded += 1
+        else:
+            self.stats.failed += 1
+        return Disposition.STORED
+
+    async def _invalid(self, record: SQSRecord, e: InvalidMessageError, attempt: int) -> str:
+        """A message that breaks the schema fails alone: recorded against its request
+        when its job and id can be read, dead-lettered with the reason when not."""
+        if e.job_id and e.custom_id and e.job_id in self._jobs:
+            line = 0
+            try:
+                raw_line = json.loads(record.body).get("line")
+                line = raw_line if isinstance(raw_line, int) and raw_line > 0 else 0
+            except (json.JSONDecodeError, AttributeError):
+                pass
+            result = RequestResult(
+                job_id=e.job_id,
+                custom_id=e.custom_id,
+                line=line,
+                status=RequestStatus.FAILED,
+                attempt=attempt,
+                endpoint="",
+                error_code="invalid_message",
+                error_message=e.message,
+            )
+            if (e.job_id, e.custom_id) in self._stored:
+                self.stats.duplicates += 1
+                return Disposition.DUPLICATE
+            return await self._store(result)
+        return await self._dead_letter(record.body, e.message)
+
+    async def _dead_letter(self, body: str, reason: str) -> str:
+        log.warning("dead-lettering an unrecordable message", extra={"reason": reason, "body_bytes": len(body)})
+        if self.worker.dead_letters is None:
+            raise UnreadableMessageError(reason, code="unreadable")
+        await self.worker.dead_letters.send(body, reason)
+        self.stats.dead_lettered += 1
+        return Disposition.DEAD_LETTERED
+
+    async def finish(self) -> None:
+        await self.writer.drain()
+        if self._retry_notes:
+            try:
+                await self.worker.store.note_retries(self._retry_notes)
+            except Exception:  # a note is a courtesy; the record is retried by SQS regardless
+                log.exception("could not write retry notes")
