@@ -86,6 +86,11 @@ class WorkerConfig:
     limits_parameter: str
     limits_max_age_s: float
     default_limits: RuntimeLimits
+    #: The queue the worker reads; failed messages get their visibility set on it.
+    request_queue_url: str = ""
+    dead_letter_queue_url: str = ""
+    retry_base_s: float = 2.0
+    retry_max_s: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -103,4 +108,8 @@ class WorkerConfig:
             limits_parameter=env.get("LIMITS_PARAMETER", ""),
             limits_max_age_s=_number(env, "LIMITS_MAX_AGE_S", 5.0),
             default_limits=RuntimeLimits(max_concurrency=int(_number(env, "MAX_CONCURRENCY", 16))),
+            request_queue_url=env.get("REQUEST_QUEUE_URL", ""),
+            dead_letter_queue_url=env.get("DEAD_LETTER_QUEUE_URL", ""),
+            retry_base_s=_number(env, "RETRY_BASE_S", 2.0),
+            retry_max_s=_number(env, "RETRY_MAX_S", 300.0),
         )

@@ -9,7 +9,6 @@ new loop each time and break the pools).
 from __future__ import annotations
 
 import asyncio
-import os
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -22,7 +21,7 @@ from shared.endpoints.openai_http import OpenAIHttpEndpoint
 from shared.limits_source import LimitsSource
 from shared.secrets import resolve_api_key
 from shared.store import ResultStore
-from shared.worker import DeadLetterSender, Worker
+from shared.worker import QueueOps, Worker
 
 
 class Container:
@@ -64,9 +63,8 @@ async def _build_worker(config: WorkerConfig, stack: AsyncExitStack) -> Worker:
             config.endpoint_name, session, config.endpoint_url, resolve_api_key(config.endpoint_api_key_ref)
         )
     }
-    dead_letters = None
-    dlq_url = os.environ.get("DEAD_LETTER_QUEUE_URL", "")
-    if dlq_url:
-        sqs = await stack.enter_async_context(aws.create_client("sqs", config=aws_config))
-        dead_letters = DeadLetterSender(sqs, dlq_url)
-    return Worker(config, store, endpoints, dead_letters=dead_letters, limits=LimitsSource(config))
+    sqs = await stack.enter_async_context(aws.create_client("sqs", config=aws_config))
+    queue = QueueOps(
+        sqs, request_queue_url=config.request_queue_url, dead_letter_queue_url=config.dead_letter_queue_url
+    )
+    return Worker(config, store, endpoints, queue=queue, limits=LimitsSource(config))

@@ -12,12 +12,14 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 
+from shared.backoff import retry_delay_s
 from shared.budget import Deadline, LambdaContextLike
 from shared.config import RuntimeLimits, WorkerConfig
 from shared.endpoints.base import Endpoint, EndpointReply
@@ -86,19 +88,38 @@ class InvocationStats:
     latencies_ms: list[int] = field(default_factory=list)
 
 
-class DeadLetterSender:
-    """Sends a message nobody can record straight to the dead-letter queue, with its reason."""
+class QueueOps:
+    """The worker's own SQS calls: retry-later visibility, and dead-lettering a message
+    nobody can record (its reason attached as a message attribute)."""
 
-    def __init__(self, sqs: Any, queue_url: str) -> None:
+    def __init__(self, sqs: Any, *, request_queue_url: str, dead_letter_queue_url: str) -> None:
         self._sqs = sqs
-        self._queue_url = queue_url
+        self._queue_url = request_queue_url
+        self._dlq_url = dead_letter_queue_url
+        self.calls: Counter[str] = Counter()
 
-    async def send(self, body: str, reason: str) -> None:
+    async def dead_letter(self, body: str, reason: str) -> None:
+        if not self._dlq_url:
+            raise UnreadableMessageError(reason, code="unreadable")
+        self.calls["send_message"] += 1
         await self._sqs.send_message(
-            QueueUrl=self._queue_url,
+            QueueUrl=self._dlq_url,
             MessageBody=body,
             MessageAttributes={"llmbatch-reason": {"DataType": "String", "StringValue": reason[:1000]}},
         )
+
+    async def retry_later(self, delays: dict[str, int]) -> None:
+        """``receipt handle -> seconds``, 10 per ChangeMessageVisibilityBatch."""
+        if not self._queue_url or not delays:
+            return
+        entries = [
+            {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": d} for i, (h, d) in enumerate(delays.items())
+        ]
+        for start in range(0, len(entries), 10):
+            self.calls["change_message_visibility_batch"] += 1
+            await self._sqs.change_message_visibility_batch(
+                QueueUrl=self._queue_url, Entries=entries[start : start + 10]
+            )
 
 
 class Worker:
@@ -110,13 +131,13 @@ class Worker:
         store: ResultStore,
         endpoints: Mapping[str, Endpoint],
         *,
-        dead_letters: DeadLetterSender | None = None,
+        queue: QueueOps | None = None,
         limits: Callable[[], RuntimeLimits] | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.endpoints = endpoints
-        self.dead_letters = dead_letters
+        self.queue = queue
         self._limits = limits or (lambda: config.default_limits)
         self.limiter = AdjustableLimiter(config.default_limits.max_concurrency)
         self.last_stats = InvocationStats()
@@ -156,6 +177,7 @@ class BatchRun:
         self._jobs: dict[str, JobMeta] = {}
         self._stored: set[tuple[str, str]] = set()
         self._retry_notes: list[dict[str, Any]] = []
+        self._retry_delays: dict[str, int] = {}
 
     async def prepare(self, records: list[dict[str, Any]]) -> None:
         """One batched read for the whole batch: the jobs named, and the requests that
@@ -236,6 +258,9 @@ class BatchRun:
                     "status_code": e.status_code or 0,
                     "at": utc_now_iso(),
                 }
+            )
+            self._retry_delays[record.receipt_handle] = retry_delay_s(
+                e, attempt, base_s=self.worker.config.retry_base_s, cap_s=self.worker.config.retry_max_s
             )
             raise
         latency = int((time.monotonic() - started) * 1000)
@@ -327,16 +352,23 @@ class BatchRun:
 
     async def _dead_letter(self, body: str, reason: str) -> str:
         log.warning("dead-lettering an unrecordable message", extra={"reason": reason, "body_bytes": len(body)})
-        if self.worker.dead_letters is None:
+        if self.worker.queue is None:
             raise UnreadableMessageError(reason, code="unreadable")
-        await self.worker.dead_letters.send(body, reason)
+        await self.worker.queue.dead_letter(body, reason)
         self.stats.dead_lettered += 1
         return Disposition.DEAD_LETTERED
 
     async def finish(self) -> None:
         await self.writer.drain()
+        # Both below are best effort: the failed records go back to SQS regardless; at worst
+        # they come back after the queue's own visibility timeout, without their last error.
         if self._retry_notes:
             try:
                 await self.worker.store.note_retries(self._retry_notes)
-            except Exception:  # a note is a courtesy; the record is retried by SQS regardless
+            except Exception:
                 log.exception("could not write retry notes")
+        if self.worker.queue is not None and self._retry_delays:
+            try:
+                await self.worker.queue.retry_later(self._retry_delays)
+            except Exception:
+                log.exception("could not set retry delays")

@@ -1,0 +1,133 @@
+"""``llmbatch local up``: moto's server, the model endpoint, the stack from template.yaml,
+and a poller per event source, started together and stopped together."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from local_stack.moto_server import MotoServer
+from local_stack.poller import EventSourceMappingEmulator
+from local_stack.provision import DEFAULT_TEMPLATE, ProvisionedStack, provision_stack
+from shared.stack import StackResources, state_path
+
+log = logging.getLogger("llmbatch.local")
+
+
+class SimulatorProcess:
+    """The endpoint simulator in a process of its own (its CPU apart from the workers')."""
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        self._config = dict(config or {})
+        self._proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def start(self) -> str:
+        cmd = [sys.executable, "-m", "local_stack.simulator", "--port", "0"]
+        if self._config:
+            cmd += ["--config-json", json.dumps(self._config)]
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the endpoint simulator did not start")
+        self.url = json.loads(line)["url"]
+        return self.url
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+
+class LocalStack:
+    """Everything the local default needs. Use as a context manager, or start()/stop()."""
+
+    def __init__(
+        self,
+        *,
+        template_path: Path = DEFAULT_TEMPLATE,
+        endpoint_url: str | None = None,
+        simulator_config: Mapping[str, Any] | None = None,
+        parameter_overrides: Mapping[str, str] | None = None,
+        container_env: Mapping[str, str] | None = None,
+        stack_name: str = "llmbatch-local",
+        write_state: bool = True,
+    ) -> None:
+        self.template_path = template_path
+        self.endpoint_url = endpoint_url
+        self.simulator = None if endpoint_url else SimulatorProcess(simulator_config)
+        self.parameter_overrides = dict(parameter_overrides or {})
+        self.container_env = dict(container_env or {})
+        self.stack_name = stack_name
+        self.write_state = write_state
+        self.moto = MotoServer()
+        self.pollers: list[EventSourceMappingEmulator] = []
+        self.provisioned: ProvisionedStack | None = None
+
+    @property
+    def resources(self) -> StackResources:
+        assert self.provisioned is not None, "the local stack is not started"
+        return self.provisioned.resources
+
+    def start(self) -> StackResources:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> StackResources:
+        aws_url = self.moto.start()
+        model_url = self.endpoint_url or (self.simulator.start() if self.simulator else "")
+        overrides = {"EndpointUrl": model_url, **self.parameter_overrides}
+        self.provisioned = provision_stack(
+            aws_url,
+            stack_name=self.stack_name,
+            template_path=self.template_path,
+            parameter_overrides=overrides,
+            model_endpoint_url=model_url,
+        )
+        for function in self.provisioned.functions.values():
+            for source in function.event_sources:
+                poller = EventSourceMappingEmulator(function, source, aws_url, container_env=self.container_env)
+                poller.start()
+                self.pollers.append(poller)
+        if self.write_state:
+            path = state_path()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(self.provisioned.resources.to_json())
+        return self.provisioned.resources
+
+    def stop(self) -> None:
+        for poller in self.pollers:
+            with contextlib.suppress(Exception):
+                poller.stop()
+        self.pollers.clear()
+        if self.simulator:
+            self.simulator.stop()
+        with contextlib.suppress(Exception):
+            self.moto.stop()
+        if self.write_state:
+            with contextlib.suppress(FileNotFoundError):
+                state_path().unlink()
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,125 @@
+"""The console's pure parts, and its keyboard paths on the in-memory demo stack."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+from textual.widgets import DirectoryTree, Input
+
+from shared.control import QueueStats
+from shared.errors import ConfigError, JobFileError
+from tui.demo import FIXED_NOW, DemoClient, demo_results, write_demo_files
+from tui.errors import describe_error
+from tui.formatting import progress_bar
+from tui.pilot import wait_for
+from tui.screens.base import MAX_BACKOFF_S, next_delay
+from tui.screens.job_detail import JobDetailScreen, failure_groups
+from tui.screens.queue import QueueScreen, Sample, rate_per_s
+from tui.screens.submit import SubmitScreen
+from tui.screenshots import SIZE, demo_app, jobs_scene
+from tui.widgets.limit_field import parse_limit
+
+
+def test_polling_backs_off_doubling_and_capped() -> None:
+    assert [next_delay(3.0, n) for n in range(5)] == [3.0, 6.0, 12.0, 24.0, 48.0]
+    assert next_delay(3.0, 30) == MAX_BACKOFF_S
+    assert next_delay(120.0, 3) == 120.0  # never faster than the healthy interval
+
+
+def test_progress_bar_reads_as_a_percentage() -> None:
+    assert progress_bar(1, 4, width=8).plain == "██░░░░░░  25%"
+    assert progress_bar(0, 0, width=4).plain == "████ 100%"
+
+
+def test_failures_are_grouped_by_reason_most_first() -> None:
+    groups = failure_groups(demo_results("job-x"))
+    assert groups[0][0] == "context_length_exceeded" and groups[0][2] == 3
+    assert sum(n for *_, n in groups) == 6
+
+
+def test_rate_is_finished_requests_per_second_between_samples() -> None:
+    stats = QueueStats(0, 0, 0, 0)
+    first = Sample(FIXED_NOW, stats, 100)
+    assert rate_per_s(None, first) is None
+    assert rate_per_s(first, Sample(FIXED_NOW + timedelta(seconds=4), stats, 120)) == 5.0
+    assert rate_per_s(first, Sample(FIXED_NOW, stats, 120)) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "optional", "expected"), [("42", False, 42), (" 1,000 ", False, 1000), ("", True, None)]
+)
+def test_limits_parse(raw: str, optional: bool, expected: int | None) -> None:
+    assert parse_limit(raw, optional=optional) == expected
+
+
+@pytest.mark.parametrize(("raw", "reason"), [("", "a value is required"), ("-", "is not a whole number")])
+def test_limits_refuse_what_is_not_a_number(raw: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_limit(raw, optional=False)
+
+
+def test_errors_get_a_title_and_a_short_message() -> None:
+    denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetParameter")
+    assert describe_error(denied) == ("AWS error in GetParameter", "AccessDenied: no")
+    title, message = describe_error(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
+    assert title == "AWS unreachable" and "127.0.0.1:1" in message
+    assert describe_error(ConfigError("bad"))[0] == "Invalid configuration"
+    assert describe_error(JobFileError(["f:2: x"], 1))[1].endswith("f:2: x")
+    assert len(describe_error(RuntimeError("x" * 1000))[1]) <= 300
+
+
+async def test_every_screen_is_reachable_from_the_keyboard_and_the_palette() -> None:
+    app = demo_app()
+    async with app.run_test(size=SIZE) as pilot:
+        for key, screen_type in (("f2", QueueScreen), ("f4", SubmitScreen)):
+            await pilot.press(key)
+            await wait_for(pilot, lambda t=screen_type: isinstance(app.screen, t), what=key)  # type: ignore[misc]
+        await pilot.press("f1", "ctrl+p", *"show queue")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, QueueScreen), what="the palette command")
+        dark = app.current_theme.dark
+        await pilot.press("ctrl+t")
+        assert app.current_theme.dark is not dark
+
+
+class WithCancel(DemoClient):
+    """A client that has grown ``cancel`` (LlmbatchClient has not, yet)."""
+
+    cancelled: str | None = None
+
+    async def cancel(self, job_id: str) -> None:
+        self.cancelled = job_id
+
+
+@pytest.mark.parametrize(("factory", "shown"), [(DemoClient, False), (WithCancel, True)])
+async def test_cancel_and_retry_are_hidden_unless_the_client_offers_them(factory: type, shown: bool) -> None:
+    app = demo_app()
+    app.client_factory = factory
+    async with app.run_test(size=SIZE) as pilot:
+        await jobs_scene(pilot)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, JobDetailScreen))
+        assert (app.screen.check_action("cancel_job", ()) is True) is shown
+        assert app.screen.check_action("retry_failed", ()) is False
+        if shown:
+            await pilot.press("c")
+            await wait_for(pilot, lambda: app.client.cancelled is not None, what="the cancel call")  # type: ignore[attr-defined]
+
+
+async def test_choosing_a_file_in_the_tree_fills_the_path(tmp_path: Path) -> None:
+    good, _ = write_demo_files(tmp_path / "jobs")
+    app = demo_app()
+    app.start_dir = tmp_path / "jobs"
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: isinstance(app.screen, SubmitScreen))
+        tree = app.screen.query_one(DirectoryTree)
+        await wait_for(pilot, lambda: len(tree.root.children) == 2, what="the tree")
+        tree.focus()
+        await pilot.press("down", "down", "enter")  # broken.jsonl, requests.jsonl (sorted)
+        path_input = app.screen.query_one("#submit-path", Input)
+        await wait_for(pilot, lambda: path_input.value == str(good), what="the path")

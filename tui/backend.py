@@ -1,0 +1,82 @@
+"""What the console needs from a stack, and small adapters over ``LlmbatchClient``.
+
+The console talks to any object with the async methods of
+:class:`shared.control.LlmbatchClient` (:class:`ConsoleClient`); the tests and the
+screenshot script hand in an in-memory one. Anything the client does not offer yet is read
+here, through the client's own AWS clients, until ``shared/control.py`` grows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from shared.config import RuntimeLimits
+from shared.control import ExportSummary, ProgressCallback, QueueStats
+from shared.jobfile import JobFile
+from shared.jobs import JobStatus
+from shared.results import RequestResult
+
+
+class ConsoleClient(Protocol):
+    """The part of ``LlmbatchClient`` the console uses."""
+
+    async def list_jobs(self, limit: int = 100) -> list[JobStatus]: ...
+    async def status(self, job_id: str) -> JobStatus: ...
+    async def results(self, job_id: str) -> list[RequestResult]: ...
+    async def export_results(self, job_id: str, out: Path, errors: Path | None = None) -> ExportSummary: ...
+    async def queue_stats(self) -> QueueStats: ...
+    async def get_limits(self) -> RuntimeLimits: ...
+    async def set_limits(self, limits: RuntimeLimits) -> None: ...
+    async def get_worker_concurrency(self) -> int | None: ...
+    async def set_worker_concurrency(self, value: int) -> None: ...
+    async def check_file(self, path: Path, *, endpoint: str = "default") -> JobFile: ...
+    async def submit(
+        self,
+        path: Path,
+        *,
+        name: str | None = None,
+        endpoint: str = "default",
+        on_progress: ProgressCallback | None = None,
+    ) -> str: ...
+
+
+#: Called with no arguments; gives an async context manager that yields the client.
+ClientFactory = Callable[[], AbstractAsyncContextManager[Any]]
+
+
+def supports(client: object, method: str) -> bool:
+    """Whether the client offers an optional action (``cancel``, ``retry_failed``)."""
+    return callable(getattr(client, method, None))
+
+
+async def limits_changed_at(client: object) -> datetime | None:
+    """When the limits parameter last changed (SSM's LastModifiedDate)."""
+    own = getattr(client, "limits_changed_at", None)
+    if callable(own):
+        value: datetime | None = await own()
+        return value
+    ssm, resources = getattr(client, "ssm", None), getattr(client, "resources", None)
+    if ssm is None or resources is None:
+        return None
+    resp = await ssm.get_parameter(Name=resources.limits_parameter)
+    changed: datetime | None = resp["Parameter"].get("LastModifiedDate")
+    return changed
+
+
+async def worker_concurrency_changed_at(client: object) -> datetime | None:
+    """When the worker's event source mapping last changed (its LastModified)."""
+    own = getattr(client, "worker_concurrency_changed_at", None)
+    if callable(own):
+        value: datetime | None = await own()
+        return value
+    lambda_, resources = getattr(client, "lambda_", None), getattr(client, "resources", None)
+    if lambda_ is None or resources is None:
+        return None
+    resp = await lambda_.list_event_source_mappings(FunctionName=resources.worker_function)
+    mappings = resp.get("EventSourceMappings") or []
+    changed: datetime | None = mappings[0].get("LastModified") if mappings else None
+    return changed

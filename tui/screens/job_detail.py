@@ -1,0 +1,205 @@
+"""One job: its results (searchable by custom_id), failures by reason, one full response."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from rich.json import JSON
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from shared.jobs import JobStatus
+from shared.results import RequestResult, RequestStatus
+from tui.backend import supports
+from tui.formatting import number, progress_bar
+from tui.screens.base import PollingScreen
+from tui.screens.export import ExportScreen
+
+RESULT_COLUMNS = ("Line", "custom_id", "Status", "HTTP", "Tokens", "Latency ms")
+
+
+def failure_groups(results: list[RequestResult]) -> list[tuple[str, str, int]]:
+    """``(error_code, error_message, count)`` for every failed or cancelled request, most first."""
+    counter: Counter[tuple[str, str]] = Counter(
+        (r.error_code or r.status.value, r.error_message or "")
+        for r in results
+        if r.status is not RequestStatus.SUCCEEDED
+    )
+    return [(code, message, n) for (code, message), n in counter.most_common()]
+
+
+class JobDetailScreen(PollingScreen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("slash", "search", "Search"),
+        Binding("e", "export", "Export"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("c", "cancel_job", "Cancel job"),
+        Binding("R", "retry_failed", "Retry failed"),
+    ]
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.job: JobStatus | None = None
+        self.results: list[RequestResult] = []
+        self._loaded_terminal = -1
+
+    @property
+    def shown(self) -> list[RequestResult]:
+        """The results that match the search, in file order."""
+        query = self.query_one("#result-search", Input).value.strip().lower()
+        return [r for r in self.results if query in r.custom_id.lower()] if query else self.results
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("Loading…", id="job-summary")
+        with Horizontal(id="job-body"):
+            with Vertical(id="results-pane"):
+                yield Input(placeholder="Search custom_id (/)", id="result-search")
+                yield DataTable(id="results-table", cursor_type="row", zebra_stripes=True)
+            with Vertical(id="side-pane"):
+                yield Static("Failures by reason", classes="pane-title")
+                yield DataTable(id="failures-table", cursor_type="none")
+                yield Static("Response", classes="pane-title")
+                with VerticalScroll(id="response-scroll"):
+                    yield Static("Select a result to see its full response.", id="response-pane")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = self.job_id
+        self.title = "Job detail"
+        results = self.query_one("#results-table", DataTable)
+        for label in RESULT_COLUMNS:
+            results.add_column(label, key=label.lower())
+        failures = self.query_one("#failures-table", DataTable)
+        failures.add_columns("Count", "Reason", "Message")
+        results.focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Shown only when the client can do it (LlmbatchClient has neither yet).
+        if action == "cancel_job":
+            return supports(self.console_app.client, "cancel")
+        if action == "retry_failed":
+            return supports(self.console_app.client, "retry_failed")
+        return True
+
+    async def fetch(self) -> None:
+        job = await self.client.status(self.job_id)
+        self.job = job
+        self.show_summary(job)
+        if job.counts.terminal != self._loaded_terminal:
+            self.results = await self.client.results(self.job_id)
+            self._loaded_terminal = job.counts.terminal
+            self.show_results()
+            self.show_failures()
+
+    def show_summary(self, job: JobStatus) -> None:
+        c = job.counts
+        line = Text.assemble(
+            (job.meta.name or job.job_id, "bold"),
+            "  ",
+            (job.state.value, "bold"),
+            "  ",
+            progress_bar(c.terminal, job.total, width=20),
+            f"  succeeded {number(c.succeeded)} · failed {number(c.failed)} · cancelled {number(c.cancelled)}"
+            f" · pending {number(job.pending)} of {number(job.total)}"
+            f" · tokens {number(c.prompt_tokens)} in / {number(c.completion_tokens)} out"
+            f" · endpoint {job.meta.endpoint} · created {job.meta.created_at}",
+        )
+        self.query_one("#job-summary", Static).update(line)
+
+    def show_results(self) -> None:
+        table = self.query_one("#results-table", DataTable)
+        table.clear()
+        for r in self.shown:
+            status = Text(r.status.value, style="green" if r.status is RequestStatus.SUCCEEDED else "red")
+            table.add_row(
+                str(r.line),
+                r.custom_id,
+                status,
+                "" if r.status_code is None else str(r.status_code),
+                number(r.usage.total_tokens),
+                number(r.latency_ms),
+                key=r.custom_id,
+            )
+        self.show_response(self.shown[0] if self.shown else None)
+
+    def show_failures(self) -> None:
+        table = self.query_one("#failures-table", DataTable)
+        table.clear()
+        for code, message, n in failure_groups(self.results):
+            table.add_row(Text(number(n), justify="right"), code, message)
+
+    def show_response(self, result: RequestResult | None) -> None:
+        pane = self.query_one("#response-pane", Static)
+        if result is None:
+            pane.update("No result matches." if self.results else "No results yet.")
+            return
+        pane.update(JSON(json.dumps(result.to_output_line()), indent=2))
+
+    @on(DataTable.RowHighlighted, "#results-table")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        shown = self.shown
+        if 0 <= event.cursor_row < len(shown):
+            self.show_response(shown[event.cursor_row])
+
+    @on(Input.Changed, "#result-search")
+    def _search(self) -> None:
+        self.show_results()
+
+    @on(Input.Submitted, "#result-search")
+    def _search_done(self) -> None:
+        self.query_one("#results-table", DataTable).focus()
+
+    def action_search(self) -> None:
+        self.query_one("#result-search", Input).focus()
+
+    def action_refresh(self) -> None:
+        self._loaded_terminal = -1
+        self.poll_now()
+
+    def action_export(self) -> None:
+        default = Path.cwd() / f"{self.job_id}.jsonl"
+        self.app.push_screen(ExportScreen(default), self._export_to)
+
+    def _export_to(self, path: Path | None) -> None:
+        if path is not None:
+            self.export(path)
+
+    @work(exclusive=True, group="export")
+    async def export(self, path: Path) -> None:
+        try:
+            summary = await self.client.export_results(self.job_id, path)
+        except Exception as e:
+            self.report(e)
+            return
+        missing = f", {summary.missing} still pending" if summary.missing else ""
+        self.notify(f"{summary.written} result(s) written to {path}{missing}", title="Exported")
+
+    @work(exclusive=True, group="job-action")
+    async def action_cancel_job(self) -> None:
+        try:
+            await getattr(self.client, "cancel")(self.job_id)  # noqa: B009 - optional method
+        except Exception as e:
+            self.report(e)
+            return
+        self.notify(f"Cancelling {self.job_id}", title="Cancel requested")
+        self.poll_now()
+
+    @work(exclusive=True, group="job-action")
+    async def action_retry_failed(self) -> None:
+        try:
+            await getattr(self.client, "retry_failed")(self.job_id)  # noqa: B009 - optional method
+        except Exception as e:
+            self.report(e)
+            return
+        self.notify(f"Failed requests of {self.job_id} enqueued again", title="Retry")
+        self._loaded_terminal = -1
+        self.poll_now()

@@ -1,0 +1,149 @@
+"""Limits edited in place: each is written to AWS, then read back and shown as in force."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import Footer, Header, Input, Static
+
+from shared.config import RuntimeLimits
+from shared.control import ESM_CONCURRENCY_BOUNDS
+from shared.errors import ConfigError
+from tui.backend import limits_changed_at, worker_concurrency_changed_at
+from tui.formatting import number
+from tui.screens.base import PollingScreen
+from tui.widgets.limit_field import LimitField, parse_limit
+
+WORKER_CONCURRENCY = "worker_concurrency"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    label: str
+    optional: bool
+    where: str
+
+    def help(self) -> str:
+        lo, hi = ESM_CONCURRENCY_BOUNDS if self.name == WORKER_CONCURRENCY else RuntimeLimits.BOUNDS[self.name]
+        empty = "; empty for no limit" if self.optional else ""
+        return f"{number(lo)} to {number(hi)}{empty} · {self.where}"
+
+
+FIELDS = (
+    FieldSpec(WORKER_CONCURRENCY, "Worker concurrency", False, "Lambda event source mapping MaximumConcurrency"),
+    FieldSpec("max_concurrency", "Calls per invocation", False, "max_concurrency in the limits parameter"),
+    FieldSpec("rpm_limit", "Requests per minute", True, "rpm_limit in the limits parameter"),
+    FieldSpec("tpm_limit", "Tokens per minute", True, "tpm_limit in the limits parameter"),
+)
+
+
+class LimitsScreen(PollingScreen):
+    TITLE = "Limits"
+    BINDINGS = [
+        Binding("ctrl+s", "apply_all", "Apply changed"),
+        Binding("escape", "reset", "Undo edit"),
+        Binding("ctrl+r", "refresh", "Refresh"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._write_lock = asyncio.Lock()
+        self.applied = 0
+        """Edits handled (written or refused); tests wait on it."""
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="limits-form"):
+            yield Static(
+                "Edit a value and press enter to apply it (ctrl+s applies every changed one). "
+                "Workers pick up the limits parameter within seconds.",
+                classes="hint",
+            )
+            for spec in FIELDS:
+                yield LimitField(spec.name, spec.label, spec.help(), optional=spec.optional)
+        yield Static("Loading…", id="limits-status", classes="status-line")
+        yield Footer()
+
+    def field(self, name: str) -> LimitField:
+        return self.query_one(f"#field-{name}", LimitField)
+
+    async def fetch(self) -> None:
+        limits, workers, limits_at, workers_at = await asyncio.gather(
+            self.client.get_limits(),
+            self.client.get_worker_concurrency(),
+            limits_changed_at(self.client),
+            worker_concurrency_changed_at(self.client),
+        )
+        self.field(WORKER_CONCURRENCY).show_in_force(workers, workers_at)
+        for name in ("max_concurrency", "rpm_limit", "tpm_limit"):
+            self.field(name).show_in_force(getattr(limits, name), limits_at)
+        stamp = self.console_app.clock().strftime("%H:%M:%S")
+        self.query_one("#limits-status", Static).update(f"read back from AWS at {stamp}")
+
+    @on(Input.Submitted, ".limit-input")
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        for spec in FIELDS:
+            if event.input.id == f"input-{spec.name}":
+                self.apply(spec.name, event.value)
+
+    def action_apply_all(self) -> None:
+        for spec in FIELDS:
+            f = self.field(spec.name)
+            if f.loaded and f.input.value.strip() != ("" if f.in_force is None else str(f.in_force)):
+                self.apply(spec.name, f.input.value)
+
+    def action_reset(self) -> None:
+        focused = self.focused
+        for spec in FIELDS:
+            f = self.field(spec.name)
+            if focused is f.input:
+                f.reset()
+
+    def action_refresh(self) -> None:
+        self.poll_now()
+
+    @work(group="limits")
+    async def apply(self, name: str, raw: str) -> None:
+        """Validate, write, read back. A refused value is shown beside its field, unwritten."""
+        f = self.field(name)
+        try:
+            try:
+                value = parse_limit(raw, optional=f.optional)
+            except ValueError as e:
+                f.show_error(str(e))
+                return
+            try:
+                async with self._write_lock:
+                    await self._write(name, value)
+            except ConfigError as e:
+                f.show_error(str(e))
+                return
+            except Exception as e:
+                self.report(e)
+                return
+            f.show_error(None)
+            f.in_force = value  # so the read-back refills the input
+            self.notify(f"{f.label}: {'no limit' if value is None else number(value)}", title="Limit changed")
+            try:
+                await self.fetch()
+            except Exception as e:
+                self.report(e)
+        finally:
+            self.applied += 1
+
+    async def _write(self, name: str, value: int | None) -> None:
+        if name == WORKER_CONCURRENCY:
+            if value is None:
+                raise ConfigError("a value is required")
+            await self.client.set_worker_concurrency(value)
+            return
+        # Read the parameter again right before writing, so an edit elsewhere is not undone.
+        current = await self.client.get_limits()
+        await self.client.set_limits(current.with_changes(**{name: value}))
