@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from moto.server import ThreadedMotoServer
@@ -32,7 +33,51 @@ def _serialize_dynamodb() -> None:
             return original(self)
 
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+    _serialize_sqs()
     _patched = True
+
+
+_sqs_lock = threading.RLock()
+
+
+def _serialize_sqs() -> None:
+    """Make moto's SQS hand each message to one receiver at a time.
+
+    moto's ReceiveMessage has no lock: two concurrent receivers can both take the same
+    visible message. Real SQS does that only rarely (at-least-once delivery), and our
+    duplicate handling is tested on purpose elsewhere; a local stack that duplicates under
+    every load would blur that. The long-poll wait happens outside the lock, so a waiting
+    receiver never blocks the others.
+    """
+    from moto.sqs.models import SQSBackend
+
+    take = SQSBackend.receive_message
+
+    def receive_message(
+        self: Any,
+        queue_name: str,
+        count: int,
+        wait_seconds_timeout: int,
+        visibility_timeout: int,
+        message_attribute_names: list[str] | None = None,
+    ) -> Any:
+        polling_end = time.monotonic() + (wait_seconds_timeout or 0)
+        while True:
+            with _sqs_lock:
+                got = take(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
+            if got or time.monotonic() >= polling_end:
+                return got
+            time.sleep(0.05)
+
+    for name in ("delete_message", "change_message_visibility", "send_message", "purge_queue"):
+        original = getattr(SQSBackend, name)
+
+        def locked(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with _sqs_lock:
+                return _original(self, *args, **kwargs)
+
+        setattr(SQSBackend, name, locked)
+    SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
 
 
 class MotoServer:

@@ -1,0 +1,137 @@
+"""``llmbatch``: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from shared.errors import JobFileError, LlmbatchError
+from shared.stack import locate_stack
+
+
+def _stack_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stack", help="a deployed stack's name (default: the running local stack)")
+    p.add_argument("--region", help="AWS region of the deployed stack")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmbatch", description="Serverless LLM batch inference on AWS.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run a sample job end to end on the local stack and print a summary")
+    demo.add_argument("--requests", type=int, default=300, help="requests in the sample job (default 300)")
+    demo.add_argument("-o", "--out", type=Path, default=Path("demo-results.jsonl"))
+    demo.add_argument("--endpoint-url", help="an OpenAI-compatible server instead of the simulator")
+    demo.add_argument("--model", default="sim-model", help="model name sent in each request")
+
+    local = sub.add_parser("local", help="the local stack")
+    local_sub = local.add_subparsers(dest="local_command", required=True)
+    up = local_sub.add_parser("up", help="start moto, the endpoint and the poller; Ctrl-C stops them")
+    up.add_argument("--endpoint-url", help="an OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1")
+    up.add_argument("--slots", type=int, default=16, help="the simulator's concurrent slots")
+
+    s = sub.add_parser("submit", help="validate a JSONL job file and enqueue it")
+    s.add_argument("file", type=Path)
+    s.add_argument("--name")
+    s.add_argument("--endpoint", default="default", help="name of the endpoint the job uses")
+    _stack_arg(s)
+
+    st = sub.add_parser("status", help="a job's progress")
+    st.add_argument("job_id")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    _stack_arg(st)
+
+    r = sub.add_parser("results", help="write a job's results in the OpenAI Batch output format")
+    r.add_argument("job_id")
+    r.add_argument("-o", "--out", type=Path, required=True)
+    r.add_argument("--errors", type=Path, help="write failed requests here instead of into --out")
+    _stack_arg(r)
+
+    t = sub.add_parser("tui", help="the operator console")
+    _stack_arg(t)
+
+    sub.add_parser("schema", help="print the SQS message's JSON schema")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except JobFileError as e:
+        for line in e.problems:
+            print(line, file=sys.stderr)
+        more = e.total_problems - len(e.problems)
+        if more > 0:
+            print(f"... and {more} more problem(s)", file=sys.stderr)
+        print(f"refused: {e.total_problems} problem(s); nothing was enqueued", file=sys.stderr)
+        return 2
+    except LlmbatchError as e:
+        print(f"llmbatch: {e.title}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from cli import commands
+
+    if args.command == "schema":
+        from shared.messages import message_json_schema
+
+        print(json.dumps(message_json_schema(), indent=2))
+        return 0
+    if args.command == "demo":
+        from cli.demo import run_demo
+
+        summary = run_demo(requests=args.requests, out=args.out, endpoint_url=args.endpoint_url, model=args.model)
+        print("\n".join(summary.lines()))
+        print(f"results      {args.out}")
+        return 0 if summary.succeeded + summary.failed == summary.requests else 1
+    if args.command == "local":
+        return _local_up(args)
+    if args.command == "tui":
+        from tui.app import run
+
+        run(args.stack)
+        return 0
+
+    resources = locate_stack(args.stack, region=args.region)
+    if args.command == "submit":
+        print(asyncio.run(commands.submit(resources, args.file, name=args.name, endpoint=args.endpoint)))
+    elif args.command == "status":
+        print(commands.status_text(asyncio.run(commands.status(resources, args.job_id)), args.json))
+    elif args.command == "results":
+        print(asyncio.run(commands.results(resources, args.job_id, args.out, args.errors)), file=sys.stderr)
+    return 0
+
+
+def _local_up(args: argparse.Namespace) -> int:
+    from local_stack.runner import LocalStack
+    from shared.stack import state_path
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stack = LocalStack(endpoint_url=args.endpoint_url, simulator_config={"slots": args.slots})
+    resources = stack.start()
+    try:
+        print(f"local stack up; state in {state_path()}", file=sys.stderr)
+        print(f"  AWS (moto)      {resources.aws_endpoint_url}", file=sys.stderr)
+        print(f"  model endpoint  {resources.model_endpoint_url}", file=sys.stderr)
+        print(f"  request queue   {resources.request_queue_url}", file=sys.stderr)
+        print("Ctrl-C stops it.", file=sys.stderr, flush=True)
+        stop.wait()
+    finally:
+        stack.stop()
+        print("local stack stopped", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""Fixtures for tests against the local stack: moto's server over real HTTP, the endpoint
+simulator, and the event source mapping poller running the real handler."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local_stack.provision import DEFAULT_TEMPLATE
+from local_stack.runner import LocalStack
+from local_stack.template import load_template
+from shared.control import LlmbatchClient
+from shared.jobs import JobStatus
+
+#: Fast enough for CI, slow enough that concurrency matters.
+TEST_SIMULATOR = {"slots": 16, "base_latency_s": 0.02, "per_output_token_s": 0.0005, "jitter_s": 0.005, "seed": 3}
+#: Retries come back within seconds in tests (the template's 2 s base is for real endpoints).
+FAST_RETRIES = {"RETRY_BASE_S": "0.5", "RETRY_MAX_S": "3"}
+
+
+def sim_root(stack: LocalStack) -> str:
+    url = stack.resources.model_endpoint_url or ""
+    return url.removesuffix("/v1")
+
+
+def sim_stats(stack: LocalStack) -> dict[str, Any]:
+    with urllib.request.urlopen(sim_root(stack) + "/_sim/stats", timeout=10) as resp:
+        return dict(json.load(resp))
+
+
+def sim_reset(stack: LocalStack, **config: Any) -> None:
+    for path, body in (("/_sim/reset", {}), ("/_sim/config", {**TEST_SIMULATOR, **config})):
+        req = urllib.request.Request(
+            sim_root(stack) + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        urllib.request.urlopen(req, timeout=10).close()
+
+
+def write_jobfile(path: Path, lines: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def chat_line(custom_id: str, text: str = "hello", max_tokens: int = 8) -> dict[str, Any]:
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "sim-model", "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens},
+    }
+
+
+async def wait_finished(client: LlmbatchClient, job_id: str, timeout_s: float = 120.0) -> JobStatus:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        st = await client.status(job_id)
+        if st.finished:
+            return st
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job not finished in {timeout_s}s: {st.to_dict()}")
+        await asyncio.sleep(0.25)
+
+
+def template_variant(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:
+    """template.yaml with a change applied, written as JSON (which CloudFormation reads too)."""
+    template = load_template(DEFAULT_TEMPLATE)
+    change(template)
+    out = tmp_path / "template.json"
+    out.write_text(json.dumps(template))
+    return out
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    with LocalStack(simulator_config=TEST_SIMULATOR, container_env=FAST_RETRIES, write_state=False) as s:
+        yield s
+
+
+@pytest.fixture
+def fresh_sim(stack: LocalStack) -> LocalStack:
+    sim_reset(stack)
+    return stack
