@@ -60,7 +60,7 @@ class ProvisionedStack:
 
 
 def aws_client(service: str, endpoint_url: str) -> Any:
-    return boto3.client(
+    return boto3.client(  # type: ignore[call-overload]
         service,
         region_name=REGION,
         endpoint_url=endpoint_url,

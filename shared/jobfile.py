@@ -104,7 +104,8 @@ def read_job_file(
         job.lines.append(NumberedLine(line_no, request))
 
     if max_requests is not None and job.total > max_requests:
-        problem(job.total, f"the job has {job.total} requests, over the limit of {max_requests} per job")
+        first_over = job.lines[max_requests].line_no
+        problem(first_over, f"the job has {job.total} requests, over the limit of {max_requests} per job")
     if not job.lines and not total_problems:
         problem(1, "the file holds no requests")
     if total_problems:

@@ -52,4 +52,6 @@ class AdjustableLimiter:
     async def _release(self) -> None:
         async with self._cond:
             self._in_use -= 1
-            self._cond.notify()
+            # notify_all, not notify: a waiter cancelled right after being woken would
+            # swallow a single wake-up and leave the free slot unused.
+            self._cond.notify_all()

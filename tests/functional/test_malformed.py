@@ -1,0 +1,68 @@
+"""Messages enqueued directly through the SDK that break the schema fail alone."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+
+from local_stack.runner import LocalStack
+from shared.control import LlmbatchClient
+from shared.jobs import JobMeta, new_job_id
+from shared.results import RequestStatus
+from tests.functional.conftest import wait_finished
+
+
+def message(job_id: str, custom_id: str, line: int, **over: object) -> str:
+    body = {
+        "v": 1,
+        "job_id": job_id,
+        "custom_id": custom_id,
+        "line": line,
+        "url": "/v1/chat/completions",
+        "endpoint": "default",
+        "body": {"model": "sim-model", "messages": [{"role": "user", "content": "hi"}]},
+    }
+    return json.dumps({**body, **over})
+
+
+async def test_a_malformed_message_is_recorded_as_failed_and_does_not_disturb_its_batch(fresh_sim: LocalStack) -> None:
+    res = fresh_sim.resources
+    sqs = boto3.client("sqs", **res.client_kwargs())
+    dlq_before = int(
+        sqs.get_queue_attributes(QueueUrl=res.dead_letter_queue_url, AttributeNames=["ApproximateNumberOfMessages"])[
+            "Attributes"
+        ]["ApproximateNumberOfMessages"]
+    )
+    async with LlmbatchClient(res) as client:
+        # GIVEN a job of four requests, enqueued by a program through the SDK, one of them broken,
+        # and in the same batch a message nobody can read
+        job_id = new_job_id()
+        await client.store.create_job(JobMeta(job_id=job_id, total=4, sealed=True, enqueued=4))
+        bodies = [
+            message(job_id, "good-1", 1),
+            message(job_id, "good-2", 2),
+            message(job_id, "broken", 3, url="/v1/images/generations"),
+            "{not json at all",
+            message(job_id, "good-3", 4),
+        ]
+        # WHEN they are sent in one SendMessageBatch
+        sqs.send_message_batch(
+            QueueUrl=res.request_queue_url, Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies)]
+        )
+        final = await wait_finished(client, job_id, timeout_s=60)
+        results = {r.custom_id: r for r in await client.results(job_id)}
+
+    # THEN the broken request is failed with the reason, the others succeed
+    assert (final.counts.succeeded, final.counts.failed) == (3, 1)
+    assert results["broken"].status is RequestStatus.FAILED
+    assert results["broken"].error_code == "invalid_message"
+    assert "url" in (results["broken"].error_message or "")
+    assert all(results[c].status is RequestStatus.SUCCEEDED for c in ("good-1", "good-2", "good-3"))
+    # ... and the unreadable one waits in the dead-letter queue, with its reason
+    msgs = sqs.receive_message(
+        QueueUrl=res.dead_letter_queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=0
+    ).get("Messages", [])
+    assert len(msgs) == dlq_before + 1
+    unreadable = [m for m in msgs if m["Body"] == "{not json at all"]
+    assert unreadable and "not JSON" in unreadable[0]["MessageAttributes"]["llmbatch-reason"]["StringValue"]
