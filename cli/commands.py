@@ -35,6 +35,11 @@ async def status(resources: StackResources, job_id: str) -> JobStatus:
         return await client.status(job_id)
 
 
+async def cancel(resources: StackResources, job_id: str) -> JobStatus:
+    async with LlmbatchClient(resources) as client:
+        return await client.cancel(job_id)
+
+
 async def wait_for(
     client: LlmbatchClient,
     job_id: str,

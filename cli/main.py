@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--errors", type=Path, help="write failed requests here instead of into --out")
     _stack_arg(r)
 
+    c = sub.add_parser("cancel", help="stop a job: its remaining requests end as cancelled")
+    c.add_argument("job_id")
+    _stack_arg(c)
+
     t = sub.add_parser("tui", help="the operator console")
     _stack_arg(t)
 
@@ -106,6 +110,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(asyncio.run(commands.submit(resources, args.file, name=args.name, endpoint=args.endpoint)))
     elif args.command == "status":
         print(commands.status_text(asyncio.run(commands.status(resources, args.job_id)), args.json))
+    elif args.command == "cancel":
+        print(commands.status_text(asyncio.run(commands.cancel(resources, args.job_id)), False))
     elif args.command == "results":
         print(asyncio.run(commands.results(resources, args.job_id, args.out, args.errors)), file=sys.stderr)
     return 0

@@ -150,6 +150,11 @@ class LlmbatchClient:
     async def status(self, job_id: str) -> JobStatus:
         return await self.store.get_job(job_id)
 
+    async def cancel(self, job_id: str) -> JobStatus:
+        """Stop a job: requests not yet answered end as ``cancelled`` without a model call."""
+        await self.store.request_cancel(job_id)
+        return await self.status(job_id)
+
     async def list_jobs(self, limit: int = 100) -> list[JobStatus]:
         return await self.store.list_jobs(limit)
 

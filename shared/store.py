@@ -131,6 +131,22 @@ class ResultStore:
             ExpressionAttributeValues=to_ddb({":n": count, ":s": sealed}),
         )
 
+    async def request_cancel(self, job_id: str) -> None:
+        """Flag the job: workers record its remaining requests as cancelled, uncalled."""
+        try:
+            await self._call(
+                "update_item",
+                TableName=self.jobs_table,
+                Key=to_ddb({"job_id": job_id, "item": "meta"}),
+                UpdateExpression="SET cancel_requested = :t",
+                ConditionExpression="attribute_exists(job_id)",
+                ExpressionAttributeValues=to_ddb({":t": True}),
+            )
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise JobNotFoundError(f"no job {job_id!r}") from e
+            raise
+
     async def get_job(self, job_id: str) -> JobStatus:
         resp = await self._call(
             "query",

@@ -44,6 +44,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmbatch.worker")
 
+#: How often a running invocation re-reads its jobs (to notice a cancel).
+JOB_REFRESH_S = 2.0
+CANCELLED = ("cancelled", "job cancelled")
+
+
+class JobCancelledError(Exception):
+    """Internal: the job was cancelled while this request waited for a slot."""
+
 
 class Disposition:
     """What became of a record that SQS may now delete."""
@@ -178,6 +186,8 @@ class BatchRun:
         self._stored: set[tuple[str, str]] = set()
         self._retry_notes: list[dict[str, Any]] = []
         self._retry_delays: dict[str, int] = {}
+        self._jobs_read_at = time.monotonic()
+        self._jobs_lock = asyncio.Lock()
 
     async def prepare(self, records: list[dict[str, Any]]) -> None:
         """One batched read for the whole batch: the jobs named, and the requests that
@@ -196,6 +206,7 @@ class BatchRun:
                 keys.append((data["job_id"], data["custom_id"]))
         if not keys:
             return
+        self._jobs_read_at = time.monotonic()
         jobs, stored = await asyncio.gather(
             self.worker.store.known_jobs(j for j, _ in keys), self.worker.store.stored_results(keys)
         )
@@ -215,9 +226,7 @@ class BatchRun:
             self.stats.duplicates += 1
             return Disposition.DUPLICATE
         if job.cancel_requested:
-            return await self._store(
-                self._result(msg, attempt, RequestStatus.CANCELLED, error=("cancelled", "job cancelled"))
-            )
+            return await self._store(self._result(msg, attempt, RequestStatus.CANCELLED, error=CANCELLED))
 
         endpoint = self.worker.endpoints.get(msg.endpoint)
         if endpoint is None:
@@ -232,6 +241,8 @@ class BatchRun:
         started = time.monotonic()
         try:
             reply = await self._call(endpoint, msg)
+        except JobCancelledError:
+            return await self._store(self._result(msg, attempt, RequestStatus.CANCELLED, error=CANCELLED))
         except PermanentError as e:
             latency = int((time.monotonic() - started) * 1000)
             return await self._store(
@@ -267,12 +278,24 @@ class BatchRun:
         self.stats.latencies_ms.append(latency)
         return await self._store(self._result(msg, attempt, RequestStatus.SUCCEEDED, reply=reply, latency_ms=latency))
 
+    async def _cancelled(self, job_id: str) -> bool:
+        """Whether the job was cancelled, re-read at most every ``JOB_REFRESH_S`` (one
+        BatchGetItem for every job of the batch), so a long invocation notices a cancel."""
+        async with self._jobs_lock:
+            if time.monotonic() - self._jobs_read_at > JOB_REFRESH_S:
+                self._jobs_read_at = time.monotonic()
+                self._jobs.update(await self.worker.store.known_jobs(self._jobs))
+        job = self._jobs.get(job_id)
+        return bool(job and job.cancel_requested)
+
     async def _call(self, endpoint: Endpoint, msg: RequestMessage) -> EndpointReply:
         """Wait for a slot and make the call, all within the deadline."""
         cfg = self.worker.config
         try:
             async with asyncio.timeout(self.deadline.remaining()):
                 async with self.worker.limiter.slot():
+                    if await self._cancelled(msg.job_id):
+                        raise JobCancelledError(f"job {msg.job_id} cancelled")
                     timeout_s = self.deadline.timeout_for_call(cfg.call_timeout_s, min_call_s=cfg.min_call_s)
                     self.stats.calls += 1
                     try:
