@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tui", help="the operator console")
     _stack_arg(t)
 
+    d = sub.add_parser("drill", help="the fault drill: a job under injected faults, checked request by request")
+    d.add_argument("--requests", type=int, default=2000)
+
     sub.add_parser("schema", help="print the SQS message's JSON schema")
     return parser
 
@@ -97,6 +100,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         print("\n".join(summary.lines()))
         print(f"results      {args.out}")
         return 0 if summary.succeeded + summary.failed == summary.requests else 1
+    if args.command == "drill":
+        from local_stack.drill import run_drill
+
+        report = run_drill(args.requests)
+        print("\n".join(report.lines()))
+        return 0 if report.ok else 1
     if args.command == "local":
         return _local_up(args)
     if args.command == "tui":
