@@ -19,7 +19,7 @@ import asyncio
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -226,8 +226,15 @@ class ResultStore:
         """
         if len(results) > TRANSACTION_MAX_ITEMS - 1:
             raise ValueError("at most 99 results per transaction")
-        remaining = list(results)
+        # A message delivered twice in one batch: DynamoDB refuses two actions on one item
+        # in a transaction, so the later copies are duplicates before we even ask.
+        remaining: list[RequestResult] = []
         duplicates: list[RequestResult] = []
+        seen: set[str] = set()
+        for r in results:
+            (duplicates if r.custom_id in seen else remaining).append(r)
+            seen.add(r.custom_id)
+        remaining = [_fit_item_limit(r) for r in remaining]
         attempt = 0
         while remaining:
             try:
@@ -319,6 +326,25 @@ class ResultStore:
             if "LastEvaluatedKey" not in resp:
                 return
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+
+#: DynamoDB's item limit is 400 KB; leave room for attribute names and the other fields.
+ITEM_BODY_LIMIT_BYTES = 390_000
+
+
+def _fit_item_limit(result: RequestResult) -> RequestResult:
+    """An answer too big for one item is recorded as failed (``response_too_large``) with
+    its status code, rather than failing its whole transaction again and again."""
+    body = result.to_item().get("response_body", "")
+    if len(body.encode()) + len(result.error_message or "") <= ITEM_BODY_LIMIT_BYTES:
+        return result
+    return replace(
+        result,
+        status=RequestStatus.FAILED,
+        response_body=None,
+        error_code="response_too_large",
+        error_message=f"the response ({len(body)} bytes) is over DynamoDB's item limit",
+    )
 
 
 def _counts_from_item(i: dict[str, Any]) -> Counts:
