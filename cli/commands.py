@@ -40,6 +40,11 @@ async def cancel(resources: StackResources, job_id: str) -> JobStatus:
         return await client.cancel(job_id)
 
 
+async def redrive(resources: StackResources, job_id: str | None) -> int:
+    async with LlmbatchClient(resources) as client:
+        return await client.redrive(job_id)
+
+
 async def wait_for(
     client: LlmbatchClient,
     job_id: str,

@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("job_id")
     _stack_arg(c)
 
+    rd = sub.add_parser("redrive", help="move dead letters back to the queue and reopen their requests")
+    rd.add_argument("job_id", nargs="?", help="only this job's dead letters")
+    _stack_arg(rd)
+
     t = sub.add_parser("tui", help="the operator console")
     _stack_arg(t)
 
@@ -121,6 +125,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(commands.status_text(asyncio.run(commands.status(resources, args.job_id)), args.json))
     elif args.command == "cancel":
         print(commands.status_text(asyncio.run(commands.cancel(resources, args.job_id)), False))
+    elif args.command == "redrive":
+        print(f"moved {asyncio.run(commands.redrive(resources, args.job_id))} dead letter(s) back to the queue")
     elif args.command == "results":
         print(asyncio.run(commands.results(resources, args.job_id, args.out, args.errors)), file=sys.stderr)
     return 0

@@ -169,15 +169,13 @@ async def _drill(stack: LocalStack, job_file: Path, requests: int, rng: random.R
         final = await _wait(client, job_id, timeout_s)
         killed.join(timeout=1)
         results = await client.results(job_id)
-        # Give the poller a moment to delete the last batch's messages.
+        # Give the pollers a moment to delete the last batches' messages.
         left = await _queue_settles(sqs, res.request_queue_url)
+        await _queue_settles(sqs, res.dead_letter_queue_url)
+        kept = await client.dead_letters()
     stats = _sim_stats(res.model_endpoint_url or "")
     poller = stack.pollers[0].stats
-    dlq = int(
-        sqs.get_queue_attributes(QueueUrl=res.dead_letter_queue_url, AttributeNames=["ApproximateNumberOfMessages"])[
-            "Attributes"
-        ]["ApproximateNumberOfMessages"]
-    )
+    dlq = len(kept)
     faults = int(stats.get("rate_limited_429", 0)) + int(stats.get("injected_5xx", 0)) + int(stats.get("hangs", 0))
     report = DrillReport(
         requests=requests,

@@ -9,6 +9,8 @@ new loop each time and break the pools).
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -17,11 +19,12 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from shared.config import WorkerConfig
+from shared.deadletter import DeadLetterRecorder
 from shared.endpoints.openai_http import OpenAIHttpEndpoint
 from shared.limits_source import LimitsSource
 from shared.secrets import resolve_api_key
 from shared.store import ResultStore
-from shared.worker import QueueOps, Worker
+from shared.worker import ContainerLoopBatchProcessor, QueueOps, Worker
 
 
 class Container:
@@ -68,3 +71,34 @@ async def _build_worker(config: WorkerConfig, stack: AsyncExitStack) -> Worker:
         sqs, request_queue_url=config.request_queue_url, dead_letter_queue_url=config.dead_letter_queue_url
     )
     return Worker(config, store, endpoints, queue=queue, limits=LimitsSource(config))
+
+
+class DeadLetterContainer:
+    """The DeadLetter function's container: one loop, one DynamoDB client, the recorder."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, recorder: DeadLetterRecorder, stack: AsyncExitStack) -> None:
+        self.loop = loop
+        self.recorder = recorder
+        self._stack = stack
+
+    @classmethod
+    def create(cls, env: Mapping[str, str] | None = None) -> DeadLetterContainer:
+        env = os.environ if env is None else env
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        stack = AsyncExitStack()
+
+        async def build() -> DeadLetterRecorder:
+            ddb = await stack.enter_async_context(get_session().create_client("dynamodb"))
+            return DeadLetterRecorder(
+                ResultStore(ddb, jobs_table=env["JOBS_TABLE"], results_table=env["RESULTS_TABLE"])
+            )
+
+        return cls(loop, loop.run_until_complete(build()), stack)
+
+    def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        asyncio.set_event_loop(self.loop)
+        processor = ContainerLoopBatchProcessor(self.loop)
+        with processor(records=event.get("Records", []), handler=self.recorder.handle_record, lambda_context=context):
+            processor.async_process()
+        return dict(processor.response())

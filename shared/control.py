@@ -18,6 +18,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from shared.config import RuntimeLimits
+from shared.deadletter import DeadLetter, is_redrivable, list_dead_letters
 from shared.errors import ConfigError, TransientError
 from shared.jobfile import JobFile, read_job_file
 from shared.jobs import JobMeta, JobStatus, new_job_id
@@ -154,6 +155,23 @@ class LlmbatchClient:
         """Stop a job: requests not yet answered end as ``cancelled`` without a model call."""
         await self.store.request_cancel(job_id)
         return await self.status(job_id)
+
+    async def dead_letters(self, job_id: str | None = None) -> list[DeadLetter]:
+        return await list_dead_letters(self.store, job_id)
+
+    async def redrive(self, job_id: str | None = None) -> int:
+        """Move dead letters (of one job, or all) back to the request queue and reopen their
+        requests. Each step is safe to repeat: a redrive cut short can simply be run again."""
+        moved = 0
+        for letter in await self.dead_letters(job_id):
+            if not is_redrivable(letter):
+                continue
+            reopened = await self.store.reopen(letter.job_id, letter.key)
+            if reopened or not await self.store.stored_results([(letter.job_id, letter.key)]):
+                await self.enqueue([letter.body])
+                moved += 1
+            await self.store.forget_dead_letter(letter.job_id, letter.key)
+        return moved
 
     async def list_jobs(self, limit: int = 100) -> list[JobStatus]:
         return await self.store.list_jobs(limit)

@@ -299,6 +299,49 @@ class ResultStore:
         requests = [{"PutRequest": {"Item": to_ddb({**n, "item": f"retry#{n['custom_id']}"})}} for n in notes]
         await self.batch_write(self.jobs_table, requests)
 
+    async def retry_note(self, job_id: str, custom_id: str) -> dict[str, Any] | None:
+        resp = await self._call(
+            "get_item", TableName=self.jobs_table, Key=to_ddb({"job_id": job_id, "item": f"retry#{custom_id}"})
+        )
+        return from_ddb(resp["Item"]) if "Item" in resp else None
+
+    async def reopen(self, job_id: str, custom_id: str) -> bool:
+        """Take back a ``retries_exhausted`` failure so the request can run again: delete its
+        result and its count in one transaction. False if there was nothing to reopen."""
+        try:
+            await self._call(
+                "transact_write_items",
+                TransactItems=[
+                    {
+                        "Delete": {
+                            "TableName": self.results_table,
+                            "Key": to_ddb({"job_id": job_id, "custom_id": custom_id}),
+                            "ConditionExpression": "#s = :f AND error_code = :x",
+                            "ExpressionAttributeNames": {"#s": "status"},
+                            "ExpressionAttributeValues": to_ddb({":f": "failed", ":x": "retries_exhausted"}),
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.jobs_table,
+                            "Key": to_ddb({"job_id": job_id, "item": f"count#{random.randrange(self._shards)}"}),
+                            "UpdateExpression": "ADD failed :m",
+                            "ExpressionAttributeValues": to_ddb({":m": -1}),
+                        }
+                    },
+                ],
+            )
+            return True
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+                return False
+            raise
+
+    async def forget_dead_letter(self, job_id: str, key: str) -> None:
+        await self._call(
+            "delete_item", TableName=self.jobs_table, Key=to_ddb({"job_id": job_id, "item": f"dead#{key}"})
+        )
+
     async def batch_write(self, table: str, requests: list[dict[str, Any]]) -> None:
         """BatchWriteItem in chunks of 25, retrying UnprocessedItems with backoff."""
         for start in range(0, len(requests), BATCH_WRITE_MAX_ITEMS):

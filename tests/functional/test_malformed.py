@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 import boto3
 
 from local_stack.runner import LocalStack
 from shared.control import LlmbatchClient
+from shared.deadletter import UNASSIGNED, DeadLetter
 from shared.jobs import JobMeta, new_job_id
 from shared.results import RequestStatus
 from tests.functional.conftest import wait_finished
@@ -29,11 +32,6 @@ def message(job_id: str, custom_id: str, line: int, **over: object) -> str:
 async def test_a_malformed_message_is_recorded_as_failed_and_does_not_disturb_its_batch(fresh_sim: LocalStack) -> None:
     res = fresh_sim.resources
     sqs = boto3.client("sqs", **res.client_kwargs())
-    dlq_before = int(
-        sqs.get_queue_attributes(QueueUrl=res.dead_letter_queue_url, AttributeNames=["ApproximateNumberOfMessages"])[
-            "Attributes"
-        ]["ApproximateNumberOfMessages"]
-    )
     async with LlmbatchClient(res) as client:
         # GIVEN a job of four requests, enqueued by a program through the SDK, one of them broken,
         # and in the same batch a message nobody can read
@@ -59,10 +57,18 @@ async def test_a_malformed_message_is_recorded_as_failed_and_does_not_disturb_it
     assert results["broken"].error_code == "invalid_message"
     assert "url" in (results["broken"].error_message or "")
     assert all(results[c].status is RequestStatus.SUCCEEDED for c in ("good-1", "good-2", "good-3"))
-    # ... and the unreadable one waits in the dead-letter queue, with its reason
-    msgs = sqs.receive_message(
-        QueueUrl=res.dead_letter_queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=0
-    ).get("Messages", [])
-    assert len(msgs) == dlq_before + 1
-    unreadable = [m for m in msgs if m["Body"] == "{not json at all"]
-    assert unreadable and "not JSON" in unreadable[0]["MessageAttributes"]["llmbatch-reason"]["StringValue"]
+    # ... and the unreadable one is kept as a dead letter, with its reason
+    async with LlmbatchClient(res) as client:
+        letters = await wait_for_letter(client, "{not json at all")
+    assert "not JSON" in letters[0].reason
+    assert letters[0].job_id == UNASSIGNED
+
+
+async def wait_for_letter(client: LlmbatchClient, body: str, timeout_s: float = 30.0) -> list[DeadLetter]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = [d for d in await client.dead_letters() if d.body == body]
+        if found:
+            return found
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"the dead letter never arrived: {await client.dead_letters()}")

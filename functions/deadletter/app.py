@@ -1,0 +1,29 @@
+"""DeadLetter Lambda: records requests that used up their retries as failed, so their job
+still finishes, and keeps every dead letter for inspection and redrive.
+
+Wiring only; the logic is :mod:`shared.deadletter`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from shared.container import DeadLetterContainer
+
+logger = Logger(service="llmbatch-deadletter")
+_container: DeadLetterContainer | None = None
+
+
+def container() -> DeadLetterContainer:
+    global _container
+    if _container is None:
+        _container = DeadLetterContainer.create()
+    return _container
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return container().handle(event, context)
