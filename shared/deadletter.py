@@ -52,10 +52,8 @@ class DeadLetterRecorder:
         self.store = store
 
     async def handle_record(self, record: SQSRecord) -> str:
-        reason = ""
-        attrs = record.message_attributes
-        if "llmbatch-reason" in attrs:  # [] wraps the attribute; .get() would give the raw dict
-            reason = attrs["llmbatch-reason"].string_value or ""
+        attr = record.message_attributes["llmbatch-reason"]  # None when absent
+        reason = (attr.string_value if attr is not None else None) or ""
         try:
             msg = decode_message(record.body)
         except InvalidMessageError as e:
