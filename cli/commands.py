@@ -25,9 +25,11 @@ def progress_line(status: JobStatus, elapsed_s: float) -> str:
     )
 
 
-async def submit(resources: StackResources, path: Path, *, name: str | None, endpoint: str) -> str:
+async def submit(
+    resources: StackResources, path: Path, *, name: str | None, endpoint: str, resume: str | None = None
+) -> str:
     async with LlmbatchClient(resources) as client:
-        return await client.submit(path, name=name, endpoint=endpoint)
+        return await client.submit(path, name=name, endpoint=endpoint, resume_job_id=resume)
 
 
 async def status(resources: StackResources, job_id: str) -> JobStatus:

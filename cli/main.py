@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file", type=Path)
     s.add_argument("--name")
     s.add_argument("--endpoint", default="default", help="name of the endpoint the job uses")
+    s.add_argument("--resume", metavar="JOB", help="finish enqueueing a job whose submit died part way")
     _stack_arg(s)
 
     st = sub.add_parser("status", help="a job's progress")
@@ -120,7 +121,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     resources = locate_stack(args.stack, region=args.region)
     if args.command == "submit":
-        print(asyncio.run(commands.submit(resources, args.file, name=args.name, endpoint=args.endpoint)))
+        print(
+            asyncio.run(
+                commands.submit(resources, args.file, name=args.name, endpoint=args.endpoint, resume=args.resume)
+            )
+        )
     elif args.command == "status":
         print(commands.status_text(asyncio.run(commands.status(resources, args.job_id)), args.json))
     elif args.command == "cancel":

@@ -31,6 +31,8 @@ SQS_BATCH_MAX_ENTRIES = 10
 SQS_BATCH_MAX_BYTES = 1_048_576
 #: SendMessageBatch calls in flight at once while submitting.
 SUBMIT_PARALLELISM = 8
+#: Requests sent between two notes of progress in the job record (the resume points).
+SUBMIT_CHECKPOINT = 1000
 ESM_CONCURRENCY_BOUNDS = (2, 1000)
 
 ProgressCallback = Callable[[int, int], None]
@@ -98,19 +100,39 @@ class LlmbatchClient:
         name: str | None = None,
         endpoint: str = "default",
         on_progress: ProgressCallback | None = None,
+        resume_job_id: str | None = None,
     ) -> str:
-        """Validate the whole file, create the job, enqueue every request. Returns the job id."""
+        """Validate the whole file, create the job, enqueue every request. Returns the job id.
+
+        Requests are sent in checkpoints of ``SUBMIT_CHECKPOINT``; the job record notes how
+        many are sent, and shows ``submitting`` until all are. With ``resume_job_id`` a
+        submit that died part way picks up at its last checkpoint (a request sent twice is
+        answered once: the workers' writes are conditional).
+        """
         job_file = await self.check_file(path, endpoint=endpoint)
-        job_id = new_job_id()
-        await self.store.create_job(
-            JobMeta(job_id=job_id, total=job_file.total, name=name or path.name, endpoint=endpoint)
-        )
+        if resume_job_id:
+            job = await self.status(resume_job_id)
+            if job.total != job_file.total:
+                raise ConfigError(f"{path} has {job_file.total} requests, job {resume_job_id} has {job.total}")
+            job_id, start = resume_job_id, job.meta.enqueued
+            if job.meta.sealed:
+                return job_id
+        else:
+            job_id, start = new_job_id(), 0
+            await self.store.create_job(
+                JobMeta(job_id=job_id, total=job_file.total, name=name or path.name, endpoint=endpoint)
+            )
         messages = [
             RequestMessage.from_job_line(n.request, job_id=job_id, line_no=n.line_no, endpoint=endpoint).encode()
             for n in job_file.lines
         ]
-        await self.enqueue(messages, on_progress=on_progress)
-        await self.store.record_enqueued(job_id, len(messages), sealed=True)
+        for chunk_start in range(start, len(messages), SUBMIT_CHECKPOINT):
+            chunk = messages[chunk_start : chunk_start + SUBMIT_CHECKPOINT]
+            await self.enqueue(chunk, on_progress=_offset(on_progress, chunk_start, len(messages)))
+            sent = chunk_start + len(chunk)
+            await self.store.record_enqueued(job_id, sent, sealed=sent == len(messages))
+        if start >= len(messages):
+            await self.store.record_enqueued(job_id, len(messages), sealed=True)
         return job_id
 
     async def enqueue(self, bodies: list[str], *, on_progress: ProgressCallback | None = None) -> None:
@@ -248,6 +270,14 @@ class LlmbatchClient:
         await self.lambda_.update_event_source_mapping(
             UUID=mapping["UUID"], ScalingConfig={"MaximumConcurrency": value}
         )
+
+
+def _offset(callback: ProgressCallback | None, base: int, total: int) -> ProgressCallback | None:
+    """Progress of one checkpoint's chunk reported as progress through the whole job."""
+    if callback is None:
+        return None
+    cb = callback
+    return lambda sent, _chunk_total: cb(base + sent, total)
 
 
 def _pack_batches(bodies: list[str]) -> list[list[str]]:
