@@ -47,6 +47,11 @@ async def redrive(resources: StackResources, job_id: str | None) -> int:
         return await client.redrive(job_id)
 
 
+async def retry(resources: StackResources, job_id: str) -> int:
+    async with LlmbatchClient(resources) as client:
+        return await client.retry_failed(job_id)
+
+
 async def wait_for(
     client: LlmbatchClient,
     job_id: str,

@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("job_id", nargs="?", help="only this job's dead letters")
     _stack_arg(rd)
 
+    rt = sub.add_parser("retry", help="send a job's failed requests again, as new attempts")
+    rt.add_argument("job_id")
+    _stack_arg(rt)
+
     t = sub.add_parser("tui", help="the operator console")
     _stack_arg(t)
 
@@ -132,6 +136,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(commands.status_text(asyncio.run(commands.cancel(resources, args.job_id)), False))
     elif args.command == "redrive":
         print(f"moved {asyncio.run(commands.redrive(resources, args.job_id))} dead letter(s) back to the queue")
+    elif args.command == "retry":
+        print(f"sent {asyncio.run(commands.retry(resources, args.job_id))} failed request(s) again")
     elif args.command == "results":
         print(asyncio.run(commands.results(resources, args.job_id, args.out, args.errors)), file=sys.stderr)
     return 0

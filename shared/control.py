@@ -18,12 +18,12 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from shared.config import RuntimeLimits
-from shared.deadletter import DeadLetter, is_redrivable, list_dead_letters
+from shared.deadletter import DeadLetter, is_redrivable, keep_dead_letters, list_dead_letters
 from shared.errors import ConfigError, TransientError
 from shared.jobfile import JobFile, read_job_file
 from shared.jobs import JobMeta, JobStatus, new_job_id
 from shared.messages import RequestMessage
-from shared.results import RequestResult, RequestStatus
+from shared.results import RequestResult, RequestStatus, utc_now_iso
 from shared.stack import StackResources
 from shared.store import ResultStore
 
@@ -194,6 +194,26 @@ class LlmbatchClient:
                 moved += 1
             await self.store.forget_dead_letter(letter.job_id, letter.key)
         return moved
+
+    async def retry_failed(self, job_id: str) -> int:
+        """Send the job's failed requests again, as new attempts; the job reopens.
+
+        The failures are first kept as dead letters (the resume point if this is cut
+        short), then redriven: each failure is taken back and its message re-sent.
+        """
+        failed = [
+            r
+            for r in await self.results(job_id)
+            if r.status is RequestStatus.FAILED and r.request_message and r.error_code != "invalid_message"
+        ]
+        await keep_dead_letters(
+            self.store,
+            [
+                DeadLetter(job_id, r.custom_id, r.request_message or "", f"retry: {r.error_code}", utc_now_iso())
+                for r in failed
+            ],
+        )
+        return await self.redrive(job_id)
 
     async def list_jobs(self, limit: int = 100) -> list[JobStatus]:
         return await self.store.list_jobs(limit)

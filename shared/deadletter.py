@@ -83,24 +83,15 @@ class DeadLetterRecorder:
 
     async def _keep(self, job_id: str, key: str, body: str, reason: str) -> None:
         log.warning("dead letter", extra={"job_id": job_id, "key": key, "reason": reason})
-        await self.store.batch_write(
-            self.store.jobs_table,
-            [
-                {
-                    "PutRequest": {
-                        "Item": to_ddb(
-                            {
-                                "job_id": job_id,
-                                "item": f"dead#{key}",
-                                "body": body,
-                                "reason": reason,
-                                "dead_at": utc_now_iso(),
-                            }
-                        )
-                    }
-                }
-            ],
-        )
+        await keep_dead_letters(self.store, [DeadLetter(job_id, key, body, reason, utc_now_iso())])
+
+
+async def keep_dead_letters(store: ResultStore, letters: list[DeadLetter]) -> None:
+    items = [
+        {"job_id": d.job_id, "item": f"dead#{d.key}", "body": d.body, "reason": d.reason, "dead_at": d.dead_at}
+        for d in letters
+    ]
+    await store.batch_write(store.jobs_table, [{"PutRequest": {"Item": to_ddb(i)}} for i in items])
 
 
 async def list_dead_letters(store: ResultStore, job_id: str | None = None) -> list[DeadLetter]:

@@ -54,6 +54,8 @@ class RequestResult:
     response_body: Any = None
     error_code: str | None = None
     error_message: str | None = None
+    #: The request's message, kept with failures so ``retry`` can send it again.
+    request_message: str | None = None
     usage: Usage = field(default_factory=Usage)
     finished_at: str = field(default_factory=utc_now_iso)
 
@@ -78,6 +80,7 @@ class RequestResult:
             "response_body": None if self.response_body is None else json.dumps(self.response_body),
             "error_code": self.error_code,
             "error_message": self.error_message,
+            "request_message": self.request_message,
         }
         item.update({k: v for k, v in optional.items() if v is not None})
         return item
@@ -98,6 +101,7 @@ class RequestResult:
             response_body=json.loads(body) if body is not None else None,
             error_code=item.get("error_code"),
             error_message=item.get("error_message"),
+            request_message=item.get("request_message"),
             usage=Usage(int(item.get("prompt_tokens", 0)), int(item.get("completion_tokens", 0))),
             finished_at=str(item.get("finished_at", "")),
         )

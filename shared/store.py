@@ -306,8 +306,8 @@ class ResultStore:
         return from_ddb(resp["Item"]) if "Item" in resp else None
 
     async def reopen(self, job_id: str, custom_id: str) -> bool:
-        """Take back a ``retries_exhausted`` failure so the request can run again: delete its
-        result and its count in one transaction. False if there was nothing to reopen."""
+        """Take back a failure so the request can run again: delete its result and its
+        count in one transaction. False if there was no failure to reopen."""
         try:
             await self._call(
                 "transact_write_items",
@@ -316,9 +316,9 @@ class ResultStore:
                         "Delete": {
                             "TableName": self.results_table,
                             "Key": to_ddb({"job_id": job_id, "custom_id": custom_id}),
-                            "ConditionExpression": "#s = :f AND error_code = :x",
+                            "ConditionExpression": "#s = :f",
                             "ExpressionAttributeNames": {"#s": "status"},
-                            "ExpressionAttributeValues": to_ddb({":f": "failed", ":x": "retries_exhausted"}),
+                            "ExpressionAttributeValues": to_ddb({":f": "failed"}),
                         }
                     },
                     {

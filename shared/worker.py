@@ -334,6 +334,7 @@ class BatchRun:
             error_code=error[0] if error else None,
             error_message=error[1] if error else None,
             usage=reply.usage if reply else Usage(),
+            request_message=msg.encode() if status is RequestStatus.FAILED else None,
         )
 
     async def _store(self, result: RequestResult) -> str:
