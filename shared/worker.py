@@ -93,6 +93,8 @@ class InvocationStats:
     duplicates: int = 0
     dead_lettered: int = 0
     budget_exhausted: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
     latencies_ms: list[int] = field(default_factory=list)
 
 
@@ -342,6 +344,8 @@ class BatchRun:
         if not first:
             self.stats.duplicates += 1
             return Disposition.DUPLICATE
+        self.stats.prompt_tokens += result.usage.prompt_tokens
+        self.stats.completion_tokens += result.usage.completion_tokens
         if result.status is RequestStatus.SUCCEEDED:
             self.stats.succeeded += 1
         else:

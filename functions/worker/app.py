@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.container import Container
+from shared.observability import publish_invocation
 
 logger = Logger(service="llmbatch-worker")
+# The core logs through the standard "llmbatch.*" loggers; give them the same JSON format.
+copy_config_to_registered_loggers(source_logger=logger)
+metrics = Metrics(namespace="llmbatch", service="worker")
 _container: Container | None = None
 
 
@@ -25,5 +30,9 @@ def container() -> Container:
 
 
 @logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return container().handle(event, context)
+    c = container()
+    response = c.handle(event, context)
+    publish_invocation(metrics, c.worker.last_stats, endpoint=c.worker.config.endpoint_name)
+    return response
