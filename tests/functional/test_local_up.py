@@ -1,0 +1,108 @@
+"""`llmbatch local up` in its own process: found by the other commands, stopped cleanly by Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+from moto import mock_aws
+
+from shared.stack import locate_stack
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def children_of(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def test_local_up_serves_the_cli_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    # GIVEN `llmbatch local up` started in the background
+    state = tmp_path / "local.json"
+    env = {**os.environ, "LLMBATCH_STATE": str(state)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "local", "up"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not state.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert state.exists(), proc.stderr.read() if proc.poll() is not None else "no state file"
+
+        # WHEN another command runs with no flags
+        job = tmp_path / "job.jsonl"
+        job.write_text(
+            json.dumps(
+                {
+                    "custom_id": "a",
+                    "method": "POST",
+                    "url": "/v1/embeddings",
+                    "body": {"model": "sim-model", "input": "x"},
+                }
+            )
+            + "\n"
+        )
+        submitted = subprocess.run(
+            [sys.executable, "-m", "cli.main", "submit", str(job)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        # THEN it found the stack through the state file
+        assert submitted.returncode == 0, submitted.stderr
+        assert submitted.stdout.startswith("job-")
+        # ... and the job's invocation started a container beside the simulator
+        while len(children_of(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        helpers = children_of(proc.pid)
+        assert len(helpers) >= 2, "the simulator and a container run as child processes"
+    finally:
+        # WHEN Ctrl-C arrives
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+
+    # THEN it exits cleanly, removes its state, and leaves no process behind
+    assert code == 0
+    assert not state.exists()
+    assert all(subprocess.run(["kill", "-0", str(p)], capture_output=True).returncode != 0 for p in helpers)
+
+
+@mock_aws
+def test_a_deployed_stack_is_found_through_its_outputs() -> None:
+    # GIVEN a deployed stack whose outputs are the template's
+    outputs = {
+        "RequestQueueUrl": "https://sqs/q",
+        "DeadLetterQueueUrl": "https://sqs/d",
+        "JobsTableName": "jobs",
+        "ResultsTableName": "results",
+        "LimitsParameterName": "/s/limits",
+        "WorkerFunctionName": "s-Worker",
+    }
+    template = {
+        "Resources": {"Q": {"Type": "AWS::SQS::Queue"}},
+        "Outputs": {k: {"Value": v} for k, v in outputs.items()},
+    }
+    boto3.client("cloudformation", region_name="eu-west-1").create_stack(
+        StackName="prod-batch", TemplateBody=json.dumps(template)
+    )
+
+    # WHEN it is located by name
+    found = locate_stack("prod-batch", region="eu-west-1")
+
+    # THEN every resource comes from its outputs, with no local endpoint
+    assert (found.request_queue_url, found.jobs_table, found.worker_function) == ("https://sqs/q", "jobs", "s-Worker")
+    assert found.region == "eu-west-1" and found.aws_endpoint_url is None
