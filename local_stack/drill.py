@@ -23,9 +23,8 @@ from typing import Any
 
 import boto3
 
-from local_stack.provision import DEFAULT_TEMPLATE
+from local_stack.provision import template_copy
 from local_stack.runner import LocalStack
-from local_stack.template import load_template
 from shared.control import LlmbatchClient
 from shared.jobfile import read_job_file
 from shared.jobs import JobStatus
@@ -94,17 +93,11 @@ class DrillReport:
 
 
 def drill_template(directory: Path) -> Path:
-    template = load_template(DEFAULT_TEMPLATE)
-    for resource in template["Resources"].values():
-        props = resource.get("Properties", {})
-        for key in ("CodeUri", "ContentUri"):
-            if isinstance(props.get(key), str):
-                props[key] = str((DEFAULT_TEMPLATE.parent / props[key]).resolve())
-    template["Globals"]["Function"]["Timeout"] = DRILL_FUNCTION_TIMEOUT_S
-    template["Resources"]["RequestQueue"]["Properties"]["VisibilityTimeout"] = 6 * DRILL_FUNCTION_TIMEOUT_S
-    path = directory / "drill-template.json"
-    path.write_text(json.dumps(template))
-    return path
+    def shorter_timeout(template: dict[str, Any]) -> None:
+        template["Globals"]["Function"]["Timeout"] = DRILL_FUNCTION_TIMEOUT_S
+        template["Resources"]["RequestQueue"]["Properties"]["VisibilityTimeout"] = 6 * DRILL_FUNCTION_TIMEOUT_S
+
+    return template_copy(directory, shorter_timeout)
 
 
 def run_drill(requests: int = 2000, *, seed: int = 1, timeout_s: float = 600.0) -> DrillReport:

@@ -104,6 +104,8 @@ class ContainerProcess:
         self.process.start()
         child.close()
         self._ready = False
+        #: In the middle of an invocation (fault drills kill a busy one).
+        self.busy = False
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         if self._ready:

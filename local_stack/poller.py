@@ -123,7 +123,7 @@ class EventSourceMappingEmulator:
         """Kill one container in the middle of an invocation (fault drills)."""
         with self._lock:
             for c in self._containers.values():
-                if getattr(c, "busy", False) and c.alive:
+                if c.busy and c.alive:
                     c.process.kill()
                     return True
         return False
@@ -191,12 +191,12 @@ class EventSourceMappingEmulator:
             self.stats.max_concurrent = max(self.stats.max_concurrent, self._busy)
             self.stats.invocations += 1
             self.stats.records += len(messages)
-        container.busy = True  # type: ignore[attr-defined]
+        container.busy = True
         started = time.monotonic()
         try:
             kind, payload = container.invoke(event, timeout_s=self.function.timeout_s + 1.0)
         finally:
-            container.busy = False  # type: ignore[attr-defined]
+            container.busy = False
             with self._lock:
                 self._busy -= 1
                 self.stats.longest_invocation_s = max(self.stats.longest_invocation_s, time.monotonic() - started)

@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from local_stack.provision import DEFAULT_TEMPLATE
+from local_stack.provision import template_copy
 from local_stack.runner import LocalStack
-from local_stack.template import load_template
 from shared.control import LlmbatchClient
 from shared.jobs import JobStatus
 
@@ -69,17 +68,7 @@ async def wait_finished(client: LlmbatchClient, job_id: str, timeout_s: float = 
 
 
 def template_variant(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:
-    """template.yaml with a change applied, written as JSON (which CloudFormation reads too)."""
-    template = load_template(DEFAULT_TEMPLATE)
-    for resource in template["Resources"].values():  # code paths stay relative to the real template
-        props = resource.get("Properties", {})
-        for key in ("CodeUri", "ContentUri"):
-            if isinstance(props.get(key), str):
-                props[key] = str((DEFAULT_TEMPLATE.parent / props[key]).resolve())
-    change(template)
-    out = tmp_path / "template.json"
-    out.write_text(json.dumps(template))
-    return out
+    return template_copy(tmp_path, change)
 
 
 @pytest.fixture(scope="module")
