@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install lint bench drill clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "needs $(PYTHON)"; exit 1; }
@@ -26,6 +26,12 @@ lint: install
 
 test: lint
 	$(PY) -m pytest -q
+
+bench: install
+	$(VENV)/bin/llmbatch bench --write-docs
+
+drill: install
+	$(VENV)/bin/llmbatch drill
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .llmbatch

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("drill", help="the fault drill: a job under injected faults, checked request by request")
     d.add_argument("--requests", type=int, default=2000)
 
+    b = sub.add_parser("bench", help="the benchmark: our worker against two baselines (see docs/benchmarks.md)")
+    b.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to the benchmark (try: bench -- --help)")
+
     sub.add_parser("schema", help="print the SQS message's JSON schema")
     return parser
 
@@ -109,6 +112,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         print("\n".join(summary.lines()))
         print(f"results      {args.out}")
         return 0 if summary.succeeded + summary.failed == summary.requests else 1
+    if args.command == "bench":
+        from bench.run import main as bench_main
+
+        return bench_main([a for a in args.bench_args if a != "--"])
     if args.command == "drill":
         from local_stack.drill import run_drill
 

@@ -1,0 +1,558 @@
+"""The measuring half of the benchmark: the stack (moto + the simulator, both in processes of
+their own), the job, the SQS-shaped events, and one timed run of one approach.
+
+Handlers are invoked directly, one batch after another, as one Lambda container would run
+them; SQS polling is left out so the figures are the handlers' and not the poller's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import boto3
+
+from bench.procs import MotoProcess, cpu_seconds
+from local_stack.provision import DEFAULT_TEMPLATE, REGION, LocalFunction, provision_stack
+from local_stack.runner import SimulatorProcess
+from local_stack.template import load_template
+from shared.jobs import JobMeta, new_job_id
+from shared.messages import MESSAGE_VERSION, RequestMessage
+from shared.stats import percentile
+
+#: The endpoint every scenario starts from: 32 slots, 200 ms a call (± 20 ms), no faults.
+BASE_SIMULATOR: dict[str, Any] = {
+    "slots": 32,
+    "base_latency_s": 0.2,
+    "per_prompt_token_s": 0.0,
+    "per_output_token_s": 0.0,
+    "jitter_s": 0.02,
+    "rpm_limit": None,
+    "tpm_limit": None,
+    "error_rate_429": 0.0,
+    "error_rate_5xx": 0.0,
+    "hang_rate": 0.0,
+    "slow_tail_rate": 0.0,
+    "seed": 11,
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    #: Changes to :data:`BASE_SIMULATOR`.
+    simulator: Mapping[str, Any] = field(default_factory=dict)
+
+    def simulator_config(self, *, latency_s: float | None = None) -> dict[str, Any]:
+        config = {**BASE_SIMULATOR, **self.simulator}
+        if latency_s is not None:
+            config["base_latency_s"] = latency_s
+            config["jitter_s"] = min(config["jitter_s"], latency_s / 10)
+        return config
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("slots32", "32 slots, 200 ms per call"),
+        # 32 slots at 200 ms serve 160 requests/s (9600 RPM); the limit allows a quarter of it.
+        Scenario("rpm", "32 slots, 200 ms, RPM limit 2400 (1/4 of capacity)", {"rpm_limit": 2400}),
+        Scenario("errors", "32 slots, 200 ms, 10% transient 5xx", {"error_rate_5xx": 0.1}),
+    )
+}
+
+
+def template_batch_size() -> int:
+    """The Worker's SQS BatchSize in template.yaml: the size of every event we invoke with."""
+    worker = load_template(DEFAULT_TEMPLATE)["Resources"]["Worker"]["Properties"]
+    return int(worker["Events"]["Requests"]["Properties"]["BatchSize"])
+
+
+# ---- the job and its events ---------------------------------------------------------------
+
+
+def job_messages(job_id: str, n: int, *, max_tokens: int = 24) -> list[RequestMessage]:
+    """The benchmark's job: n chat completions (same lines for every approach, new job id)."""
+    return [
+        RequestMessage(
+            v=MESSAGE_VERSION,
+            job_id=job_id,
+            custom_id=f"request-{i:05d}",
+            line=i + 1,
+            url="/v1/chat/completions",
+            body={
+                "model": "sim-model",
+                "messages": [
+                    {"role": "system", "content": "You are a concise poet."},
+                    {"role": "user", "content": f"Write one line about the sea (#{i})."},
+                ],
+                "max_tokens": max_tokens,
+            },
+        )
+        for i in range(n)
+    ]
+
+
+def sqs_record(body: str, queue_arn: str) -> dict[str, Any]:
+    """An SQS message as Lambda hands it over (as ``local_stack.poller`` builds them)."""
+    now_ms = str(int(time.time() * 1000))
+    return {
+        "messageId": str(uuid.uuid4()),
+        "receiptHandle": f"bench-{uuid.uuid4().hex}",
+        "body": body,
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": now_ms,
+            "SenderId": "bench",
+            "ApproximateFirstReceiveTimestamp": now_ms,
+        },
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": REGION,
+    }
+
+
+def build_events(messages: list[RequestMessage], batch_size: int, queue_arn: str) -> list[dict[str, Any]]:
+    records = [sqs_record(m.encode(), queue_arn) for m in messages]
+    return [{"Records": records[i : i + batch_size]} for i in range(0, len(records), batch_size)]
+
+
+# ---- outcomes -----------------------------------------------------------------------------
+
+
+@dataclass
+class BatchOutcome:
+    """What one invocation did with its records."""
+
+    succeeded: int = 0
+    #: Stored as failed (permanent errors): done, not retried.
+    failed: int = 0
+    #: Returned to SQS in ``batchItemFailures``, to come back later.
+    returned: int = 0
+    #: Neither: duplicates skipped, messages dead-lettered (our worker only).
+    other: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def add(self, o: BatchOutcome) -> None:
+        self.succeeded += o.succeeded
+        self.failed += o.failed
+        self.returned += o.returned
+        self.other += o.other
+        self.latencies_ms.extend(o.latencies_ms)
+
+
+class Approach(Protocol):
+    """One way of handling the job's events."""
+
+    name: str
+
+    def handle(self, event: dict[str, Any]) -> BatchOutcome: ...
+
+    def aws_calls(self) -> dict[str, Counter[str]]:
+        """AWS API calls made so far, by service and operation."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class RunResult:
+    approach: str
+    scenario: str
+    requests: int
+    invocations: int
+    outcome: BatchOutcome
+    wall_s: float
+    cpu_s: float
+    moto_cpu_s: float | None
+    sim: dict[str, Any]
+    aws_calls: dict[str, dict[str, int]]
+    #: Results found in the results table afterwards (read outside the timing).
+    stored: int
+
+    # -- figures --
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def succeeded_per_s(self) -> float:
+        return self.outcome.succeeded / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        tokens = int(self.sim.get("prompt_tokens", 0)) + int(self.sim.get("completion_tokens", 0))
+        return tokens / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def mean_ms(self) -> float:
+        lat = self.outcome.latencies_ms
+        return sum(lat) / len(lat) if lat else 0.0
+
+    @property
+    def p50_ms(self) -> float:
+        return percentile(self.outcome.latencies_ms, 50)
+
+    @property
+    def p99_ms(self) -> float:
+        return percentile(self.outcome.latencies_ms, 99)
+
+    @property
+    def error_rate(self) -> float:
+        """Records not succeeded (returned for retry or stored as failed) per request."""
+        return (self.outcome.returned + self.outcome.failed) / self.requests if self.requests else 0.0
+
+    @property
+    def utilisation(self) -> float:
+        slots = int(self.sim.get("slots", 0))
+        return float(self.sim.get("busy_slot_seconds", 0.0)) / (slots * self.wall_s) if slots and self.wall_s else 0.0
+
+    @property
+    def endpoint_calls(self) -> int:
+        return int(self.sim.get("requests_total", 0))
+
+    @property
+    def rate_limited_429(self) -> int:
+        return int(self.sim.get("rate_limited_429", 0))
+
+    def calls_per_request(self, service: str | None = None) -> float:
+        services = [service] if service else list(self.aws_calls)
+        total = sum(sum(self.aws_calls.get(s, {}).values()) for s in services)
+        return total / self.requests if self.requests else 0.0
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.cpu_s * 1000 / self.requests if self.requests else 0.0
+
+    @property
+    def moto_cpu_ms_per_request(self) -> float | None:
+        return None if self.moto_cpu_s is None or not self.requests else self.moto_cpu_s * 1000 / self.requests
+
+    @property
+    def accounted(self) -> int:
+        o = self.outcome
+        return o.succeeded + o.failed + o.returned + o.other
+
+    def to_dict(self) -> dict[str, Any]:
+        o = self.outcome
+        return {
+            "approach": self.approach,
+            "scenario": self.scenario,
+            "requests": self.requests,
+            "invocations": self.invocations,
+            "succeeded": o.succeeded,
+            "failed": o.failed,
+            "returned_for_retry": o.returned,
+            "other": o.other,
+            "accounted": self.accounted,
+            "stored": self.stored,
+            "wall_s": self.wall_s,
+            "requests_per_s": self.requests_per_s,
+            "succeeded_per_s": self.succeeded_per_s,
+            "tokens_per_s": self.tokens_per_s,
+            "latency_ms": {"mean": self.mean_ms, "p50": self.p50_ms, "p99": self.p99_ms},
+            "error_rate": self.error_rate,
+            "utilisation": self.utilisation,
+            "endpoint_calls": self.endpoint_calls,
+            "rate_limited_429": self.rate_limited_429,
+            "injected_5xx": int(self.sim.get("injected_5xx", 0)),
+            "aws_calls": self.aws_calls,
+            "aws_calls_per_request": {s: self.calls_per_request(s) for s in self.aws_calls},
+            "cpu_ms_per_request": self.cpu_ms_per_request,
+            "moto_cpu_ms_per_request": self.moto_cpu_ms_per_request,
+        }
+
+
+# ---- the stack ----------------------------------------------------------------------------
+
+
+_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+
+class BenchStack:
+    """moto (own process), the simulator (own process) and the template's resources.
+
+    While started, this process's environment points AWS SDKs at moto (as a Lambda
+    container's would point at AWS); it is restored on stop.
+    """
+
+    def __init__(self, *, concurrency: int, stack_name: str = "llmbatch-bench", faithful_moto: bool = False) -> None:
+        self.concurrency = concurrency
+        self.stack_name = stack_name
+        self.moto = MotoProcess(faithful=faithful_moto)
+        self.simulator = SimulatorProcess(BASE_SIMULATOR)
+        self.sim_url = ""
+        self.aws_url = ""
+        self._saved_env: dict[str, str | None] = {}
+        self.worker: LocalFunction | None = None
+        self.batch_size = template_batch_size()
+
+    def start(self) -> BenchStack:
+        try:
+            self.aws_url = self.moto.start()
+            self.sim_url = self.simulator.start()
+            for k, v in {**_AWS_ENV, "AWS_ENDPOINT_URL": self.aws_url}.items():
+                self._saved_env[k] = os.environ.get(k)
+                os.environ[k] = v
+            provisioned = provision_stack(
+                self.aws_url,
+                stack_name=self.stack_name,
+                parameter_overrides={"EndpointUrl": self.sim_url, "ModelCallConcurrency": str(self.concurrency)},
+                model_endpoint_url=self.sim_url,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        self.worker = provisioned.functions["Worker"]
+        self.resources = provisioned.resources
+        self._ddb = boto3.client("dynamodb", region_name=REGION, endpoint_url=self.aws_url)
+        return self
+
+    def stop(self) -> None:
+        self.simulator.stop()
+        self.moto.stop()
+        for k, v in self._saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        self._saved_env.clear()
+
+    def __enter__(self) -> BenchStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- facts --
+    @property
+    def worker_env(self) -> dict[str, str]:
+        assert self.worker is not None
+        return dict(self.worker.environment)
+
+    @property
+    def results_table(self) -> str:
+        return self.worker_env["RESULTS_TABLE"]
+
+    @property
+    def queue_arn(self) -> str:
+        assert self.worker is not None and self.worker.event_sources
+        return self.worker.event_sources[0].queue_arn
+
+    # -- the simulator --
+    def _sim_post(self, path: str, body: Mapping[str, Any]) -> None:
+        req = urllib.request.Request(
+            self.sim_url.removesuffix("/v1") + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        urllib.request.urlopen(req, timeout=10).close()
+
+    def sim_prepare(self, config: Mapping[str, Any]) -> None:
+        """Configure and reset the simulator. A rate limit starts with an empty bucket
+        (steady state, not the full minute's burst a fresh bucket allows): configured at 1,
+        reset, then raised, since a changed limit keeps the level it had."""
+        rpm = config.get("rpm_limit")
+        self._sim_post("/_sim/config", {**config, "rpm_limit": 1 if rpm else None})
+        self._sim_post("/_sim/reset", {})
+        if rpm:
+            self._sim_post("/_sim/config", {"rpm_limit": rpm})
+
+    def sim_stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.sim_url.removesuffix("/v1") + "/_sim/stats", timeout=10) as resp:
+            stats = dict(json.load(resp))
+        stats.pop("calls_by_custom_id", None)
+        return stats
+
+    # -- DynamoDB --
+    def new_job(self, n: int) -> str:
+        """A job record, created through :meth:`ResultStore.create_job`."""
+        from aiobotocore.session import get_session
+
+        from shared.store import ResultStore
+
+        env = self.worker_env
+        job_id = new_job_id()
+
+        async def create() -> None:
+            async with get_session().create_client("dynamodb") as ddb:
+                store = ResultStore(ddb, jobs_table=env["JOBS_TABLE"], results_table=env["RESULTS_TABLE"])
+                await store.create_job(JobMeta(job_id=job_id, total=n, name="bench", sealed=True, enqueued=n))
+
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(create())
+        finally:
+            loop.close()
+        return job_id
+
+    def count_stored(self, job_id: str) -> int:
+        kwargs: dict[str, Any] = {
+            "TableName": self.results_table,
+            "KeyConditionExpression": "job_id = :j",
+            "ExpressionAttributeValues": {":j": {"S": job_id}},
+            "Select": "COUNT",
+        }
+        total = 0
+        while True:
+            resp = self._ddb.query(**kwargs)
+            total += int(resp.get("Count", 0))
+            if "LastEvaluatedKey" not in resp:
+                return total
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def clear_tables(self) -> None:
+        """Delete every item of both tables (between runs, outside the timing), so each run
+        starts on empty tables: moto's transactions copy whole tables, so a table left to
+        grow would make later runs dearer than earlier ones."""
+        env = self.worker_env
+        for table, keys in ((env["JOBS_TABLE"], ("job_id", "item")), (env["RESULTS_TABLE"], ("job_id", "custom_id"))):
+            kwargs: dict[str, Any] = {
+                "TableName": table,
+                "ProjectionExpression": "#a, #b",
+                "ExpressionAttributeNames": {"#a": keys[0], "#b": keys[1]},
+            }
+            while True:
+                resp = self._ddb.scan(**kwargs)
+                items = resp.get("Items", [])
+                for i in range(0, len(items), 25):
+                    self._ddb.batch_write_item(
+                        RequestItems={table: [{"DeleteRequest": {"Key": k}} for k in items[i : i + 25]]}
+                    )
+                if "LastEvaluatedKey" not in resp:
+                    break
+                kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def moto_cpu_s(self) -> float | None:
+        pid = self.moto.pid
+        return cpu_seconds(pid) if pid else None
+
+
+# ---- counting the SDK calls nobody else counts --------------------------------------------
+
+
+@contextlib.contextmanager
+def counting_sync_calls(into: dict[str, Counter[str]]) -> Iterator[None]:
+    """Count every synchronous botocore call made while active (aiobotocore's clients
+    override ``_make_api_call`` and are not seen). Used for the worker's limits read
+    (Powertools parameters, boto3), which neither ``store.calls`` nor ``queue.calls`` sees."""
+    from botocore.client import BaseClient
+
+    original = BaseClient._make_api_call  # type: ignore[attr-defined]
+
+    def counted(self: Any, operation_name: str, api_params: Any) -> Any:
+        into.setdefault(self.meta.service_model.service_name, Counter())[operation_name] += 1
+        return original(self, operation_name, api_params)
+
+    BaseClient._make_api_call = counted  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        BaseClient._make_api_call = original  # type: ignore[attr-defined]
+
+
+# ---- our worker -----------------------------------------------------------------------------
+
+
+class OursApproach:
+    """Our worker: ``Container.create`` with the Worker function's environment, invoked
+    with a fresh Lambda context per batch, as the poller's container process does."""
+
+    name = "ours"
+
+    def __init__(self, stack: BenchStack) -> None:
+        from shared.config import WorkerConfig
+        from shared.container import Container
+
+        assert stack.worker is not None
+        self._function = stack.worker
+        self._sync_calls: dict[str, Counter[str]] = {}
+        with counting_sync_calls(self._sync_calls):
+            self.container = Container.create(WorkerConfig.from_env(stack.worker_env))
+        self._sync_calls.clear()  # setup is not part of the run
+
+    def handle(self, event: dict[str, Any]) -> BatchOutcome:
+        from local_stack.lambda_runtime import FakeLambdaContext
+
+        fn = self._function
+        ctx = FakeLambdaContext(fn.name, fn.memory_mb, fn.timeout_s)
+        with counting_sync_calls(self._sync_calls):
+            response = self.container.handle(event, ctx)
+        st = self.container.worker.last_stats
+        return BatchOutcome(
+            succeeded=st.succeeded,
+            failed=st.failed,
+            returned=len(response.get("batchItemFailures", [])),
+            other=st.duplicates + st.dead_lettered,
+            latencies_ms=[float(x) for x in st.latencies_ms],
+        )
+
+    def aws_calls(self) -> dict[str, Counter[str]]:
+        worker = self.container.worker
+        calls: dict[str, Counter[str]] = {"dynamodb": Counter(worker.store.calls)}
+        calls["sqs"] = Counter(worker.queue.calls) if worker.queue else Counter()
+        for service, ops in self._sync_calls.items():
+            calls.setdefault(service, Counter()).update(ops)
+        return calls
+
+    def close(self) -> None:
+        self.container.close()
+
+
+# ---- one run ------------------------------------------------------------------------------
+
+
+def measure(
+    stack: BenchStack,
+    scenario: Scenario,
+    approach: Approach,
+    events: list[dict[str, Any]],
+    job_id: str,
+    *,
+    sim_config: Mapping[str, Any],
+) -> RunResult:
+    """Reset the simulator, run every event through ``approach`` one after another, and
+    collect the figures. Only the handling is timed."""
+    requests = sum(len(e["Records"]) for e in events)
+    stack.sim_prepare(sim_config)
+    total = BatchOutcome()
+    moto0 = stack.moto_cpu_s()
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    for event in events:
+        total.add(approach.handle(event))
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    moto1 = stack.moto_cpu_s()
+    sim = stack.sim_stats()
+    calls = {s: dict(ops) for s, ops in approach.aws_calls().items()}
+    return RunResult(
+        approach=approach.name,
+        scenario=scenario.name,
+        requests=requests,
+        invocations=len(events),
+        outcome=total,
+        wall_s=wall,
+        cpu_s=cpu,
+        moto_cpu_s=None if moto0 is None or moto1 is None else moto1 - moto0,
+        sim=sim,
+        aws_calls=calls,
+        stored=stack.count_stored(job_id),
+    )

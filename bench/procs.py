@@ -1,0 +1,128 @@
+"""Helper processes of the benchmark: moto's server in a process of its own, so the CPU
+time the benchmark reports is the handlers' and not the AWS emulator's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class MotoProcess:
+    """:class:`local_stack.moto_server.MotoServer` (with its DynamoDB/SQS locking), run by
+    ``python -m bench.procs``; it stops when its stdin closes."""
+
+    def __init__(self, *, faithful: bool = False) -> None:
+        self._faithful = faithful
+        self._proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> str:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.procs", *(["--faithful-moto"] if self._faithful else [])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+            cwd=str(ROOT),
+        )
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            self.stop()
+            raise RuntimeError("moto's server did not start")
+        self.url = json.loads(line)["url"]
+        return self.url
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def _copy_each_table_once() -> None:
+    """moto's TransactWriteItems backs up a table with ``copy.deepcopy`` once per *action*,
+    not once per table: a 99-item transaction copies the whole results table 99 times, so
+    its cost grows with the table's size times the transaction's (real DynamoDB's does
+    not). The copies are identical (nothing changes between them), so copying each table
+    once per call is the same behaviour, minus a cost that would swamp the figures of any
+    handler that writes in transactions. (moto serializes DynamoDB calls: see
+    ``local_stack.moto_server``; so one memo per call is safe.)"""
+    import copy
+
+    from moto.dynamodb import models
+
+    original = models.DynamoDBBackend.transact_write_items
+    memo: dict[int, object] = {}
+    active = [False]
+
+    class _Copy:
+        @staticmethod
+        def deepcopy(obj: object) -> object:
+            if not active[0]:
+                return copy.deepcopy(obj)
+            if id(obj) not in memo:
+                memo[id(obj)] = copy.deepcopy(obj)
+            return memo[id(obj)]
+
+    def transact_write_items(self: object, transact_items: list) -> None:
+        memo.clear()
+        active[0] = True
+        try:
+            return original(self, transact_items)  # type: ignore[arg-type]
+        finally:
+            active[0] = False
+            memo.clear()
+
+    models.copy = _Copy  # type: ignore[assignment]
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+def _serve_moto() -> None:
+    from local_stack.moto_server import MotoServer
+
+    if "--faithful-moto" not in sys.argv:
+        _copy_each_table_once()
+    server = MotoServer()
+    url = server.start()
+    print(json.dumps({"url": url}), flush=True)
+    sys.stdin.read()  # until the parent closes our stdin (or dies)
+    server.stop()
+
+
+if __name__ == "__main__":
+    _serve_moto()
