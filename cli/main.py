@@ -164,6 +164,7 @@ def _local_up(args: argparse.Namespace) -> int:
         print(f"  AWS (moto)      {resources.aws_endpoint_url}", file=sys.stderr)
         print(f"  model endpoint  {resources.model_endpoint_url}", file=sys.stderr)
         print(f"  request queue   {resources.request_queue_url}", file=sys.stderr)
+        print(f"  function logs   {stack.log_dir}/", file=sys.stderr)
         print("Ctrl-C stops it.", file=sys.stderr, flush=True)
         stop.wait()
     finally:

@@ -44,8 +44,18 @@ class FakeLambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-def container_main(conn: Connection, function: LocalFunction, aws_endpoint_url: str, extra_env: dict[str, str]) -> None:
+def container_main(
+    conn: Connection,
+    function: LocalFunction,
+    aws_endpoint_url: str,
+    extra_env: dict[str, str],
+    log_path: str | None = None,
+) -> None:
     """Entry point of a container process: load the handler once, then serve invocations."""
+    if log_path:  # what Lambda sends to CloudWatch Logs (logs, EMF metrics) goes to a file
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
     os.environ.update(function.environment)
     os.environ.update(
         {
@@ -91,13 +101,19 @@ class ContainerProcess:
 
     _ctx = multiprocessing.get_context("spawn")
 
-    def __init__(self, function: LocalFunction, aws_endpoint_url: str, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        function: LocalFunction,
+        aws_endpoint_url: str,
+        extra_env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         self.function = function
         parent, child = self._ctx.Pipe()
         self._conn = parent
         self.process = self._ctx.Process(
             target=container_main,
-            args=(child, function, aws_endpoint_url, extra_env or {}),
+            args=(child, function, aws_endpoint_url, extra_env or {}, str(log_path) if log_path else None),
             daemon=True,
             name=f"lambda-{function.logical_id}",
         )

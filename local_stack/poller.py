@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from local_stack.lambda_runtime import ContainerProcess
@@ -61,11 +62,15 @@ class EventSourceMappingEmulator:
         *,
         container_env: dict[str, str] | None = None,
         poll_wait_s: int = 1,
+        log_dir: Path | None = None,
     ) -> None:
         self.function = function
         self.source = source
         self.endpoint = aws_endpoint_url
         self._container_env = container_env or {}
+        self._log_path = (log_dir / f"{function.logical_id}.log") if log_dir else None
+        if log_dir:
+            log_dir.mkdir(parents=True, exist_ok=True)
         self._poll_wait_s = poll_wait_s
         self._lambda = aws_client("lambda", aws_endpoint_url)
         self._stop = threading.Event()
@@ -178,7 +183,7 @@ class EventSourceMappingEmulator:
         with self._lock:
             c = self._containers.get(index)
             if c is None or not c.alive:
-                c = ContainerProcess(self.function, self.endpoint, self._container_env)
+                c = ContainerProcess(self.function, self.endpoint, self._container_env, self._log_path)
                 self._containers[index] = c
             return c
 

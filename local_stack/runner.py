@@ -20,6 +20,9 @@ from shared.stack import StackResources, state_path
 
 log = logging.getLogger("llmbatch.local")
 
+#: The functions' output (their CloudWatch Logs, in AWS): one file per function.
+DEFAULT_LOG_DIR = Path(".llmbatch") / "logs"
+
 
 class SimulatorProcess:
     """The endpoint simulator in a process of its own (its CPU apart from the workers')."""
@@ -66,6 +69,7 @@ class LocalStack:
         container_env: Mapping[str, str] | None = None,
         stack_name: str = "llmbatch-local",
         write_state: bool = True,
+        log_dir: Path | None = DEFAULT_LOG_DIR,
     ) -> None:
         self.template_path = template_path
         self.endpoint_url = endpoint_url
@@ -74,6 +78,7 @@ class LocalStack:
         self.container_env = dict(container_env or {})
         self.stack_name = stack_name
         self.write_state = write_state
+        self.log_dir = log_dir
         self.moto = MotoServer()
         self.pollers: list[EventSourceMappingEmulator] = []
         self.provisioned: ProvisionedStack | None = None
@@ -103,7 +108,9 @@ class LocalStack:
         )
         for function in self.provisioned.functions.values():
             for source in function.event_sources:
-                poller = EventSourceMappingEmulator(function, source, aws_url, container_env=self.container_env)
+                poller = EventSourceMappingEmulator(
+                    function, source, aws_url, container_env=self.container_env, log_dir=self.log_dir
+                )
                 poller.start()
                 self.pollers.append(poller)
         if self.write_state:

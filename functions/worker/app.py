@@ -6,6 +6,7 @@ pools, clients) is made on the first invocation and reused by the next ones.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -16,8 +17,10 @@ from shared.container import Container
 from shared.observability import publish_invocation
 
 logger = Logger(service="llmbatch-worker")
-# The core logs through the standard "llmbatch.*" loggers; give them the same JSON format.
-copy_config_to_registered_loggers(source_logger=logger)
+# The core logs through the standard "llmbatch.*" loggers; give them the same JSON format
+# (and only them: the AWS SDKs' INFO lines are noise).
+logging.getLogger("llmbatch")
+copy_config_to_registered_loggers(source_logger=logger, include={"llmbatch"})
 metrics = Metrics(namespace="llmbatch", service="worker")
 _container: Container | None = None
 
