@@ -74,50 +74,10 @@ class MotoProcess:
             proc.stdout.close()
 
 
-def _copy_each_table_once() -> None:
-    """moto's TransactWriteItems backs up a table with ``copy.deepcopy`` once per *action*,
-    not once per table: a 99-item transaction copies the whole results table 99 times, so
-    its cost grows with the table's size times the transaction's (real DynamoDB's does
-    not). The copies are identical (nothing changes between them), so copying each table
-    once per call is the same behaviour, minus a cost that would swamp the figures of any
-    handler that writes in transactions. (moto serializes DynamoDB calls: see
-    ``local_stack.moto_server``; so one memo per call is safe.)"""
-    import copy
-
-    from moto.dynamodb import models
-
-    original = models.DynamoDBBackend.transact_write_items
-    memo: dict[int, object] = {}
-    active = [False]
-
-    class _Copy:
-        @staticmethod
-        def deepcopy(obj: object) -> object:
-            if not active[0]:
-                return copy.deepcopy(obj)
-            if id(obj) not in memo:
-                memo[id(obj)] = copy.deepcopy(obj)
-            return memo[id(obj)]
-
-    def transact_write_items(self: object, transact_items: list) -> None:
-        memo.clear()
-        active[0] = True
-        try:
-            return original(self, transact_items)  # type: ignore[arg-type]
-        finally:
-            active[0] = False
-            memo.clear()
-
-    models.copy = _Copy  # type: ignore[assignment]
-    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
-
-
 def _serve_moto() -> None:
     from local_stack.moto_server import MotoServer
 
-    if "--faithful-moto" not in sys.argv:
-        _copy_each_table_once()
-    server = MotoServer()
+    server = MotoServer(copy_tables_once="--faithful-moto" not in sys.argv)
     url = server.start()
     print(json.dumps({"url": url}), flush=True)
     sys.stdin.read()  # until the parent closes our stdin (or dies)

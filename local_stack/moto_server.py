@@ -81,11 +81,57 @@ def _serialize_sqs() -> None:
     SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
 
 
+def _copy_each_table_once() -> None:
+    """moto's TransactWriteItems backs up a table with ``copy.deepcopy`` once per *action*,
+    not once per table: a 99-item transaction copies the whole results table 99 times, so
+    its cost grows with the table's size times the transaction's (real DynamoDB's does
+    not). The copies are identical (nothing changes between them), so copying each table
+    once per call is the same behaviour, minus a cost that would swamp the figures of any
+    handler that writes in transactions, and slow the local workers past their deadlines
+    as a job's table grows. (DynamoDB calls are serialized here, so one memo per call is
+    safe.)"""
+    import copy
+
+    from moto.dynamodb import models
+
+    original = models.DynamoDBBackend.transact_write_items
+    memo: dict[int, object] = {}
+    active = [False]
+
+    class _Copy:
+        @staticmethod
+        def deepcopy(obj: object) -> object:
+            if not active[0]:
+                return copy.deepcopy(obj)
+            if id(obj) not in memo:
+                memo[id(obj)] = copy.deepcopy(obj)
+            return memo[id(obj)]
+
+    def transact_write_items(self: object, transact_items: list) -> None:
+        memo.clear()
+        active[0] = True
+        try:
+            return original(self, transact_items)  # type: ignore[arg-type]
+        finally:
+            active[0] = False
+            memo.clear()
+
+    models.copy = _Copy  # type: ignore[assignment]
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+_copied_once = False
+
+
 class MotoServer:
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, *, copy_tables_once: bool = True) -> None:
+        global _copied_once
         # moto logs one line per request through werkzeug: far too loud for a console.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         _serialize_dynamodb()
+        if copy_tables_once and not _copied_once:
+            _copy_each_table_once()
+            _copied_once = True
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self.url = ""
 
