@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmbatch.worker")
 
+#: Stop all work this long before Lambda's own timeout, whatever is still unwritten.
+HARD_STOP_MARGIN_S = 0.5
 #: How often a running invocation re-reads its jobs (to notice a cancel).
 JOB_REFRESH_S = 2.0
 CANCELLED = ("cancelled", "job cancelled")
@@ -96,6 +98,8 @@ class InvocationStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latencies_ms: list[int] = field(default_factory=list)
+    #: Seconds spent preparing, running the records, and writing what was left.
+    phases_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 class QueueOps:
@@ -156,10 +160,11 @@ class Worker:
         """Everything an invocation needs before its records run: the deadline (taken
         first, so setup counts against it), live limits, and one lookup of what is done."""
         deadline = Deadline.from_context(context, reserve_s=self.config.write_reserve_s)
+        hard_stop = Deadline.from_context(context, reserve_s=HARD_STOP_MARGIN_S)
         limits = self._limits()
         if limits.max_concurrency != self.limiter.limit:
             await self.limiter.set_limit(limits.max_concurrency)
-        run = BatchRun(self, deadline)
+        run = BatchRun(self, deadline, hard_stop)
         await run.prepare(records)
         return run
 
@@ -167,11 +172,21 @@ class Worker:
         self, event: Mapping[str, Any], context: LambdaContextLike, loop: asyncio.AbstractEventLoop
     ) -> PartialItemFailureResponse:
         records = list(event.get("Records", []))
+        t0 = time.monotonic()
         run = loop.run_until_complete(self.start(records, context))
+        t1 = time.monotonic()
         processor = ContainerLoopBatchProcessor(loop)
         with processor(records=records, handler=run.handle_record, lambda_context=context):  # type: ignore[arg-type]
             processor.async_process()
+        t2 = time.monotonic()
         loop.run_until_complete(run.finish())
+        t3 = time.monotonic()
+        run.stats.phases_s = (t1 - t0, t2 - t1, t3 - t2)
+        if run.deadline.expired and context.get_remaining_time_in_millis() < 1000:
+            log.warning(
+                "invocation ended close to its timeout",
+                extra={"phases_s": [round(x, 3) for x in run.stats.phases_s], "records": len(records)},
+            )
         self.last_stats = run.stats
         return processor.response()
 
@@ -179,9 +194,12 @@ class Worker:
 class BatchRun:
     """The state of one invocation."""
 
-    def __init__(self, worker: Worker, deadline: Deadline) -> None:
+    def __init__(self, worker: Worker, deadline: Deadline, hard_stop: Deadline | None = None) -> None:
         self.worker = worker
         self.deadline = deadline
+        #: The last moment to still be working: writes not done by then are given up on
+        #: (their records go back to SQS) rather than let Lambda kill the whole batch.
+        self.hard_stop = hard_stop or deadline
         self.writer = ResultWriter(worker.store)
         self.stats = InvocationStats()
         self._jobs: dict[str, JobMeta] = {}
@@ -340,7 +358,13 @@ class BatchRun:
         )
 
     async def _store(self, result: RequestResult) -> str:
-        first = await self.writer.put(result)
+        try:
+            async with asyncio.timeout(self.hard_stop.remaining()):
+                first = await self.writer.put(result)
+        except TimeoutError as e:
+            raise TransientError(
+                "the result store did not answer before the function's timeout", code="store_timeout"
+            ) from e
         if not first:
             self.stats.duplicates += 1
             return Disposition.DUPLICATE
@@ -387,6 +411,13 @@ class BatchRun:
         return Disposition.DEAD_LETTERED
 
     async def finish(self) -> None:
+        try:
+            async with asyncio.timeout(self.hard_stop.remaining()):
+                await self._finish()
+        except TimeoutError:
+            log.warning("left retry notes and delays unwritten: the function's timeout is near")
+
+    async def _finish(self) -> None:
         await self.writer.drain()
         # Both below are best effort: the failed records go back to SQS regardless; at worst
         # they come back after the queue's own visibility timeout, without their last error.
