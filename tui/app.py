@@ -16,6 +16,7 @@ from tui.backend import ClientFactory, ConsoleClient
 from tui.commands import ConsoleCommands
 from tui.errors import describe_error
 from tui.messages import ActionFailed, JobSubmitted, OpenJob
+from tui.screens.dead_letters import DeadLettersScreen
 from tui.screens.job_detail import JobDetailScreen
 from tui.screens.jobs import JobsScreen
 from tui.screens.limits import LimitsScreen
@@ -38,12 +39,14 @@ class LlmbatchConsole(App[None]):
         "queue": QueueScreen,
         "limits": LimitsScreen,
         "submit": SubmitScreen,
+        "dead_letters": DeadLettersScreen,
     }
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f1", "show_mode('jobs')", "Jobs"),
         Binding("f2", "show_mode('queue')", "Queue"),
         Binding("f3", "show_mode('limits')", "Limits"),
         Binding("f4", "show_mode('submit')", "Submit"),
+        Binding("f5", "show_mode('dead_letters')", "Dead letters"),
         Binding("ctrl+t", "toggle_theme", "Theme"),
     ]
 

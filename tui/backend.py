@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from shared.config import RuntimeLimits
 from shared.control import ExportSummary, ProgressCallback, QueueStats
+from shared.deadletter import DeadLetter
 from shared.jobfile import JobFile
 from shared.jobs import JobStatus
 from shared.results import RequestResult
@@ -34,6 +35,8 @@ class ConsoleClient(Protocol):
     async def get_worker_concurrency(self) -> int | None: ...
     async def set_worker_concurrency(self, value: int) -> None: ...
     async def check_file(self, path: Path, *, endpoint: str = "default") -> JobFile: ...
+    async def dead_letters(self, job_id: str | None = None) -> list[DeadLetter]: ...
+    async def redrive(self, job_id: str | None = None) -> int: ...
     async def submit(
         self,
         path: Path,
@@ -49,7 +52,8 @@ ClientFactory = Callable[[], AbstractAsyncContextManager[Any]]
 
 
 def supports(client: object, method: str) -> bool:
-    """Whether the client offers an optional action (``cancel``, ``retry_failed``)."""
+    """Whether the client offers an optional action (``cancel``, ``retry_failed``); the
+    in-memory demo stack offers neither."""
     return callable(getattr(client, method, None))
 
 

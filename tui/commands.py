@@ -21,6 +21,11 @@ COMMANDS = (
     Command("Show queue", "Queue depth, dead letters and processing rate", "app.show_mode('queue')"),
     Command("Show limits", "Edit worker concurrency and rate limits", "app.show_mode('limits')"),
     Command("Submit a job file", "Check and submit a JSONL job file", "app.show_mode('submit')"),
+    Command(
+        "Show dead letters",
+        "Requests that used up their retries, and unreadable messages",
+        "app.show_mode('dead_letters')",
+    ),
     Command("Toggle light/dark theme", "Switch between the light and dark themes", "app.toggle_theme"),
     Command("Refresh", "Read this screen from AWS now", "screen.refresh"),
     Command("Open job", "Show the highlighted job's results", "screen.open_job"),
@@ -31,6 +36,10 @@ COMMANDS = (
     Command("Apply changed limits", "Write every edited limit to AWS", "screen.apply_all"),
     Command("Cancel job", "Stop this job's pending requests", "screen.cancel_job"),
     Command("Retry failed requests", "Enqueue this job's failed requests again", "screen.retry_failed"),
+    Command(
+        "Redrive job's dead letters", "Send the highlighted job's dead letters back to the queue", "screen.redrive_job"
+    ),
+    Command("Redrive all dead letters", "Send every redrivable dead letter back to the queue", "screen.redrive_all"),
 )
 
 

@@ -15,9 +15,11 @@ from typing import Any
 
 from shared.config import RuntimeLimits
 from shared.control import ESM_CONCURRENCY_BOUNDS, ExportSummary, ProgressCallback, QueueStats
+from shared.deadletter import UNASSIGNED, DeadLetter, is_redrivable
 from shared.errors import ConfigError, JobNotFoundError
 from shared.jobfile import JobFile, read_job_file
 from shared.jobs import Counts, JobMeta, JobStatus
+from shared.messages import RequestMessage
 from shared.results import RequestResult, RequestStatus, Usage
 from tui.screens.queue import Sample
 
@@ -118,6 +120,56 @@ def demo_results(job_id: str, total: int = 250) -> list[RequestResult]:
     return results
 
 
+def _request(job_id: str, custom_id: str, line: int, content: str) -> str:
+    body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": content}], "max_tokens": 256}
+    return RequestMessage(
+        v=1, job_id=job_id, custom_id=custom_id, line=line, url="/v1/chat/completions", body=body
+    ).encode()
+
+
+def demo_dead_letters() -> list[DeadLetter]:
+    """Three requests that used up their retries, and two messages no job could claim."""
+    tickets, evals = "job-20261129T061400Z-3f9a1c2e", "job-20261129T055000Z-77b0e4d1"
+    exhausted = "retries exhausted after 5 attempts; last error: "
+    return [
+        DeadLetter(
+            tickets,
+            "ticket-01102",
+            _request(tickets, "ticket-01102", 1102, "Summarise this ticket: the invoice for October is missing."),
+            exhausted + "timeout: the endpoint did not answer within 60 s",
+            _at(2),
+        ),
+        DeadLetter(
+            UNASSIGNED,
+            "8c1f6a7e-52d4-4f0b-9a51-0e6a2b7d3c19",
+            _request("job-20261101T090000Z-0badc0de", "row-7", 7, "Translate to French: good morning"),
+            "unknown job 'job-20261101T090000Z-0badc0de'",
+            _at(9),
+        ),
+        DeadLetter(
+            evals,
+            "request-0203",
+            _request(evals, "request-0203", 203, "Rate this answer from 1 to 5: Paris is the capital of France."),
+            exhausted + "rate_limited: 429 Too Many Requests",
+            _at(21),
+        ),
+        DeadLetter(
+            evals,
+            "request-0017",
+            _request(evals, "request-0017", 17, "Rate this answer from 1 to 5: water boils at 90 °C."),
+            exhausted + "rate_limited: 429 Too Many Requests",
+            _at(23),
+        ),
+        DeadLetter(
+            UNASSIGNED,
+            "3e0b9d42-7a61-4c8e-b2f5-91d7c6a0e845",
+            '{"custom_id": "x-1", "prompt": "hello"',
+            "message body is not JSON: Expecting ',' delimiter",
+            _at(47),
+        ),
+    ]
+
+
 def demo_queue_samples(start_terminal: int, n: int = 40) -> list[Sample]:
     """A queue draining for two minutes, then a burst of retries, then recovering."""
     samples = []
@@ -145,6 +197,8 @@ class DemoClient:
         self.limits_at = FIXED_NOW - timedelta(hours=2, minutes=4)
         self.workers_at = FIXED_NOW - timedelta(days=1, hours=3)
         self.submitted = 0
+        self.letters = demo_dead_letters()
+        self.redriven: list[DeadLetter] = []
 
     async def __aenter__(self) -> DemoClient:
         return self
@@ -199,6 +253,15 @@ class DemoClient:
 
     async def check_file(self, path: Path, *, endpoint: str = "default") -> JobFile:
         return read_job_file(path, endpoint=endpoint)
+
+    async def dead_letters(self, job_id: str | None = None) -> list[DeadLetter]:
+        return [d for d in self.letters if job_id is None or d.job_id == job_id]
+
+    async def redrive(self, job_id: str | None = None) -> int:
+        moved = [d for d in await self.dead_letters(job_id) if is_redrivable(d)]
+        self.letters = [d for d in self.letters if d not in moved]
+        self.redriven += moved
+        return len(moved)
 
     async def submit(
         self,

@@ -106,12 +106,24 @@ async def submit_scene(pilot: Pilot[Any]) -> None:
     await pilot.pause()
 
 
+async def dead_letters_scene(pilot: Pilot[Any]) -> None:
+    from tui.screens.dead_letters import DeadLettersScreen
+
+    await jobs_scene(pilot)
+    await pilot.press("f5")
+    screen = await _polled(pilot, DeadLettersScreen)
+    assert isinstance(screen, DeadLettersScreen)
+    await wait_for(pilot, lambda: bool(screen.letters), what="the dead letters")
+    await pilot.pause()
+
+
 SCENES: dict[str, Scene] = {
     "jobs": jobs_scene,
     "job-detail": job_detail_scene,
     "queue": queue_scene,
     "limits": limits_scene,
     "submit": submit_scene,
+    "dead-letters": dead_letters_scene,
 }
 
 

@@ -19,6 +19,7 @@ from shared.results import RequestResult, RequestStatus
 from tui.backend import supports
 from tui.formatting import number, progress_bar
 from tui.screens.base import PollingScreen
+from tui.screens.confirm import ConfirmScreen
 from tui.screens.export import ExportScreen
 
 RESULT_COLUMNS = ("Line", "custom_id", "Status", "HTTP", "Tokens", "Latency ms")
@@ -83,9 +84,12 @@ class JobDetailScreen(PollingScreen):
         results.focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # Shown only when the client can do it (LlmbatchClient has neither yet).
+        # Shown only when the client can do it (LlmbatchClient can; the demo stack cannot);
+        # greyed out once the job is cancelled or finished.
         if action == "cancel_job":
-            return supports(self.console_app.client, "cancel")
+            if not supports(self.console_app.client, "cancel"):
+                return False
+            return None if self.job is not None and (self.job.meta.cancel_requested or self.job.finished) else True
         if action == "retry_failed":
             return supports(self.console_app.client, "retry_failed")
         return True
@@ -94,6 +98,7 @@ class JobDetailScreen(PollingScreen):
         job = await self.client.status(self.job_id)
         self.job = job
         self.show_summary(job)
+        self.refresh_bindings()
         if job.counts.terminal != self._loaded_terminal:
             self.results = await self.client.results(self.job_id)
             self._loaded_terminal = job.counts.terminal
@@ -183,13 +188,36 @@ class JobDetailScreen(PollingScreen):
         missing = f", {summary.missing} still pending" if summary.missing else ""
         self.notify(f"{summary.written} result(s) written to {path}{missing}", title="Exported")
 
+    def action_cancel_job(self) -> None:
+        pending = (
+            f" Its {number(self.job.pending)} pending request(s)" if self.job is not None else " Its pending requests"
+        )
+        self.app.push_screen(
+            ConfirmScreen(
+                "Cancel this job?",
+                f"Cancel job {self.job_id}.{pending} end as cancelled without a model call; "
+                "results already written are kept. This cannot be undone.",
+                confirm_label="Cancel job",
+            ),
+            self._cancel_confirmed,
+        )
+
+    def _cancel_confirmed(self, yes: bool | None) -> None:
+        if yes:
+            self.cancel_job()
+
     @work(exclusive=True, group="job-action")
-    async def action_cancel_job(self) -> None:
+    async def cancel_job(self) -> None:
+        """``cancel(job_id)``, then show the job as the client returns it."""
         try:
-            await getattr(self.client, "cancel")(self.job_id)  # noqa: B009 - optional method
+            job: JobStatus = await getattr(self.client, "cancel")(self.job_id)  # noqa: B009 - optional method
         except Exception as e:
             self.report(e)
             return
+        if isinstance(job, JobStatus):
+            self.job = job
+            self.show_summary(job)
+            self.refresh_bindings()
         self.notify(f"Cancelling {self.job_id}", title="Cancel requested")
         self.poll_now()
 
