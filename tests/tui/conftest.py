@@ -31,7 +31,7 @@ def moto_url() -> Iterator[str]:
 
 
 def aws(service: str, url: str) -> Any:
-    return boto3.client(
+    return boto3.client(  # type: ignore[call-overload]  # service is any name
         service, region_name=REGION, endpoint_url=url, aws_access_key_id="testing", aws_secret_access_key="testing"
     )
 

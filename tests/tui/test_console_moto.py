@@ -11,10 +11,15 @@ from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Input, Static
 
 from shared.control import LlmbatchClient
+from shared.deadletter import UNASSIGNED
+from shared.jobs import JobMeta
+from shared.messages import RequestMessage
 from shared.results import RequestResult, RequestStatus, Usage
 from shared.stack import StackResources
 from tui.app import LlmbatchConsole, create_app
 from tui.pilot import text_of, wait_for
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.dead_letters import DeadLettersScreen
 from tui.screens.job_detail import JobDetailScreen
 from tui.screens.jobs import JobsScreen
 from tui.screens.limits import LimitsScreen
@@ -24,7 +29,7 @@ SIZE = (120, 36)
 
 
 def aws(service: str, url: str) -> Any:
-    return boto3.client(
+    return boto3.client(  # type: ignore[call-overload]  # service is any name
         service, region_name="us-east-1", endpoint_url=url, aws_access_key_id="testing", aws_secret_access_key="testing"
     )
 
@@ -263,3 +268,112 @@ async def test_aws_errors_are_notified_and_polling_backs_off_and_continues(
         assert notices and all(n.severity == "error" for n in notices)
         assert any(n.title.startswith("AWS error") and "ResourceNotFound" in n.message for n in notices)
         assert "testing" not in " ".join(n.message for n in notices)
+
+
+def _dead_letter_job(job_id: str) -> tuple[RequestResult, str]:
+    """A request that used up its retries: its failed result, and its message (the dead letter's body)."""
+    message = RequestMessage(
+        v=1,
+        job_id=job_id,
+        custom_id="req-7",
+        line=7,
+        url="/v1/chat/completions",
+        body={"model": "smollm2", "messages": [{"role": "user", "content": "hi"}]},
+    ).encode()
+    result = RequestResult(
+        job_id,
+        "req-7",
+        7,
+        RequestStatus.FAILED,
+        attempt=5,
+        endpoint="default",
+        error_code="retries_exhausted",
+        error_message="retries exhausted after 5 attempts; last error: timeout: no answer",
+    )
+    return result, message
+
+
+async def test_a_dead_letter_is_shown_and_redriven_to_the_request_queue(stack: StackResources, tmp_path: Path) -> None:
+    url = stack.aws_endpoint_url or ""
+    ddb, sqs = aws("dynamodb", url), aws("sqs", url)
+    job_id = "job-20261129T061500Z-dead0001"
+    result, message = _dead_letter_job(job_id)
+    async with LlmbatchClient(stack) as client:
+        await client.store.create_job(JobMeta(job_id=job_id, total=7, name="dl.jsonl", sealed=True, enqueued=7))
+        await client.store.write_terminal(job_id, [result])
+    # Kept as the DeadLetter function keeps them: a readable request, and a message nobody could read.
+    for item in (
+        {
+            "job_id": job_id,
+            "item": "dead#req-7",
+            "body": message,
+            "reason": result.error_message,
+            "dead_at": "2026-11-29T06:15:00+00:00",
+        },
+        {
+            "job_id": UNASSIGNED,
+            "item": "dead#m-1",
+            "body": "{not json",
+            "reason": "message body is not JSON",
+            "dead_at": "2026-11-29T06:00:00+00:00",
+        },
+    ):
+        ddb.put_item(TableName=stack.jobs_table, Item={k: {"S": v} for k, v in item.items()})
+
+    app = console(stack, tmp_path, refresh_s=30)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: isinstance(app.screen, DeadLettersScreen) and app.screen.polls >= 1)
+        screen = app.screen
+        assert isinstance(screen, DeadLettersScreen)
+        table = screen.query_one("#dead-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 2, what="the dead letters")
+        assert (cell(table, 0, "job"), cell(table, 0, "key")) == (job_id, "req-7")
+        assert "retries exhausted" in cell(table, 0, "reason")
+        assert cell(table, 1, "job") == "(unassigned)" and "not redrivable" in cell(table, 1, "reason")
+
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: screen.redrives == 1 and table.row_count == 1, what="the redrive")
+        assert cell(table, 0, "key") == "m-1"  # the unreadable one stays
+
+    received = sqs.receive_message(QueueUrl=stack.request_queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in received] == [message]
+    assert "Item" not in ddb.get_item(
+        TableName=stack.jobs_table, Key={"job_id": {"S": job_id}, "item": {"S": "dead#req-7"}}
+    )
+    assert "Item" not in ddb.get_item(
+        TableName=stack.results_table, Key={"job_id": {"S": job_id}, "custom_id": {"S": "req-7"}}
+    )
+    assert "Item" in ddb.get_item(
+        TableName=stack.jobs_table, Key={"job_id": {"S": UNASSIGNED}, "item": {"S": "dead#m-1"}}
+    )
+
+
+async def test_cancel_from_job_detail_asks_then_flags_the_job_in_dynamodb(
+    stack: StackResources, tmp_path: Path
+) -> None:
+    job_id = "job-20261129T061500Z-cafe0001"
+    async with LlmbatchClient(stack) as client:
+        await client.store.create_job(JobMeta(job_id=job_id, total=3, name="c.jsonl", sealed=True, enqueued=3))
+    app = console(stack, tmp_path, refresh_s=30)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, JobsScreen) and app.screen.polls >= 1)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, JobDetailScreen) and app.screen.polls >= 1)
+        detail = app.screen
+        assert isinstance(detail, JobDetailScreen)
+        assert detail.check_action("cancel_job", ()) is True
+
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: any(n.title == "Cancel requested" for n in app._notifications), what="cancel")
+        await wait_for(pilot, lambda: detail.check_action("cancel_job", ()) is None, what="cancel greyed out")
+        assert detail.job is not None and detail.job.state.value == "cancelling"
+
+    meta = aws("dynamodb", stack.aws_endpoint_url or "").get_item(
+        TableName=stack.jobs_table, Key={"job_id": {"S": job_id}, "item": {"S": "meta"}}
+    )["Item"]
+    assert meta["cancel_requested"] == {"BOOL": True}

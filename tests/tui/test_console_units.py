@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import io
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
-from textual.widgets import DirectoryTree, Input
+from rich.console import Console
+from textual.widgets import DataTable, DirectoryTree, Input, Static
 
 from shared.control import QueueStats
+from shared.deadletter import UNASSIGNED
 from shared.errors import ConfigError, JobFileError
+from shared.jobs import JobStatus
 from tui.demo import FIXED_NOW, DemoClient, demo_results, write_demo_files
 from tui.errors import describe_error
 from tui.formatting import progress_bar
 from tui.pilot import wait_for
 from tui.screens.base import MAX_BACKOFF_S, next_delay
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.dead_letters import DeadLettersScreen
 from tui.screens.job_detail import JobDetailScreen, failure_groups
 from tui.screens.queue import QueueScreen, Sample, rate_per_s
 from tui.screens.submit import SubmitScreen
@@ -87,12 +94,15 @@ async def test_every_screen_is_reachable_from_the_keyboard_and_the_palette() -> 
 
 
 class WithCancel(DemoClient):
-    """A client that has grown ``cancel`` (LlmbatchClient has not, yet)."""
+    """The demo stack with ``cancel``, as ``LlmbatchClient`` has."""
 
     cancelled: str | None = None
 
-    async def cancel(self, job_id: str) -> None:
+    async def cancel(self, job_id: str) -> JobStatus:
         self.cancelled = job_id
+        job = self.jobs[job_id]
+        self.jobs[job_id] = replace(job, meta=replace(job.meta, cancel_requested=True))
+        return self.jobs[job_id]
 
 
 @pytest.mark.parametrize(("factory", "shown"), [(DemoClient, False), (WithCancel, True)])
@@ -106,8 +116,88 @@ async def test_cancel_and_retry_are_hidden_unless_the_client_offers_them(factory
         assert (app.screen.check_action("cancel_job", ()) is True) is shown
         assert app.screen.check_action("retry_failed", ()) is False
         if shown:
+            # Declining the confirmation does nothing; confirming cancels, then the action greys out.
             await pilot.press("c")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+            await pilot.press("n")
+            await wait_for(pilot, lambda: isinstance(app.screen, JobDetailScreen), what="the detail screen")
+            assert app.client.cancelled is None  # type: ignore[attr-defined]
+            await pilot.press("c")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+            await pilot.press("y")
             await wait_for(pilot, lambda: app.client.cancelled is not None, what="the cancel call")  # type: ignore[attr-defined]
+            detail = app.screen
+            await wait_for(pilot, lambda: detail.check_action("cancel_job", ()) is None, what="cancel greyed out")
+
+
+def plain(widget: Static) -> str:
+    """What a Static shows, as plain text, whatever renderable it holds."""
+    console = Console(record=True, width=100, file=io.StringIO())
+    console.print(widget.content)
+    return console.export_text()
+
+
+async def test_dead_letters_show_the_body_and_mark_unassigned_ones_not_redrivable() -> None:
+    app = demo_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await jobs_scene(pilot)
+        await pilot.press("ctrl+p", *"dead letters")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DeadLettersScreen), what="the palette command")
+        screen = app.screen
+        assert isinstance(screen, DeadLettersScreen)
+        table = screen.query_one("#dead-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 5, what="the dead letters")
+        body = screen.query_one("#dead-letter-body", Static)
+        assert '"custom_id": "ticket-01102"' in plain(body)
+        assert screen.check_action("redrive_job", ()) is True
+
+        await pilot.press("down")  # an unassigned letter: shown, marked, not redrivable
+        await wait_for(pilot, lambda: "row-7" in plain(body), what="its body")
+        assert "not redrivable" in str(table.get_row_at(1)[2])
+        assert screen.check_action("redrive_job", ()) is None
+        await pilot.press("d")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+
+        await pilot.press("down", "down", "down")  # the unreadable body is shown as it came
+        await wait_for(pilot, lambda: "not JSON" in plain(body), what="the raw body")
+        assert '{"custom_id": "x-1", "prompt": "hello"' in plain(body)
+
+
+async def test_redrive_asks_first_then_redrives_one_job_or_all() -> None:
+    app = demo_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await jobs_scene(pilot)
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: isinstance(app.screen, DeadLettersScreen) and app.screen.polls >= 1)
+        screen = app.screen
+        assert isinstance(screen, DeadLettersScreen)
+        client = app.client
+        assert isinstance(client, DemoClient)
+        table = screen.query_one("#dead-table", DataTable)
+
+        await pilot.press("down", "down")  # eval-set-a's request-0203 (the job has two)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is screen)
+        assert client.redriven == []
+
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: table.row_count == 3, what="the job's letters to go")
+        assert sorted(d.key for d in client.redriven) == ["request-0017", "request-0203"]
+
+        await pilot.press("D")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        await pilot.click("#confirm-yes")
+        await wait_for(pilot, lambda: table.row_count == 2, what="every redrivable letter to go")
+        assert all(d.job_id == UNASSIGNED for d in screen.letters)
+        assert screen.check_action("redrive_all", ()) is None
+        assert any(n.title == "Redriven" for n in app._notifications)
 
 
 async def test_choosing_a_file_in_the_tree_fills_the_path(tmp_path: Path) -> None:

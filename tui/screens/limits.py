@@ -47,7 +47,7 @@ class LimitsScreen(PollingScreen):
     TITLE = "Limits"
     BINDINGS = [
         Binding("ctrl+s", "apply_all", "Apply changed"),
-        Binding("escape", "reset", "Undo edit"),
+        Binding("escape", "reset", "Undo"),
         Binding("ctrl+r", "refresh", "Refresh"),
     ]
 
