@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from shared.errors import InvalidMessageError
 from shared.messages import decode_message
 from shared.results import RequestResult, RequestStatus, utc_now_iso
-from shared.store import ResultStore, from_ddb, to_ddb
+from shared.store import ResultStore, to_ddb
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -95,31 +95,8 @@ async def keep_dead_letters(store: ResultStore, letters: list[DeadLetter]) -> No
 
 
 async def list_dead_letters(store: ResultStore, job_id: str | None = None) -> list[DeadLetter]:
-    """Dead letters of one job, or of every job (a scan: the jobs table is small)."""
-    items: list[dict[str, Any]] = []
-    if job_id:
-        kwargs: dict[str, Any] = {
-            "TableName": store.jobs_table,
-            "KeyConditionExpression": "job_id = :j AND begins_with(#i, :d)",
-            "ExpressionAttributeNames": {"#i": "item"},
-            "ExpressionAttributeValues": to_ddb({":j": job_id, ":d": "dead#"}),
-        }
-        op = "query"
-    else:
-        kwargs = {
-            "TableName": store.jobs_table,
-            "FilterExpression": "begins_with(#i, :d)",
-            "ExpressionAttributeNames": {"#i": "item"},
-            "ExpressionAttributeValues": to_ddb({":d": "dead#"}),
-        }
-        op = "scan"
-    while True:
-        resp = await store._call(op, **kwargs)
-        items.extend(from_ddb(i) for i in resp.get("Items", []))
-        if "LastEvaluatedKey" not in resp:
-            break
-        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-    return [DeadLetter.from_item(i) for i in items]
+    """Dead letters of one job, or of every job."""
+    return [DeadLetter.from_item(i) for i in await store.items_with_prefix("dead#", job_id)]
 
 
 def is_redrivable(letter: DeadLetter) -> bool:

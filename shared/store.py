@@ -299,6 +299,35 @@ class ResultStore:
         requests = [{"PutRequest": {"Item": to_ddb({**n, "item": f"retry#{n['custom_id']}"})}} for n in notes]
         await self.batch_write(self.jobs_table, requests)
 
+    async def items_with_prefix(self, prefix: str, job_id: str | None = None) -> list[dict[str, Any]]:
+        """Jobs-table items whose ``item`` starts with ``prefix``: of one job (a query), or of
+        every job (a scan; the jobs table is small)."""
+        names = {"#i": "item"}
+        if job_id:
+            op, kwargs = (
+                "query",
+                {
+                    "KeyConditionExpression": "job_id = :j AND begins_with(#i, :p)",
+                    "ExpressionAttributeValues": to_ddb({":j": job_id, ":p": prefix}),
+                },
+            )
+        else:
+            op, kwargs = (
+                "scan",
+                {
+                    "FilterExpression": "begins_with(#i, :p)",
+                    "ExpressionAttributeValues": to_ddb({":p": prefix}),
+                },
+            )
+        kwargs.update(TableName=self.jobs_table, ExpressionAttributeNames=names)
+        items: list[dict[str, Any]] = []
+        while True:
+            resp = await self._call(op, **kwargs)
+            items.extend(from_ddb(i) for i in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                return items
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
     async def retry_note(self, job_id: str, custom_id: str) -> dict[str, Any] | None:
         resp = await self._call(
             "get_item", TableName=self.jobs_table, Key=to_ddb({"job_id": job_id, "item": f"retry#{custom_id}"})
