@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ class LlmbatchClient:
         self.ddb: Any = None
         self.ssm: Any = None
         self.lambda_: Any = None
+        self.cloudwatch: Any = None
         self.store: ResultStore
 
     async def __aenter__(self) -> LlmbatchClient:
@@ -73,6 +75,7 @@ class LlmbatchClient:
         self.ddb = await self._stack.enter_async_context(session.create_client("dynamodb", **kw))
         self.ssm = await self._stack.enter_async_context(session.create_client("ssm", **kw))
         self.lambda_ = await self._stack.enter_async_context(session.create_client("lambda", **kw))
+        self.cloudwatch = await self._stack.enter_async_context(session.create_client("cloudwatch", **kw))
         self.store = ResultStore(
             self.ddb, jobs_table=self.resources.jobs_table, results_table=self.resources.results_table
         )
@@ -261,6 +264,22 @@ class LlmbatchClient:
             delayed=int(a.get(names[2], 0)),
             dead_letters=int(dlq["Attributes"].get("ApproximateNumberOfMessages", 0)),
         )
+
+    async def oldest_message_age_s(self) -> float | None:
+        """Age of the oldest message in the request queue, from SQS's CloudWatch metric
+        (published every minute in AWS); None when there is no datapoint (as locally)."""
+        now = datetime.now(UTC)
+        resp = await self.cloudwatch.get_metric_statistics(
+            Namespace="AWS/SQS",
+            MetricName="ApproximateAgeOfOldestMessage",
+            Dimensions=[{"Name": "QueueName", "Value": self.resources.request_queue_url.rsplit("/", 1)[-1]}],
+            StartTime=now - timedelta(minutes=10),
+            EndTime=now + timedelta(minutes=1),
+            Period=60,
+            Statistics=["Maximum"],
+        )
+        points = sorted(resp.get("Datapoints", []), key=lambda p: p["Timestamp"])
+        return float(points[-1]["Maximum"]) if points else None
 
     async def get_limits(self) -> RuntimeLimits:
         resp = await self.ssm.get_parameter(Name=self.resources.limits_parameter)

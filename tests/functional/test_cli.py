@@ -110,3 +110,29 @@ def test_commands_without_a_running_stack_say_how_to_start_one(
     monkeypatch.setenv("LLMBATCH_STATE", str(tmp_path / "missing.json"))
     assert main(["status", "job-x"]) == 1
     assert "llmbatch local up" in capsys.readouterr().err
+
+
+def test_the_oldest_message_age_comes_from_the_queues_cloudwatch_metric(state: LocalStack) -> None:
+    # GIVEN SQS's metric for the request queue, as AWS publishes it every minute
+    cw = boto3.client("cloudwatch", **state.resources.client_kwargs())
+    queue_name = state.resources.request_queue_url.rsplit("/", 1)[-1]
+
+    async def age() -> float | None:
+        async with LlmbatchClient(state.resources) as client:
+            return await client.oldest_message_age_s()
+
+    before = asyncio.run(age())
+    cw.put_metric_data(
+        Namespace="AWS/SQS",
+        MetricData=[
+            {
+                "MetricName": "ApproximateAgeOfOldestMessage",
+                "Value": 42.0,
+                "Unit": "Seconds",
+                "Dimensions": [{"Name": "QueueName", "Value": queue_name}],
+            }
+        ],
+    )
+    # WHEN the client reads it / THEN it is the latest maximum, and None before there was any
+    assert before is None
+    assert asyncio.run(age()) == 42.0
