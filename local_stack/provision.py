@@ -140,6 +140,7 @@ class _Creator:
             "AWS::SQS::Queue": self._queue,
             "AWS::DynamoDB::Table": self._table,
             "AWS::SSM::Parameter": self._parameter,
+            "AWS::S3::Bucket": self._bucket,
             "AWS::Serverless::Function": lambda lid, props: self._function(lid, template),
         }.get(kind)
         if handler is None:  # layers, alarms, dashboards: nothing to emulate locally
@@ -189,6 +190,12 @@ class _Creator:
             )
         self.r.refs[logical_id] = name
         self.r.attrs[logical_id] = {"Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"}
+
+    def _bucket(self, logical_id: str, props: dict[str, Any]) -> None:
+        name = (props.get("BucketName") or f"{self.stack}-{logical_id}").lower()
+        self.client("s3").create_bucket(Bucket=name)
+        self.r.refs[logical_id] = name
+        self.r.attrs[logical_id] = {"Arn": f"arn:aws:s3:::{name}"}
 
     def _parameter(self, logical_id: str, props: dict[str, Any]) -> None:
         name = props.get("Name") or f"{self.stack}-{logical_id}"

@@ -91,6 +91,8 @@ class WorkerConfig:
     dead_letter_queue_url: str = ""
     retry_base_s: float = 2.0
     retry_max_s: float = 300.0
+    #: The S3 bucket for payloads too big for a message or an item (the claim check).
+    payload_bucket: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -112,4 +114,5 @@ class WorkerConfig:
             dead_letter_queue_url=env.get("DEAD_LETTER_QUEUE_URL", ""),
             retry_base_s=_number(env, "RETRY_BASE_S", 2.0),
             retry_max_s=_number(env, "RETRY_MAX_S", 300.0),
+            payload_bucket=env.get("PAYLOAD_BUCKET", ""),
         )

@@ -22,6 +22,7 @@ from shared.config import WorkerConfig
 from shared.deadletter import DeadLetterRecorder
 from shared.endpoints.openai_http import OpenAIHttpEndpoint
 from shared.limits_source import LimitsSource
+from shared.payloads import PayloadStore
 from shared.secrets import resolve_api_key
 from shared.store import ResultStore
 from shared.worker import ContainerLoopBatchProcessor, QueueOps, Worker
@@ -58,8 +59,16 @@ async def _build_worker(config: WorkerConfig, stack: AsyncExitStack) -> Worker:
     aws_config = AioConfig(max_pool_connections=max(10, limits), retries={"mode": "standard", "max_attempts": 5})
     aws = get_session()
     ddb = await stack.enter_async_context(aws.create_client("dynamodb", config=aws_config))
+    payloads = None
+    if config.payload_bucket:
+        s3 = await stack.enter_async_context(aws.create_client("s3", config=aws_config))
+        payloads = PayloadStore(s3, config.payload_bucket)
     store = ResultStore(
-        ddb, jobs_table=config.jobs_table, results_table=config.results_table, counter_shards=config.counter_shards
+        ddb,
+        jobs_table=config.jobs_table,
+        results_table=config.results_table,
+        counter_shards=config.counter_shards,
+        payloads=payloads,
     )
     endpoints = {
         config.endpoint_name: OpenAIHttpEndpoint(
@@ -70,7 +79,7 @@ async def _build_worker(config: WorkerConfig, stack: AsyncExitStack) -> Worker:
     queue = QueueOps(
         sqs, request_queue_url=config.request_queue_url, dead_letter_queue_url=config.dead_letter_queue_url
     )
-    return Worker(config, store, endpoints, queue=queue, limits=LimitsSource(config))
+    return Worker(config, store, endpoints, queue=queue, limits=LimitsSource(config), payloads=payloads)
 
 
 class DeadLetterContainer:

@@ -10,7 +10,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from shared.errors import ConfigError, TransientError
 from shared.jobfile import JobFile, read_job_file
 from shared.jobs import JobMeta, JobStatus, new_job_id
 from shared.messages import RequestMessage
+from shared.payloads import PayloadStore
 from shared.results import RequestResult, RequestStatus, utc_now_iso
 from shared.stack import StackResources
 from shared.store import ResultStore
@@ -32,6 +33,8 @@ SQS_BATCH_MAX_ENTRIES = 10
 SQS_BATCH_MAX_BYTES = 1_048_576
 #: SendMessageBatch calls in flight at once while submitting.
 SUBMIT_PARALLELISM = 8
+#: The largest request accepted at all: bigger than a message, it goes by the claim check.
+OFFLOAD_MAX_BYTES = 20 * 1024 * 1024
 #: Requests sent between two notes of progress in the job record (the resume points).
 SUBMIT_CHECKPOINT = 1000
 ESM_CONCURRENCY_BOUNDS = (2, 1000)
@@ -76,8 +79,15 @@ class LlmbatchClient:
         self.ssm = await self._stack.enter_async_context(session.create_client("ssm", **kw))
         self.lambda_ = await self._stack.enter_async_context(session.create_client("lambda", **kw))
         self.cloudwatch = await self._stack.enter_async_context(session.create_client("cloudwatch", **kw))
+        self.payloads: PayloadStore | None = None
+        if self.resources.payload_bucket:
+            s3 = await self._stack.enter_async_context(session.create_client("s3", **kw))
+            self.payloads = PayloadStore(s3, self.resources.payload_bucket)
         self.store = ResultStore(
-            self.ddb, jobs_table=self.resources.jobs_table, results_table=self.resources.results_table
+            self.ddb,
+            jobs_table=self.resources.jobs_table,
+            results_table=self.resources.results_table,
+            payloads=self.payloads,
         )
         return self
 
@@ -94,7 +104,12 @@ class LlmbatchClient:
 
     async def check_file(self, path: Path, *, endpoint: str = "default") -> JobFile:
         """Validate a job file against this stack's queue. Raises ``JobFileError``."""
-        return read_job_file(path, max_message_bytes=await self.max_message_bytes(), endpoint=endpoint)
+        return read_job_file(
+            path,
+            max_message_bytes=await self.max_message_bytes(),
+            endpoint=endpoint,
+            offload_max_bytes=OFFLOAD_MAX_BYTES if self.payloads else None,
+        )
 
     async def submit(
         self,
@@ -125,10 +140,15 @@ class LlmbatchClient:
             await self.store.create_job(
                 JobMeta(job_id=job_id, total=job_file.total, name=name or path.name, endpoint=endpoint)
             )
-        messages = [
-            RequestMessage.from_job_line(n.request, job_id=job_id, line_no=n.line_no, endpoint=endpoint).encode()
-            for n in job_file.lines
-        ]
+        limit = await self.max_message_bytes()
+        messages = []
+        for n in job_file.lines:
+            msg = RequestMessage.from_job_line(n.request, job_id=job_id, line_no=n.line_no, endpoint=endpoint)
+            encoded = msg.encode()
+            if len(encoded.encode()) > limit and self.payloads:  # the claim check
+                key = await self.payloads.put(f"requests/{job_id}/{n.line_no}.json", json.dumps(msg.body).encode())
+                encoded = msg.model_copy(update={"body": {}, "body_ref": key}).encode()
+            messages.append(encoded)
         for chunk_start in range(start, len(messages), SUBMIT_CHECKPOINT):
             chunk = messages[chunk_start : chunk_start + SUBMIT_CHECKPOINT]
             await self.enqueue(chunk, on_progress=_offset(on_progress, chunk_start, len(messages)))
@@ -225,6 +245,11 @@ class LlmbatchClient:
         """Every stored result of the job, in the order of the input file."""
         results = [r async for r in self.store.iter_results(job_id)]
         results.sort(key=lambda r: (r.line, r.custom_id))
+        if self.payloads:
+            store = self.payloads
+            for i, r in enumerate(results):
+                if r.response_ref:
+                    results[i] = replace(r, response_body=json.loads(await store.get(r.response_ref)))
         return results
 
     async def export_results(self, job_id: str, out: Path, errors: Path | None = None) -> ExportSummary:

@@ -50,6 +50,7 @@ def read_job_file(
     max_message_bytes: int = SQS_MAX_MESSAGE_BYTES,
     endpoint: str = "default",
     max_requests: int | None = None,
+    offload_max_bytes: int | None = None,
 ) -> JobFile:
     """Parse and check every line of ``path``.
 
@@ -95,7 +96,7 @@ def read_job_file(
         size = len(
             RequestMessage.from_job_line(request, job_id="j" * 32, line_no=line_no, endpoint=endpoint).encode().encode()
         )
-        if size > max_message_bytes:
+        if size > max(max_message_bytes, offload_max_bytes or 0):
             problem(
                 line_no,
                 f"request is {size} bytes as a message, over the queue's limit of {max_message_bytes}",

@@ -48,6 +48,11 @@ class RequestMessage(BaseModel):
     url: Route = Field(description="The OpenAI-compatible route to call.")
     body: dict[str, Any] = Field(description="The request body, passed to the endpoint unchanged.")
     endpoint: str = Field(default="default", min_length=1, description="Name of a configured endpoint.")
+    body_ref: str | None = Field(
+        default=None,
+        description="Set when the body was too big for a message: its key in the stack's payload bucket "
+        "(the body field is then empty).",
+    )
 
     @classmethod
     def from_job_line(cls, line: JobLine, *, job_id: str, line_no: int, endpoint: str) -> RequestMessage:
@@ -62,7 +67,7 @@ class RequestMessage(BaseModel):
         )
 
     def encode(self) -> str:
-        return self.model_dump_json()
+        return self.model_dump_json(exclude_none=True)
 
 
 def decode_message(raw: str) -> RequestMessage:

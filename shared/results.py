@@ -56,6 +56,8 @@ class RequestResult:
     error_message: str | None = None
     #: The request's message, kept with failures so ``retry`` can send it again.
     request_message: str | None = None
+    #: Set when the answer was too big for an item: its key in the payload bucket.
+    response_ref: str | None = None
     usage: Usage = field(default_factory=Usage)
     finished_at: str = field(default_factory=utc_now_iso)
 
@@ -81,6 +83,7 @@ class RequestResult:
             "error_code": self.error_code,
             "error_message": self.error_message,
             "request_message": self.request_message,
+            "response_ref": self.response_ref,
         }
         item.update({k: v for k, v in optional.items() if v is not None})
         return item
@@ -102,6 +105,7 @@ class RequestResult:
             error_code=item.get("error_code"),
             error_message=item.get("error_message"),
             request_message=item.get("request_message"),
+            response_ref=item.get("response_ref"),
             usage=Usage(int(item.get("prompt_tokens", 0)), int(item.get("completion_tokens", 0))),
             finished_at=str(item.get("finished_at", "")),
         )

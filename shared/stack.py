@@ -29,6 +29,8 @@ class StackResources:
     results_table: str
     limits_parameter: str
     worker_function: str
+    #: The claim-check bucket (empty for stacks deployed before it existed).
+    payload_bucket: str = ""
     #: Set for the local stack: every AWS call goes to moto's server here.
     aws_endpoint_url: str | None = None
     #: The model endpoint the local stack points its worker at (informational).
@@ -48,6 +50,7 @@ class StackResources:
                 results_table=outputs["ResultsTableName"],
                 limits_parameter=outputs["LimitsParameterName"],
                 worker_function=outputs["WorkerFunctionName"],
+                payload_bucket=outputs.get("PayloadBucketName", ""),
                 aws_endpoint_url=aws_endpoint_url,
                 **extra,
             )

@@ -27,6 +27,7 @@ from botocore.exceptions import ClientError
 
 from shared.errors import JobNotFoundError, TransientError
 from shared.jobs import Counts, JobMeta, JobStatus
+from shared.payloads import PayloadStore
 from shared.results import RequestResult, RequestStatus, utc_now_iso
 
 _ser = TypeSerializer()
@@ -88,8 +89,10 @@ class ResultStore:
         results_table: str,
         counter_shards: int = 8,
         max_attempts: int = 8,
+        payloads: PayloadStore | None = None,
     ) -> None:
         self._ddb = ddb
+        self.payloads = payloads
         self.jobs_table = jobs_table
         self.results_table = results_table
         self._shards = max(1, counter_shards)
@@ -234,7 +237,7 @@ class ResultStore:
         for r in results:
             (duplicates if r.custom_id in seen else remaining).append(r)
             seen.add(r.custom_id)
-        remaining = [_fit_item_limit(r) for r in remaining]
+        remaining = [await self._fit_item_limit(r) for r in remaining]
         attempt = 0
         while remaining:
             try:
@@ -259,6 +262,25 @@ class ResultStore:
                     raise TransientError(f"DynamoDB write failed: {code}: {e}", code="store_write") from e
                 await backoff_sleep(attempt)
         return WriteOutcome(written=[], duplicates=duplicates)
+
+    async def _fit_item_limit(self, result: RequestResult) -> RequestResult:
+        """An answer too big for one item goes to the payload bucket and the item keeps its
+        key (the claim check); with no bucket it is recorded as failed
+        (``response_too_large``) with its status code, rather than failing its whole
+        transaction again and again."""
+        body = result.to_item().get("response_body", "")
+        if len(body.encode()) + len(result.error_message or "") <= ITEM_BODY_LIMIT_BYTES:
+            return result
+        if self.payloads is not None:
+            key = await self.payloads.put(f"results/{result.job_id}/{result.custom_id}.json", body.encode())
+            return replace(result, response_body=None, response_ref=key)
+        return replace(
+            result,
+            status=RequestStatus.FAILED,
+            response_body=None,
+            error_code="response_too_large",
+            error_message=f"the response ({len(body)} bytes) is over DynamoDB's item limit",
+        )
 
     def _transaction(self, job_id: str, results: Sequence[RequestResult]) -> list[dict[str, Any]]:
         actions: list[dict[str, Any]] = [
@@ -402,21 +424,6 @@ class ResultStore:
 
 #: DynamoDB's item limit is 400 KB; leave room for attribute names and the other fields.
 ITEM_BODY_LIMIT_BYTES = 390_000
-
-
-def _fit_item_limit(result: RequestResult) -> RequestResult:
-    """An answer too big for one item is recorded as failed (``response_too_large``) with
-    its status code, rather than failing its whole transaction again and again."""
-    body = result.to_item().get("response_body", "")
-    if len(body.encode()) + len(result.error_message or "") <= ITEM_BODY_LIMIT_BYTES:
-        return result
-    return replace(
-        result,
-        status=RequestStatus.FAILED,
-        response_body=None,
-        error_code="response_too_large",
-        error_message=f"the response ({len(body)} bytes) is over DynamoDB's item limit",
-    )
 
 
 def _counts_from_item(i: dict[str, Any]) -> Counts:

@@ -34,6 +34,7 @@ from shared.errors import (
 from shared.jobs import JobMeta
 from shared.limiter import AdjustableLimiter
 from shared.messages import RequestMessage, decode_message
+from shared.payloads import PayloadStore
 from shared.result_writer import ResultWriter
 from shared.results import RequestResult, RequestStatus, Usage, utc_now_iso
 from shared.store import ResultStore
@@ -147,7 +148,9 @@ class Worker:
         *,
         queue: QueueOps | None = None,
         limits: Callable[[], RuntimeLimits] | None = None,
+        payloads: PayloadStore | None = None,
     ) -> None:
+        self.payloads = payloads
         self.config = config
         self.store = store
         self.endpoints = endpoints
@@ -238,6 +241,17 @@ class BatchRun:
             msg = decode_message(record.body)
         except InvalidMessageError as e:
             return await self._invalid(record, e, attempt)
+        if msg.body_ref is not None:
+            if self.worker.payloads is None:
+                return await self._invalid(
+                    record,
+                    InvalidMessageError(
+                        "body_ref needs the stack's payload bucket", job_id=msg.job_id, custom_id=msg.custom_id
+                    ),
+                    attempt,
+                )
+            body = json.loads(await self.worker.payloads.get(msg.body_ref))
+            msg = msg.model_copy(update={"body": body, "body_ref": None})
 
         job = self._jobs.get(msg.job_id)
         if job is None:
