@@ -45,13 +45,23 @@ class RuntimeLimits:
     #: Requests and tokens per minute allowed at the endpoint (None: no limit).
     rpm_limit: int | None = None
     tpm_limit: int | None = None
+    #: Guards against accidents: requests per job, and max_tokens a request may ask for.
+    max_requests_per_job: int = 1_000_000
+    max_tokens_per_request: int = 32_768
 
-    BOUNDS = {"max_concurrency": (1, 1000), "rpm_limit": (1, 10_000_000), "tpm_limit": (1, 1_000_000_000)}
+    BOUNDS = {
+        "max_concurrency": (1, 1000),
+        "rpm_limit": (1, 10_000_000),
+        "tpm_limit": (1, 1_000_000_000),
+        "max_requests_per_job": (1, 100_000_000),
+        "max_tokens_per_request": (1, 10_000_000),
+    }
+    OPTIONAL = frozenset({"rpm_limit", "tpm_limit"})
 
     def __post_init__(self) -> None:
         for name, (lo, hi) in self.BOUNDS.items():
             value = getattr(self, name)
-            if value is None and name != "max_concurrency":
+            if value is None and name in self.OPTIONAL:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
                 raise ConfigError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")

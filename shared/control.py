@@ -104,11 +104,14 @@ class LlmbatchClient:
 
     async def check_file(self, path: Path, *, endpoint: str = "default") -> JobFile:
         """Validate a job file against this stack's queue. Raises ``JobFileError``."""
+        limits = await self.get_limits()
         return read_job_file(
             path,
             max_message_bytes=await self.max_message_bytes(),
             endpoint=endpoint,
             offload_max_bytes=OFFLOAD_MAX_BYTES if self.payloads else None,
+            max_requests=limits.max_requests_per_job,
+            max_tokens_per_request=limits.max_tokens_per_request,
         )
 
     async def submit(

@@ -51,6 +51,7 @@ def read_job_file(
     endpoint: str = "default",
     max_requests: int | None = None,
     offload_max_bytes: int | None = None,
+    max_tokens_per_request: int | None = None,
 ) -> JobFile:
     """Parse and check every line of ``path``.
 
@@ -101,6 +102,10 @@ def read_job_file(
                 line_no,
                 f"request is {size} bytes as a message, over the queue's limit of {max_message_bytes}",
             )
+            continue
+        asked = request.body.get("max_completion_tokens", request.body.get("max_tokens"))
+        if max_tokens_per_request is not None and isinstance(asked, int) and asked > max_tokens_per_request:
+            problem(line_no, f"max_tokens {asked} is over the limit of {max_tokens_per_request} per request")
             continue
         job.lines.append(NumberedLine(line_no, request))
 

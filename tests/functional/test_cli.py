@@ -11,6 +11,7 @@ import pytest
 
 from cli.main import main
 from local_stack.runner import LocalStack
+from shared.config import RuntimeLimits
 from shared.control import LlmbatchClient
 from tests.functional.conftest import chat_line, wait_finished, write_jobfile
 
@@ -136,3 +137,32 @@ def test_the_oldest_message_age_comes_from_the_queues_cloudwatch_metric(state: L
     # WHEN the client reads it / THEN it is the latest maximum, and None before there was any
     assert before is None
     assert asyncio.run(age()) == 42.0
+
+
+def test_a_job_over_the_stacks_caps_is_refused_with_the_limit_named(
+    state: LocalStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN caps of 3 requests per job and 100 max_tokens per request, set live
+    async def set_caps(**caps: int) -> RuntimeLimits:
+        async with LlmbatchClient(state.resources) as client:
+            before = await client.get_limits()
+            await client.set_limits(before.with_changes(**caps))
+            return before
+
+    before = asyncio.run(set_caps(max_requests_per_job=3, max_tokens_per_request=100))
+    try:
+        lines = [chat_line(f"r{i}") for i in range(5)]
+        lines[1]["body"]["max_tokens"] = 5000
+        job = write_jobfile(tmp_path / "job.jsonl", lines)
+
+        # WHEN it is submitted
+        code = main(["submit", str(job)])
+    finally:
+        asyncio.run(set_caps(**{k: getattr(before, k) for k in ("max_requests_per_job", "max_tokens_per_request")}))
+
+    # THEN both caps are named, with the lines, and nothing was sent
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{job}:2: max_tokens 5000 is over the limit of 100 per request" in err
+    assert "over the limit of 3 per job" in err
+    assert queue_depth(state) == 0
