@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,15 @@ def demo_jobs() -> list[JobStatus]:
         ),
         _job("job-20261128T180000Z-9a8b7c6d", "smoke.jsonl", 3, 735, Counts(3, 0, 0, 96, 41)),
     ]
+
+
+def demo_jobs_before(seconds: float = 30.0) -> list[JobStatus]:
+    """The demo jobs as a poll ``seconds`` earlier saw them: support-tickets ran at 12 req/s."""
+    jobs = demo_jobs()
+    tickets = jobs[0]
+    done = max(0, tickets.counts.succeeded - round(12 * seconds))
+    jobs[0] = JobStatus(tickets.meta, replace(tickets.counts, succeeded=done))
+    return jobs
 
 
 def demo_results(job_id: str, total: int = 250) -> list[RequestResult]:
@@ -180,8 +190,14 @@ def demo_queue_samples(start_terminal: int, n: int = 40) -> list[Sample]:
         delayed = 120 if 18 <= k <= 24 else 5 + k % 4
         dead = 2 if k < 20 else 3
         terminal += 35 + int(10 * math.cos(k / 4)) - (25 if 18 <= k <= 24 else 0)
+        oldest = 60.0 + 3 * k + (45 * (k - 17) if 18 <= k <= 24 else 0) - (10 * (k - 24) if k > 24 else 0)
         samples.append(
-            Sample(FIXED_NOW + timedelta(seconds=3 * (k + 1)), QueueStats(visible, in_flight, delayed, dead), terminal)
+            Sample(
+                FIXED_NOW + timedelta(seconds=3 * (k + 1)),
+                QueueStats(visible, in_flight, delayed, dead),
+                terminal,
+                max(0.0, oldest),
+            )
         )
     return samples
 
@@ -194,6 +210,7 @@ class DemoClient:
         self.limits = RuntimeLimits(max_concurrency=16, rpm_limit=600, tpm_limit=None)
         self.worker_concurrency = 5
         self.stats = QueueStats(visible=3158, in_flight=42, delayed=6, dead_letters=2)
+        self.oldest_age_s: float | None = 84.0
         self.limits_at = FIXED_NOW - timedelta(hours=2, minutes=4)
         self.workers_at = FIXED_NOW - timedelta(days=1, hours=3)
         self.submitted = 0
@@ -227,6 +244,9 @@ class DemoClient:
 
     async def queue_stats(self) -> QueueStats:
         return self.stats
+
+    async def oldest_message_age_s(self) -> float | None:
+        return self.oldest_age_s
 
     async def get_limits(self) -> RuntimeLimits:
         return self.limits

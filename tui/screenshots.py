@@ -9,6 +9,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from textual.pilot import Pilot
 from textual.widgets import DirectoryTree, Input
 
 from tui.app import LlmbatchConsole, create_app
-from tui.demo import FIXED_NOW, DemoClient, demo_queue_samples, write_demo_files
+from tui.demo import FIXED_NOW, DemoClient, demo_jobs_before, demo_queue_samples, write_demo_files
 from tui.pilot import wait_for
 from tui.screens.base import PollingScreen
 from tui.screens.job_detail import JobDetailScreen
@@ -48,9 +49,15 @@ async def _polled(pilot: Pilot[Any], screen_type: type[PollingScreen]) -> Pollin
 
 
 async def jobs_scene(pilot: Pilot[Any]) -> None:
+    """The jobs screen after two polls 30 s apart, so rates and ETAs show."""
+    from tui.rates import RateTracker
     from tui.screens.jobs import JobsScreen
 
-    await _polled(pilot, JobsScreen)
+    screen = await _polled(pilot, JobsScreen)
+    assert isinstance(screen, JobsScreen)
+    screen.rates = RateTracker()
+    screen.show_jobs(demo_jobs_before(30), at=FIXED_NOW - timedelta(seconds=30))
+    screen.show_jobs(await screen.client.list_jobs(), at=FIXED_NOW)
     await pilot.pause()
 
 

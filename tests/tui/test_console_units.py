@@ -15,11 +15,12 @@ from textual.widgets import DataTable, DirectoryTree, Input, Static
 from shared.control import QueueStats
 from shared.deadletter import UNASSIGNED
 from shared.errors import ConfigError, JobFileError
-from shared.jobs import JobStatus
+from shared.jobs import Counts, JobMeta, JobStatus
 from tui.demo import FIXED_NOW, DemoClient, demo_results, write_demo_files
 from tui.errors import describe_error
 from tui.formatting import progress_bar
 from tui.pilot import wait_for
+from tui.rates import RateTracker, duration, eta_seconds, eta_text, ewma, rate_text
 from tui.screens.base import MAX_BACKOFF_S, next_delay
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.dead_letters import DeadLettersScreen
@@ -53,6 +54,68 @@ def test_rate_is_finished_requests_per_second_between_samples() -> None:
     assert rate_per_s(None, first) is None
     assert rate_per_s(first, Sample(FIXED_NOW + timedelta(seconds=4), stats, 120)) == 5.0
     assert rate_per_s(first, Sample(FIXED_NOW, stats, 120)) is None
+
+
+def test_job_rate_is_smoothed_over_polls_from_terminal_deltas() -> None:
+    rates = RateTracker(alpha=0.5)
+    assert rates.observe("j", 100, FIXED_NOW) is None  # one poll: no interval yet
+    assert rates.observe("j", 100, FIXED_NOW) is None  # no time passed
+    assert rates.observe("j", 130, FIXED_NOW + timedelta(seconds=3)) == 10.0  # 30 in 3 s
+    assert rates.observe("j", 190, FIXED_NOW + timedelta(seconds=6)) == 15.0  # 0.5 * 20 + 0.5 * 10
+    assert rates.observe("j", 190, FIXED_NOW + timedelta(seconds=9)) == 7.5  # stalled: decays
+    assert rates.observe("j", 190, FIXED_NOW + timedelta(seconds=9)) == 7.5  # same instant: kept
+    rates.forget_except({"other"})
+    assert rates.observe("j", 200, FIXED_NOW + timedelta(seconds=12)) is None
+    assert ewma(None, 4.0) == 4.0 and ewma(4.0, 8.0, alpha=0.25) == 5.0
+
+
+def test_eta_is_pending_over_rate() -> None:
+    assert eta_seconds(300, 12.0) == 25.0
+    assert eta_seconds(300, None) is None and eta_seconds(300, 0.0) is None
+    assert eta_seconds(0, None) == 0.0
+    assert [duration(s) for s in (0, 45.4, 725, 11_220, 187_200)] == ["0s", "45s", "12m05s", "3h07m", "2d04h"]
+    running = JobStatus(JobMeta("j", 1000, sealed=True, enqueued=1000), Counts(succeeded=400))
+    done = JobStatus(JobMeta("k", 10, sealed=True, enqueued=10), Counts(succeeded=9, failed=1))
+    assert (rate_text(running, 12.0), eta_text(running, 12.0)) == ("12.0", "50s")
+    assert (rate_text(running, None), eta_text(running, None)) == ("\N{EM DASH}", "\N{EM DASH}")
+    assert (rate_text(running, 0.0), eta_text(running, 0.0)) == ("0.0", "\N{EM DASH}")
+    assert (rate_text(done, 3.0), eta_text(done, 3.0)) == ("\N{EM DASH}", "done")
+
+
+class FailingOldest(DemoClient):
+    async def oldest_message_age_s(self) -> float | None:
+        raise RuntimeError("CloudWatch is down")
+
+
+class WithoutOldest(DemoClient):
+    """A client from before ``oldest_message_age_s``."""
+
+    def __getattribute__(self, name: str) -> object:
+        if name == "oldest_message_age_s":
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+@pytest.mark.parametrize(
+    ("factory", "shown", "errors"),
+    [(DemoClient, "1m24s", 0), (FailingOldest, "unavailable", 1), (WithoutOldest, "\N{EM DASH}", 0)],
+)
+async def test_queue_shows_the_oldest_message_age_and_survives_its_errors(
+    factory: type, shown: str, errors: int
+) -> None:
+    app = demo_app()
+    app.client_factory = factory
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f2")
+        await wait_for(pilot, lambda: isinstance(app.screen, QueueScreen) and app.screen.polls >= 1)
+        screen = app.screen
+        assert isinstance(screen, QueueScreen)
+        screen.poll_now()  # a second failure is not reported again
+        await wait_for(pilot, lambda: screen.polls >= 2)
+        assert screen.failures == 0
+        assert plain(screen.query_one("#stat-oldest .stat-value", Static)).strip() == shown
+        assert plain(screen.query_one("#stat-visible .stat-value", Static)).strip() == "3,158"
+        assert len(app._notifications) == errors
 
 
 @pytest.mark.parametrize(

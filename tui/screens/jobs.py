@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -11,18 +13,22 @@ from textual.widgets import DataTable, Footer, Header, Static
 from shared.jobs import JobStatus
 from tui.formatting import number, progress_bar, state_text
 from tui.messages import OpenJob
+from tui.rates import RateTracker, eta_text, rate_text
 from tui.screens.base import PollingScreen
 
-#: (label, key, width); the job id already tells when the job was created.
+#: (label, key, width); the job id already tells when the job was created. The widths keep
+#: the table (a cell of padding either side of each column, and a scrollbar) within 120 columns.
 COLUMNS = (
     ("Job", "job", None),
-    ("Name", "name", 20),
+    ("Name", "name", 13),
     ("Status", "status", None),
     ("Progress", "progress", None),
     ("OK", "succeeded", None),
     ("Failed", "failed", None),
     ("Pending", "pending", None),
     ("Tokens", "tokens", None),
+    ("req/s", "rate", 5),
+    ("ETA", "eta", 6),
 )
 
 
@@ -39,6 +45,7 @@ class JobsScreen(PollingScreen):
     def __init__(self) -> None:
         super().__init__()
         self.jobs = []
+        self.rates = RateTracker()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -56,7 +63,11 @@ class JobsScreen(PollingScreen):
         jobs = await self.client.list_jobs()
         self.show_jobs(jobs)
 
-    def show_jobs(self, jobs: list[JobStatus]) -> None:
+    def show_jobs(self, jobs: list[JobStatus], at: datetime | None = None) -> None:
+        """Show ``jobs`` as polled at ``at`` (the app's clock by default)."""
+        at = at or self.console_app.clock()
+        rates = {j.job_id: self.rates.observe(j.job_id, j.counts.terminal, at) for j in jobs}
+        self.rates.forget_except(set(rates))
         self.jobs = sorted(jobs, key=lambda j: (j.meta.created_at, j.job_id), reverse=True)
         table: DataTable[str | Text] = self.query_one("#jobs-table", DataTable)
         selected = self.selected_job_id()
@@ -67,16 +78,18 @@ class JobsScreen(PollingScreen):
                 job.job_id,
                 job.meta.name,
                 state_text(job),
-                progress_bar(c.terminal, job.total, width=8),
+                progress_bar(c.terminal, job.total, width=4),
                 Text(number(c.succeeded), style="green", justify="right"),
                 Text(number(c.failed), style="red" if c.failed else "", justify="right"),
                 Text(number(job.pending), justify="right"),
                 Text(number(c.prompt_tokens + c.completion_tokens), justify="right"),
+                Text(rate_text(job, rates[job.job_id]), justify="right"),
+                Text(eta_text(job, rates[job.job_id]), justify="right"),
                 key=job.job_id,
             )
         if selected is not None and selected in {j.job_id for j in self.jobs}:
             table.move_cursor(row=table.get_row_index(selected))
-        stamp = self.console_app.clock().strftime("%H:%M:%S")
+        stamp = at.strftime("%H:%M:%S")
         self.query_one("#jobs-status", Static).update(f"{len(self.jobs)} job(s) · updated {stamp}")
 
     def selected_job_id(self) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,6 +12,7 @@ from textual.containers import Grid
 from textual.widgets import Footer, Header, Static
 
 from shared.control import QueueStats
+from tui.rates import DASH, duration
 from tui.screens.base import PollingScreen
 from tui.widgets.stat_spark import StatSpark
 
@@ -21,6 +23,8 @@ class Sample:
     stats: QueueStats
     #: Requests in a terminal state, summed over every job.
     terminal: int
+    #: Age of the oldest message in the request queue (CloudWatch); None when unknown.
+    oldest_age_s: float | None = None
 
 
 def rate_per_s(previous: Sample | None, current: Sample) -> float | None:
@@ -40,6 +44,8 @@ class QueueScreen(PollingScreen):
     def __init__(self) -> None:
         super().__init__()
         self.last: Sample | None = None
+        #: The last poll of the oldest message's age failed (reported once per streak).
+        self.oldest_failed = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -48,14 +54,34 @@ class QueueScreen(PollingScreen):
             yield StatSpark("In flight", id="stat-in-flight")
             yield StatSpark("Delayed (retry backoff)", id="stat-delayed")
             yield StatSpark("Dead letters", id="stat-dead-letters", classes="danger")
-            yield StatSpark("Processing rate", unit="req/s", id="stat-rate", classes="wide")
+            yield StatSpark("Oldest message (age)", id="stat-oldest")
+            yield StatSpark("Processing rate", unit="req/s", id="stat-rate")
         yield Static("Loading…", id="queue-status", classes="status-line")
         yield Footer()
 
     async def fetch(self) -> None:
-        stats = await self.client.queue_stats()
-        jobs = await self.client.list_jobs()
-        self.add_sample(Sample(self.console_app.clock(), stats, sum(j.counts.terminal for j in jobs)))
+        stats, jobs, oldest = await asyncio.gather(
+            self.client.queue_stats(), self.client.list_jobs(), self.oldest_age()
+        )
+        self.add_sample(Sample(self.console_app.clock(), stats, sum(j.counts.terminal for j in jobs), oldest))
+
+    async def oldest_age(self) -> float | None:
+        """The oldest message's age, or None when the client lacks it or it fails (a failure
+        is reported once, and never stops the other figures)."""
+        read = getattr(self.client, "oldest_message_age_s", None)
+        if not callable(read):
+            return None
+        try:
+            age: float | None = await read()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            if not self.oldest_failed:
+                self.report(e)
+            self.oldest_failed = True
+            return None
+        self.oldest_failed = False
+        return age
 
     def add_sample(self, sample: Sample) -> None:
         s = sample.stats
@@ -63,6 +89,11 @@ class QueueScreen(PollingScreen):
         self.query_one("#stat-in-flight", StatSpark).push(s.in_flight)
         self.query_one("#stat-delayed", StatSpark).push(s.delayed)
         self.query_one("#stat-dead-letters", StatSpark).push(s.dead_letters)
+        oldest = self.query_one("#stat-oldest", StatSpark)
+        if sample.oldest_age_s is None:
+            oldest.show("unavailable" if self.oldest_failed else DASH)
+        else:
+            oldest.push(sample.oldest_age_s, text=duration(sample.oldest_age_s))
         rate = rate_per_s(self.last, sample)
         if rate is not None:
             self.query_one("#stat-rate", StatSpark).push(rate, text=f"{rate:,.1f}")

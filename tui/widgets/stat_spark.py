@@ -28,6 +28,9 @@ class StatSpark(Vertical):
 
     def push(self, value: float, *, text: str | None = None) -> None:
         self.samples.append(value)
-        shown = text if text is not None else f"{value:,.0f}"
-        self.query_one(".stat-value", Static).update(f"{shown} {self.unit}".rstrip())
+        self.show(text if text is not None else f"{value:,.0f}")
         self.query_one(Sparkline).data = list(self.samples)
+
+    def show(self, text: str) -> None:
+        """Show ``text`` as the current value, adding nothing to the sparkline."""
+        self.query_one(".stat-value", Static).update(f"{text} {self.unit}".rstrip())
