@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
@@ -143,7 +144,7 @@ class LlmbatchClient:
             await self.store.create_job(
                 JobMeta(job_id=job_id, total=job_file.total, name=name or path.name, endpoint=endpoint)
             )
-        limit = await self.max_message_bytes()
+        limit = job_file.max_message_bytes
         messages = []
         for n in job_file.lines:
             msg = RequestMessage.from_job_line(n.request, job_id=job_id, line_no=n.line_no, endpoint=endpoint)
@@ -260,7 +261,7 @@ class LlmbatchClient:
         job = await self.status(job_id)
         results = await self.results(job_id)
         n_out = n_err = 0
-        with out.open("w") as fo, errors.open("w") if errors else _NullFile() as fe:
+        with out.open("w") as fo, (errors or Path(os.devnull)).open("w") as fe:
             for r in results:
                 line = json.dumps(r.to_output_line()) + "\n"
                 if errors is not None and r.status is not RequestStatus.SUCCEEDED:
@@ -361,14 +362,3 @@ def _pack_batches(bodies: list[str]) -> list[list[str]]:
     if current:
         batches.append(current)
     return batches
-
-
-class _NullFile:
-    def __enter__(self) -> _NullFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def write(self, _: str) -> int:
-        return 0

@@ -33,6 +33,8 @@ class NumberedLine:
 class JobFile:
     path: Path
     lines: list[NumberedLine] = field(default_factory=list)
+    #: The message size the file was checked against (bigger bodies go by the claim check).
+    max_message_bytes: int = SQS_MAX_MESSAGE_BYTES
 
     @property
     def total(self) -> int:
@@ -63,7 +65,7 @@ def read_job_file(
     problems: list[str] = []
     total_problems = 0
     seen: dict[str, int] = {}
-    job = JobFile(path=path)
+    job = JobFile(path=path, max_message_bytes=max_message_bytes)
 
     def problem(line_no: int, reason: str) -> None:
         nonlocal total_problems
