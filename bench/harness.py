@@ -52,6 +52,8 @@ class Scenario:
     title: str
     #: Changes to :data:`BASE_SIMULATOR`.
     simulator: Mapping[str, Any] = field(default_factory=dict)
+    #: Changes to our worker's live limits (the limits parameter), as an operator would set them.
+    limits: Mapping[str, Any] = field(default_factory=dict)
 
     def simulator_config(self, *, latency_s: float | None = None) -> dict[str, Any]:
         config = {**BASE_SIMULATOR, **self.simulator}
@@ -61,13 +63,23 @@ class Scenario:
         return config
 
 
+#: The adaptive scenario's max_concurrency: four times the endpoint's slots.
+ADAPTIVE_CEILING = 128
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
         Scenario("slots32", "32 slots, 200 ms per call"),
         # 32 slots at 200 ms serve 160 requests/s (9600 RPM); the limit allows a quarter of it.
-        Scenario("rpm", "32 slots, 200 ms, RPM limit 2400 (1/4 of capacity)", {"rpm_limit": 2400}),
+        # The operator tells our worker the same limit (the baselines know of none).
+        Scenario("rpm", "32 slots, 200 ms, RPM limit 2400 (1/4 of capacity)", {"rpm_limit": 2400}, {"rpm_limit": 2400}),
         Scenario("errors", "32 slots, 200 ms, 10% transient 5xx", {"error_rate_5xx": 0.1}),
+        # Our worker may run 128 calls at once but is told nothing of the endpoint's 32 slots.
+        Scenario(
+            "adaptive",
+            "32 slots, 200 ms; ours with adaptive concurrency up to 128",
+            limits={"adaptive_concurrency": True, "max_concurrency": ADAPTIVE_CEILING},
+        ),
     )
 }
 
@@ -181,6 +193,10 @@ class RunResult:
     aws_calls: dict[str, dict[str, int]]
     #: Results found in the results table afterwards (read outside the timing).
     stored: int
+    #: Model calls allowed in flight at the end (ours only: it moves when adaptive).
+    concurrency_limit: int | None = None
+    #: (answers stored, wall seconds) of each invocation, in order.
+    invocation_figures: list[tuple[int, float]] = field(default_factory=list)
 
     # -- figures --
     @property
@@ -190,6 +206,15 @@ class RunResult:
     @property
     def succeeded_per_s(self) -> float:
         return self.outcome.succeeded / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def steady_succeeded_per_s(self) -> float:
+        """Answers stored per second over every invocation but the first: the first pays
+        the cold start (clients, the first limits read) and a new rate-limit bucket's start
+        from empty, which a long-running deployment pays once."""
+        later = self.invocation_figures[1:]
+        wall = sum(w for _, w in later)
+        return sum(n for n, _ in later) / wall if wall else self.succeeded_per_s
 
     @property
     def tokens_per_s(self) -> float:
@@ -261,12 +286,15 @@ class RunResult:
             "wall_s": self.wall_s,
             "requests_per_s": self.requests_per_s,
             "succeeded_per_s": self.succeeded_per_s,
+            "steady_succeeded_per_s": self.steady_succeeded_per_s,
             "tokens_per_s": self.tokens_per_s,
             "latency_ms": {"mean": self.mean_ms, "p50": self.p50_ms, "p99": self.p99_ms},
             "error_rate": self.error_rate,
             "utilisation": self.utilisation,
             "endpoint_calls": self.endpoint_calls,
             "rate_limited_429": self.rate_limited_429,
+            "endpoint_max_queued": int(self.sim.get("max_queued", 0)),
+            "concurrency_limit": self.concurrency_limit,
             "injected_5xx": int(self.sim.get("injected_5xx", 0)),
             "aws_calls": self.aws_calls,
             "aws_calls_per_request": {s: self.calls_per_request(s) for s in self.aws_calls},
@@ -374,6 +402,19 @@ class BenchStack:
         self._sim_post("/_sim/reset", {})
         if rpm:
             self._sim_post("/_sim/config", {"rpm_limit": rpm})
+
+    def set_limits(self, changes: Mapping[str, Any]) -> None:
+        """Write our worker's live limits (the stack's defaults plus ``changes``) to the
+        limits parameter, and drop Powertools' cached copy so the next invocation reads them."""
+        from aws_lambda_powertools.utilities.parameters import clear_caches
+
+        from shared.config import RuntimeLimits
+
+        limits = RuntimeLimits(max_concurrency=self.concurrency).with_changes(**changes)
+        boto3.client("ssm", region_name=REGION, endpoint_url=self.aws_url).put_parameter(
+            Name=self.worker_env["LIMITS_PARAMETER"], Value=limits.to_json(), Type="String", Overwrite=True
+        )
+        clear_caches()
 
     def sim_stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.sim_url.removesuffix("/v1") + "/_sim/stats", timeout=10) as resp:
@@ -487,6 +528,7 @@ class OursApproach:
         with counting_sync_calls(self._sync_calls):
             self.container = Container.create(WorkerConfig.from_env(stack.worker_env))
         self._sync_calls.clear()  # setup is not part of the run
+        self.concurrency_limit: int | None = None
 
     def handle(self, event: dict[str, Any]) -> BatchOutcome:
         from local_stack.lambda_runtime import FakeLambdaContext
@@ -496,6 +538,7 @@ class OursApproach:
         with counting_sync_calls(self._sync_calls):
             response = self.container.handle(event, ctx)
         st = self.container.worker.last_stats
+        self.concurrency_limit = st.concurrency_limit
         return BatchOutcome(
             succeeded=st.succeeded,
             failed=st.failed,
@@ -507,6 +550,8 @@ class OursApproach:
     def aws_calls(self) -> dict[str, Counter[str]]:
         worker = self.container.worker
         calls: dict[str, Counter[str]] = {"dynamodb": Counter(worker.store.calls)}
+        if worker.throttle.bucket is not None:  # the global rate-limit bucket's reads and writes
+            calls["dynamodb"].update(worker.throttle.bucket.calls)
         calls["sqs"] = Counter(worker.queue.calls) if worker.queue else Counter()
         for service, ops in self._sync_calls.items():
             calls.setdefault(service, Counter()).update(ops)
@@ -531,13 +576,18 @@ def measure(
     """Reset the simulator, run every event through ``approach`` one after another, and
     collect the figures. Only the handling is timed."""
     requests = sum(len(e["Records"]) for e in events)
+    stack.set_limits(scenario.limits)
     stack.sim_prepare(sim_config)
     total = BatchOutcome()
     moto0 = stack.moto_cpu_s()
     cpu0 = time.process_time()
     t0 = time.perf_counter()
+    figures: list[tuple[int, float]] = []
     for event in events:
-        total.add(approach.handle(event))
+        started = time.perf_counter()
+        outcome = approach.handle(event)
+        figures.append((outcome.succeeded, time.perf_counter() - started))
+        total.add(outcome)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     moto1 = stack.moto_cpu_s()
@@ -555,4 +605,6 @@ def measure(
         sim=sim,
         aws_calls=calls,
         stored=stack.count_stored(job_id),
+        concurrency_limit=getattr(approach, "concurrency_limit", None),
+        invocation_figures=figures,
     )

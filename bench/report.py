@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.harness import RunResult, Scenario
+from bench.harness import ADAPTIVE_CEILING, RunResult, Scenario
 from bench.importtime import ImportTime
 
 SERVICES = ("dynamodb", "sqs", "ssm")
@@ -29,6 +29,8 @@ COLUMNS = (
     "p99 ms",
     "error rate",
     "endpoint util",
+    "endpoint max queued",
+    "calls limit",
     "429s",
     "DynamoDB/req",
     "SQS/req",
@@ -67,6 +69,8 @@ def _row(r: RunResult) -> list[str]:
         f"{r.p99_ms:.0f}",
         f"{r.error_rate:.3f}",
         f"{r.utilisation:.2f}",
+        str(int(r.sim.get("max_queued", 0))),
+        "-" if r.concurrency_limit is None else str(r.concurrency_limit),
         str(r.rate_limited_429),
         *(f"{r.calls_per_request(s):.3f}" for s in SERVICES),
         f"{r.cpu_ms_per_request:.2f}",
@@ -199,9 +203,11 @@ def markdown_report(report: BenchReport) -> str:
         "*req/s* records handled per second, *ok/s* answers stored per second; latency is per successful "
         "request, from its handler starting to the answer (including any wait for a slot, ours in its limiter, "
         "the baselines' in the endpoint's queue); *error rate* = (returned + failed) / requests; *endpoint util* "
-        "= the simulator's busy slot-seconds / (slots x wall); *429s* sent by the simulator; AWS calls per request "
-        "by service, as counted by each handler (ours: `store.calls`, `queue.calls` and the boto3 calls of its "
-        "live-limits read); *CPU ms/req* is this process's CPU (`time.process_time()`), i.e. the handler and its "
+        "= the simulator's busy slot-seconds / (slots x wall); *endpoint max queued* the most requests waiting "
+        "for a slot at the simulator at once; *calls limit* our worker's model calls allowed in flight at the end "
+        "(its limiter; it moves with adaptive concurrency); *429s* sent by the simulator; AWS calls per request "
+        "by service, as counted by each handler (ours: `store.calls`, `queue.calls`, the rate-limit bucket's "
+        "`calls` and the boto3 calls of its live-limits read); *CPU ms/req* is this process's CPU (`time.process_time()`), i.e. the handler and its "
         "SDKs, without moto or the simulator; *moto CPU ms/req* is the AWS emulator's process, for scale only.",
         "",
     ]
@@ -234,9 +240,17 @@ def markdown_report(report: BenchReport) -> str:
         "(100 = 3 full waves + 4), so utilisation of one invocation stream is capped near 0.78 for any handler "
         "that does not start the next batch early; in AWS several invocations (WorkerMaxConcurrency) overlap.",
         "- Latency counts waiting for a slot: the sequential loop never waits, so its p99 is the bare call's; "
-        "ours and gather queue 100 records on 32 slots (ours in its limiter, gather in the endpoint's queue).",
+        "ours and gather queue 100 records on 32 slots (ours in its limiter, gather in the endpoint's queue); "
+        "under the RPM limit ours also waits there for its share of the limit.",
         "- No redelivery: a returned record is counted, not retried, so the RPM scenario shows the first pass "
-        "only (what reaches the endpoint beyond its limit comes back as 429s).",
+        "only (what a baseline sends beyond the limit comes back as 429s).",
+        "- RPM scenario: the simulator's bucket starts empty (steady state, not a fresh minute's burst), and our "
+        "worker's global bucket (a DynamoDB item, made at the first call) starts empty too, so the first calls "
+        "wait for it to fill; *steady state* leaves out the first invocation, which pays that and the cold start. "
+        "One container runs here; several sharing one bucket are tested in `tests/functional/test_rate_limits.py`.",
+        "- Adaptive scenario: a new container's limit starts at 4 and doubles per window of calls until latency "
+        "shows a queue at the endpoint, so part of this short run goes to finding the slots; a container keeps "
+        "what it found for its next invocations.",
         "- moto stands in for DynamoDB and SQS. Its TransactWriteItems deep-copies the whole table once per "
         "*action* (a 99-item transaction copied the results table 99 times, making our writes cost O(table x "
         "items) in the emulator); the benchmark's moto process copies each table once per call instead, which "
@@ -265,10 +279,20 @@ def _targets(report: BenchReport) -> list[str]:
         share = ours.rate_limited_429 / ours.endpoint_calls if ours.endpoint_calls else 0.0
         allowed = (limit / 60.0) if limit else 0.0
         lines.append(
-            f"- With an RPM limit: >= 0.95 of the allowed rate with < 1% 429s: **{ours.succeeded_per_s / allowed:.2f}** "
-            f"of the allowed rate, **{share:.0%}** of calls answered 429 (no global rate limiter yet)."
+            f"- With an RPM limit: >= 0.95 of the allowed rate with < 1% 429s: **{ours.steady_succeeded_per_s / allowed:.2f}** "
+            f"of the allowed rate at steady state (every invocation but the first; "
+            f"{ours.succeeded_per_s / allowed:.2f} over the whole run, cold start and empty bucket included), "
+            f"**{share:.1%}** of calls answered 429."
             if allowed
             else "- RPM limit: n/a"
+        )
+    adaptive = report.for_scenario("adaptive")
+    if "ours" in adaptive:
+        ours = adaptive["ours"]
+        lines.append(
+            f"- Adaptive concurrency finds the endpoint's {int(ours.sim.get('slots', 0))} slots on its own: its limit ended at "
+            f"**{ours.concurrency_limit}** (of up to {ADAPTIVE_CEILING}); the endpoint queued at most "
+            f"**{int(ours.sim.get('max_queued', 0))}** requests, utilisation **{ours.utilisation:.2f}**."
         )
     for name, runs in ((sc.name, report.for_scenario(sc.name)) for sc in report.scenarios):
         if "ours" in runs:

@@ -6,10 +6,15 @@ import asyncio
 import json
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from shared.control import LlmbatchClient
+from shared.cost import CostEstimate, Pricing, estimate_cost
+from shared.errors import ConfigError
 from shared.jobs import JobStatus
 from shared.stack import StackResources
 
@@ -35,6 +40,25 @@ async def submit(
 async def status(resources: StackResources, job_id: str) -> JobStatus:
     async with LlmbatchClient(resources) as client:
         return await client.status(job_id)
+
+
+@dataclass(frozen=True)
+class JobReport:
+    status: JobStatus
+    cost: CostEstimate | None
+    #: Why there is no estimate, when there is none.
+    cost_unavailable: str = ""
+
+
+async def report(resources: StackResources, job_id: str) -> JobReport:
+    """The job's status and its estimated cost, priced from the worker's configuration."""
+    async with LlmbatchClient(resources) as client:
+        job = await client.status(job_id)
+        try:
+            pricing = Pricing.from_function_configuration(await client.worker_configuration())
+        except (ClientError, BotoCoreError, ConfigError, KeyError) as e:
+            return JobReport(job, None, f"cannot read the worker's configuration: {e}")
+    return JobReport(job, estimate_cost(job, pricing))
 
 
 async def cancel(resources: StackResources, job_id: str) -> JobStatus:
@@ -98,3 +122,20 @@ def status_text(st: JobStatus, as_json: bool) -> str:
         return json.dumps(st.to_dict(), indent=2)
     d = st.to_dict()
     return "\n".join(f"{k:<18} {v}" for k, v in d.items())
+
+
+def report_text(r: JobReport, as_json: bool) -> str:
+    """``status_text`` plus what the job used and its estimated cost (``--json``: the
+    ``metering`` and ``estimated_cost`` objects, or ``estimated_cost_unavailable``)."""
+    if as_json:
+        d = {**r.status.to_dict(), "metering": asdict(r.status.metering)}
+        d["estimated_cost"] = r.cost.to_dict() if r.cost else None
+        if r.cost_unavailable:
+            d["estimated_cost_unavailable"] = r.cost_unavailable
+        return json.dumps(d, indent=2)
+    m = r.status.metering
+    extra = {
+        "compute_s": f"{m.compute_ms / 1000:,.1f} in {m.invocations:,} invocation(s)",
+        "estimated_cost": r.cost.summary() if r.cost else f"unavailable ({r.cost_unavailable})",
+    }
+    return status_text(r.status, False) + "\n" + "\n".join(f"{k:<18} {v}" for k, v in extra.items())

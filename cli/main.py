@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+from local_stack.endpoint_choice import LocalEndpoint
 from shared.errors import JobFileError, LlmbatchError
 from shared.stack import locate_stack
 
@@ -19,20 +20,39 @@ def _stack_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--region", help="AWS region of the deployed stack")
 
 
+def _endpoint_args(p: argparse.ArgumentParser, default: LocalEndpoint) -> None:
+    where = p.add_mutually_exclusive_group()
+    # No argparse default: it would hide `--endpoint X --endpoint-url Y` from the exclusion check.
+    where.add_argument(
+        "--endpoint",
+        type=LocalEndpoint,
+        choices=list(LocalEndpoint),
+        help=f"the model endpoint the local stack starts (default {default.value})",
+    )
+    where.add_argument("--endpoint-url", help="an OpenAI-compatible base URL instead, e.g. http://127.0.0.1:11434/v1")
+    p.set_defaults(default_endpoint=default)
+
+
+def _local_endpoint(args: argparse.Namespace) -> LocalEndpoint:
+    return LocalEndpoint(args.endpoint or args.default_endpoint)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmbatch", description="Serverless LLM batch inference on AWS.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run a sample job end to end on the local stack and print a summary")
-    demo.add_argument("--requests", type=int, default=300, help="requests in the sample job (default 300)")
+    demo.add_argument(
+        "--requests", type=int, help="requests in the job (default: each demo question once; 300 on the simulator)"
+    )
     demo.add_argument("-o", "--out", type=Path, default=Path("demo-results.jsonl"))
-    demo.add_argument("--endpoint-url", help="an OpenAI-compatible server instead of the simulator")
-    demo.add_argument("--model", default="sim-model", help="model name sent in each request")
+    _endpoint_args(demo, LocalEndpoint.SMOLLM)
+    demo.add_argument("--model", help="model name sent in each request (default: the local endpoint's)")
 
     local = sub.add_parser("local", help="the local stack")
     local_sub = local.add_subparsers(dest="local_command", required=True)
     up = local_sub.add_parser("up", help="start moto, the endpoint and the poller; Ctrl-C stops them")
-    up.add_argument("--endpoint-url", help="an OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1")
+    _endpoint_args(up, LocalEndpoint.SIMULATOR)
     up.add_argument("--slots", type=int, default=16, help="the simulator's concurrent slots")
 
     s = sub.add_parser("submit", help="validate a JSONL job file and enqueue it")
@@ -106,11 +126,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps(message_json_schema(), indent=2))
         return 0
     if args.command == "demo":
-        from cli.demo import run_demo
+        from cli.demo import default_model, run_demo
 
-        summary = run_demo(requests=args.requests, out=args.out, endpoint_url=args.endpoint_url, model=args.model)
-        print("\n".join(summary.lines()))
+        if args.endpoint_url and not args.model:
+            print("llmbatch demo: --endpoint-url needs --model (the name that server knows)", file=sys.stderr)
+            return 2
+        outcome = run_demo(
+            endpoint=_local_endpoint(args),
+            requests=args.requests,
+            out=args.out,
+            endpoint_url=args.endpoint_url,
+            model=args.model or default_model(_local_endpoint(args)),
+        )
+        print("\n".join(outcome.lines()))
         print(f"results      {args.out}")
+        summary = outcome.summary
         return 0 if summary.succeeded + summary.failed == summary.requests else 1
     if args.command == "bench":
         from bench.run import main as bench_main
@@ -138,7 +168,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             )
         )
     elif args.command == "status":
-        print(commands.status_text(asyncio.run(commands.status(resources, args.job_id)), args.json))
+        print(commands.report_text(asyncio.run(commands.report(resources, args.job_id)), args.json))
     elif args.command == "cancel":
         print(commands.status_text(asyncio.run(commands.cancel(resources, args.job_id)), False))
     elif args.command == "redrive":
@@ -157,12 +187,16 @@ def _local_up(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stack = LocalStack(endpoint_url=args.endpoint_url, simulator_config={"slots": args.slots})
+    stack = LocalStack(
+        endpoint=_local_endpoint(args), endpoint_url=args.endpoint_url, simulator_config={"slots": args.slots}
+    )
     resources = stack.start()
     try:
         print(f"local stack up; state in {state_path()}", file=sys.stderr)
         print(f"  AWS (moto)      {resources.aws_endpoint_url}", file=sys.stderr)
         print(f"  model endpoint  {resources.model_endpoint_url}", file=sys.stderr)
+        if stack.model_server:
+            print(f'  model           "{stack.model_server.model_alias}" (jobs name it so)', file=sys.stderr)
         print(f"  request queue   {resources.request_queue_url}", file=sys.stderr)
         print(f"  function logs   {stack.log_dir}/", file=sys.stderr)
         print("Ctrl-C stops it.", file=sys.stderr, flush=True)

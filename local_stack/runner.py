@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from local_stack.endpoint_choice import LocalEndpoint
+from local_stack.model_server import STACK_PARAMETERS as MODEL_SERVER_PARAMETERS
+from local_stack.model_server import ModelServer
 from local_stack.moto_server import MotoServer
 from local_stack.poller import EventSourceMappingEmulator
 from local_stack.provision import DEFAULT_TEMPLATE, ProvisionedStack, provision_stack
@@ -64,6 +67,7 @@ class LocalStack:
         *,
         template_path: Path = DEFAULT_TEMPLATE,
         endpoint_url: str | None = None,
+        endpoint: LocalEndpoint = LocalEndpoint.SIMULATOR,
         simulator_config: Mapping[str, Any] | None = None,
         parameter_overrides: Mapping[str, str] | None = None,
         container_env: Mapping[str, str] | None = None,
@@ -73,7 +77,14 @@ class LocalStack:
     ) -> None:
         self.template_path = template_path
         self.endpoint_url = endpoint_url
-        self.simulator = None if endpoint_url else SimulatorProcess(simulator_config)
+        # endpoint_url, when given, wins: the stack then starts no endpoint of its own.
+        own = None if endpoint_url else endpoint
+        self.simulator = SimulatorProcess(simulator_config) if own is LocalEndpoint.SIMULATOR else None
+        self.model_server = (
+            ModelServer(log_path=log_dir / "model-server.log" if log_dir else None)
+            if own is LocalEndpoint.SMOLLM
+            else None
+        )
         self.parameter_overrides = dict(parameter_overrides or {})
         self.container_env = dict(container_env or {})
         self.stack_name = stack_name
@@ -97,8 +108,14 @@ class LocalStack:
 
     def _start(self) -> StackResources:
         aws_url = self.moto.start()
-        model_url = self.endpoint_url or (self.simulator.start() if self.simulator else "")
-        overrides = {"EndpointUrl": model_url, **self.parameter_overrides}
+        if self.model_server:
+            model_url = self.model_server.start()
+        elif self.simulator:
+            model_url = self.simulator.start()
+        else:
+            model_url = self.endpoint_url or ""
+        tuned = MODEL_SERVER_PARAMETERS if self.model_server else {}
+        overrides = {"EndpointUrl": model_url, **tuned, **self.parameter_overrides}
         self.provisioned = provision_stack(
             aws_url,
             stack_name=self.stack_name,
@@ -126,6 +143,8 @@ class LocalStack:
         self.pollers.clear()
         if self.simulator:
             self.simulator.stop()
+        if self.model_server:
+            self.model_server.stop()
         with contextlib.suppress(Exception):
             self.moto.stop()
         if self.write_state:

@@ -728,6 +728,10 @@ class _Markers:
     sleep_s: float = 0.0
 
 
+def _has_fail_first(text: str) -> bool:
+    return any(m.group(1).strip().startswith("fail-first-") for m in _MARKER_RE.finditer(text))
+
+
 def _parse_markers(texts: Sequence[str]) -> _Markers:
     """Read ``[[sim:...]]`` markers; an unknown marker is a 400 so typos can't pass silently."""
     markers = _Markers()
@@ -991,7 +995,9 @@ class Simulator:
         label = f"[[sim:{status}]]"
         if status is None and markers.fail_first is not None:
             limit, fail_status = markers.fail_first
-            key = "\x00".join(work.texts)
+            # Counted per marked text, not per whole request, so a marked input keeps its count
+            # whichever other inputs a client packs into the same call with it.
+            key = "\x00".join(text for text in work.texts if _has_fail_first(text))
             calls = self._fail_first_calls.get(key, 0) + 1
             self._fail_first_calls[key] = calls
             if calls <= limit:

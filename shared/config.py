@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from shared.endpoints.specs import EndpointSpec, parse_endpoints, with_legacy_endpoint
 from shared.errors import ConfigError
 
 
@@ -42,12 +43,20 @@ class RuntimeLimits:
 
     #: Model calls in flight at once within one invocation.
     max_concurrency: int = 16
+    #: Let the calls in flight follow the endpoint (shared/adaptive.py), up to max_concurrency.
+    adaptive_concurrency: bool = False
     #: Requests and tokens per minute allowed at the endpoint (None: no limit).
     rpm_limit: int | None = None
     tpm_limit: int | None = None
     #: Guards against accidents: requests per job, and max_tokens a request may ask for.
     max_requests_per_job: int = 1_000_000
     max_tokens_per_request: int = 32_768
+    #: Most inputs sent in one call where a route takes a list (embeddings ``input``,
+    #: completions ``prompt``): single-input requests of a batch that differ only in their
+    #: input share a call (see shared/packing.py). 1 turns packing off. On by default: it is
+    #: what embeddings users expect, and an endpoint that refuses lists is noticed and
+    #: called one request at a time.
+    max_inputs_per_call: int = 16
 
     BOUNDS = {
         "max_concurrency": (1, 1000),
@@ -55,6 +64,8 @@ class RuntimeLimits:
         "tpm_limit": (1, 1_000_000_000),
         "max_requests_per_job": (1, 100_000_000),
         "max_tokens_per_request": (1, 10_000_000),
+        # OpenAI's own limit for embeddings inputs per request.
+        "max_inputs_per_call": (1, 2048),
     }
     OPTIONAL = frozenset({"rpm_limit", "tpm_limit"})
 
@@ -65,6 +76,8 @@ class RuntimeLimits:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
                 raise ConfigError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
+        if not isinstance(self.adaptive_concurrency, bool):
+            raise ConfigError(f"adaptive_concurrency must be true or false, got {self.adaptive_concurrency!r}")
 
     @classmethod
     def from_json(cls, raw: str | Mapping[str, Any]) -> RuntimeLimits:
@@ -85,6 +98,7 @@ class WorkerConfig:
 
     jobs_table: str
     results_table: str
+    #: The stack's original single endpoint (``EndpointName``/``EndpointUrl``), also in ``endpoints``.
     endpoint_name: str
     endpoint_url: str
     #: ``ssm:/name`` (SecureString) or ``secretsmanager:name``; empty for no key.
@@ -103,16 +117,30 @@ class WorkerConfig:
     retry_max_s: float = 300.0
     #: The S3 bucket for payloads too big for a message or an item (the claim check).
     payload_bucket: str = ""
+    #: Every endpoint a job may name: ``ENDPOINTS`` plus the original one (see ``from_env``).
+    endpoints: Mapping[str, EndpointSpec] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
         env = os.environ if env is None else env
+        jobs_table, results_table = _get(env, "JOBS_TABLE"), _get(env, "RESULTS_TABLE")
+        endpoint_name = _get(env, "ENDPOINT_NAME", "default")
+        endpoint_url = env.get("ENDPOINT_URL", "")
+        endpoint_api_key_ref = env.get("ENDPOINT_API_KEY_REF", "")
+        # ENDPOINT_URL is needed only while ENDPOINTS does not define ENDPOINT_NAME itself.
+        endpoints = with_legacy_endpoint(
+            parse_endpoints(env.get("ENDPOINTS", "")),
+            name=endpoint_name,
+            url=endpoint_url,
+            api_key_ref=endpoint_api_key_ref,
+        )
         return cls(
-            jobs_table=_get(env, "JOBS_TABLE"),
-            results_table=_get(env, "RESULTS_TABLE"),
-            endpoint_name=_get(env, "ENDPOINT_NAME", "default"),
-            endpoint_url=_get(env, "ENDPOINT_URL"),
-            endpoint_api_key_ref=env.get("ENDPOINT_API_KEY_REF", ""),
+            jobs_table=jobs_table,
+            results_table=results_table,
+            endpoint_name=endpoint_name,
+            endpoint_url=endpoint_url,
+            endpoint_api_key_ref=endpoint_api_key_ref,
+            endpoints=endpoints,
             call_timeout_s=_number(env, "CALL_TIMEOUT_S", 60.0),
             write_reserve_s=_number(env, "WRITE_RESERVE_S", 5.0),
             min_call_s=_number(env, "MIN_CALL_S", 1.0),

@@ -14,17 +14,17 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
-import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from shared.config import WorkerConfig
 from shared.deadletter import DeadLetterRecorder
-from shared.endpoints.openai_http import OpenAIHttpEndpoint
+from shared.endpoints.factory import EndpointFactory
 from shared.limits_source import LimitsSource
 from shared.payloads import PayloadStore
-from shared.secrets import resolve_api_key
+from shared.rate_bucket import DynamoRateBucket
 from shared.store import ResultStore
+from shared.throttle import Throttle
 from shared.worker import ContainerLoopBatchProcessor, QueueOps, Worker
 
 
@@ -54,8 +54,6 @@ class Container:
 
 async def _build_worker(config: WorkerConfig, stack: AsyncExitStack) -> Worker:
     limits = config.default_limits.max_concurrency
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
-    session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
     aws_config = AioConfig(max_pool_connections=max(10, limits), retries={"mode": "standard", "max_attempts": 5})
     aws = get_session()
     ddb = await stack.enter_async_context(aws.create_client("dynamodb", config=aws_config))
@@ -70,16 +68,18 @@ async def _build_worker(config: WorkerConfig, stack: AsyncExitStack) -> Worker:
         counter_shards=config.counter_shards,
         payloads=payloads,
     )
-    endpoints = {
-        config.endpoint_name: OpenAIHttpEndpoint(
-            config.endpoint_name, session, config.endpoint_url, resolve_api_key(config.endpoint_api_key_ref)
-        )
-    }
+    endpoints = await EndpointFactory(stack, call_timeout_s=config.call_timeout_s, aws_session=aws).build(
+        config.endpoints
+    )
     sqs = await stack.enter_async_context(aws.create_client("sqs", config=aws_config))
     queue = QueueOps(
         sqs, request_queue_url=config.request_queue_url, dead_letter_queue_url=config.dead_letter_queue_url
     )
-    return Worker(config, store, endpoints, queue=queue, limits=LimitsSource(config), payloads=payloads)
+    # One bucket per endpoint, in the jobs table, shared by every container (shared/rate_bucket.py).
+    throttle = Throttle(DynamoRateBucket(ddb, config.jobs_table))
+    return Worker(
+        config, store, endpoints, queue=queue, limits=LimitsSource(config), payloads=payloads, throttle=throttle
+    )
 
 
 class DeadLetterContainer:

@@ -200,6 +200,11 @@ class LlmbatchClient:
     async def status(self, job_id: str) -> JobStatus:
         return await self.store.get_job(job_id)
 
+    async def worker_configuration(self) -> dict[str, Any]:
+        """The worker function's configuration: its memory, architecture and environment
+        (with the stack's price list), which a job's cost estimate needs."""
+        return dict(await self.lambda_.get_function_configuration(FunctionName=self.resources.worker_function))
+
     async def cancel(self, job_id: str) -> JobStatus:
         """Stop a job: requests not yet answered end as ``cancelled`` without a model call."""
         await self.store.request_cancel(job_id)

@@ -2,6 +2,10 @@
 
 The whole file is checked first; a file with any problem is refused as a whole, so a job
 is never half-submitted because of bad input. Problems read ``FILE:LINE: reason``.
+
+A line is either the OpenAI Batch format (``custom_id``, ``method``, ``url``, ``body``) or
+Amazon Bedrock's batch-inference format (``recordId``, ``modelInput``), which becomes a
+request on the ``bedrock:invoke-model`` route that only Bedrock endpoints serve.
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from shared.errors import JobFileError
-from shared.messages import SUPPORTED_URLS, JobLine, RequestMessage, describe_validation_error
+from shared.messages import SUPPORTED_URLS, BedrockRecordLine, JobLine, RequestMessage, describe_validation_error
 
 #: How many problems are reported in full; the rest are counted.
 MAX_REPORTED_PROBLEMS = 50
@@ -84,15 +89,19 @@ def read_job_file(
         if not isinstance(data, dict):
             problem(line_no, "a line must be a JSON object")
             continue
+        is_record = is_bedrock_record(data)
         try:
-            request = JobLine.model_validate(data)
+            request = (
+                BedrockRecordLine.model_validate(data).to_job_line() if is_record else JobLine.model_validate(data)
+            )
         except ValidationError as e:
             problem(line_no, _explain(e))
             continue
         if request.custom_id in seen:
+            id_field = "recordId" if is_record else "custom_id"
             problem(
                 line_no,
-                f"duplicate custom_id {request.custom_id!r} (first on line {seen[request.custom_id]})",
+                f"duplicate {id_field} {request.custom_id!r} (first on line {seen[request.custom_id]})",
             )
             continue
         seen[request.custom_id] = line_no
@@ -119,6 +128,12 @@ def read_job_file(
     if total_problems:
         raise JobFileError(problems, total_problems)
     return job
+
+
+def is_bedrock_record(data: dict[str, Any]) -> bool:
+    """A line in Bedrock's batch-inference format (``recordId``, ``modelInput``) rather than
+    OpenAI's; a line with ``custom_id`` is always read as OpenAI's, so its errors say so."""
+    return "custom_id" not in data and ("recordId" in data or "modelInput" in data)
 
 
 def _explain(e: ValidationError) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -47,6 +47,31 @@ class Counts:
 
 
 @dataclass(frozen=True)
+class Metering:
+    """What a job used of the stack, summed from its counter shards like :class:`Counts`:
+    the inputs of its cost estimate (:mod:`shared.cost`)."""
+
+    #: Worker invocation time spent on the job (ms): each invocation's duration, split
+    #: across the jobs of its batch by their share of its records.
+    compute_ms: int = 0
+    #: Worker invocations that handled at least one of the job's messages.
+    invocations: int = 0
+    #: The job's messages the worker received (a request tried three times counts three),
+    #: and their total size.
+    deliveries: int = 0
+    delivered_bytes: int = 0
+    #: Deliveries whose body the worker read from the payload bucket (the claim check).
+    claim_checks: int = 0
+    #: DynamoDB write request units of the job's result transactions.
+    write_units: int = 0
+    #: Answers too big for an item, put in the payload bucket.
+    offloaded: int = 0
+
+    def __add__(self, other: Metering) -> Metering:
+        return Metering(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+
+@dataclass(frozen=True)
 class JobMeta:
     job_id: str
     total: int
@@ -63,6 +88,7 @@ class JobMeta:
 class JobStatus:
     meta: JobMeta
     counts: Counts
+    metering: Metering = field(default_factory=Metering)
 
     @property
     def job_id(self) -> str:

@@ -18,7 +18,11 @@ MESSAGE_VERSION: Final = 1
 
 #: The OpenAI Batch API routes a job line may name.
 SUPPORTED_URLS: Final = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
-Route = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
+#: A line of Bedrock's own batch-inference format (``recordId``, ``modelInput``): the body is
+#: the model's native input, sent unchanged with InvokeModel; only Bedrock endpoints serve it.
+BedrockRecordRoute = Literal["bedrock:invoke-model"]
+BEDROCK_RECORD_ROUTE: Final[BedrockRecordRoute] = "bedrock:invoke-model"
+Route = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings", BedrockRecordRoute]
 
 CUSTOM_ID_MAX_LEN: Final = 512
 
@@ -34,6 +38,19 @@ class JobLine(BaseModel):
     body: dict[str, Any]
 
 
+class BedrockRecordLine(BaseModel):
+    """One line of Amazon Bedrock's batch-inference input format, so such a file runs
+    unchanged: the record id is the request's custom_id, the model input its body."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    record_id: str = Field(alias="recordId", min_length=1, max_length=CUSTOM_ID_MAX_LEN)
+    model_input: dict[str, Any] = Field(alias="modelInput")
+
+    def to_job_line(self) -> JobLine:
+        return JobLine(custom_id=self.record_id, method="POST", url=BEDROCK_RECORD_ROUTE, body=self.model_input)
+
+
 class RequestMessage(BaseModel):
     """The body of one SQS message: one request of one job (schema version 1)."""
 
@@ -45,7 +62,10 @@ class RequestMessage(BaseModel):
         min_length=1, max_length=CUSTOM_ID_MAX_LEN, description="The caller's id, unique within the job."
     )
     line: int = Field(ge=1, description="1-based line number in the job file; orders the results.")
-    url: Route = Field(description="The OpenAI-compatible route to call.")
+    url: Route = Field(
+        description="The OpenAI-compatible route to call, or bedrock:invoke-model for a Bedrock batch record "
+        "(body: the model's native input)."
+    )
     body: dict[str, Any] = Field(description="The request body, passed to the endpoint unchanged.")
     endpoint: str = Field(default="default", min_length=1, description="Name of a configured endpoint.")
     body_ref: str | None = Field(

@@ -1,14 +1,44 @@
-"""What an invocation reports: CloudWatch metrics (EMF, through Powertools Metrics).
+"""What an invocation reports: CloudWatch metrics (EMF, through Powertools Metrics), X-Ray
+traces when the stack turns them on (Powertools Tracer), and what it used of the stack per
+job (the counters behind the cost estimate, :mod:`shared.cost`).
 
-Only counts and timings leave the worker; prompt and response text never do.
+Only counts, timings and ids leave the worker; prompt and response text never do. Traces
+carry no captured response (``capture_response=False``) and a model call's subsegment holds
+its endpoint, route, ``custom_id``, status code, error code and token counts: never a body,
+an answer or an error's message.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from shared.worker import InvocationStats
+from shared.endpoints.base import Endpoint, EndpointReply
+from shared.errors import LlmbatchError
+from shared.jobs import Metering
+from shared.store import ResultStore
+from shared.worker import HARD_STOP_MARGIN_S, InvocationStats, Worker
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
+
+log = logging.getLogger("llmbatch.observability")
+
+#: Set by template.yaml from its Tracing parameter ("false" only when tracing is Active).
+TRACE_DISABLED_ENV = "POWERTOOLS_TRACE_DISABLED"
+_FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: EMF takes at most 100 values per metric in one document.
 MAX_LATENCY_VALUES = 100
@@ -24,6 +54,9 @@ def publish_invocation(metrics: Metrics, stats: InvocationStats, *, endpoint: st
         "BudgetExhausted": stats.budget_exhausted,
         "DuplicatesSkipped": stats.duplicates,
         "DeadLettered": stats.dead_lettered,
+        "RateLimitedCalls": stats.rate_limited_calls,
+        "Throttled": stats.throttled,
+        "ConcurrencyLimit": stats.concurrency_limit,
     }
     for name, value in counts.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
@@ -31,3 +64,181 @@ def publish_invocation(metrics: Metrics, stats: InvocationStats, *, endpoint: st
         metrics.add_metric(name="ModelLatency", unit=MetricUnit.Milliseconds, value=latency)
     metrics.add_metric(name="TokensIn", unit=MetricUnit.Count, value=stats.prompt_tokens)
     metrics.add_metric(name="TokensOut", unit=MetricUnit.Count, value=stats.completion_tokens)
+    metrics.add_metric(
+        name="RateLimitWaitTime", unit=MetricUnit.Milliseconds, value=round(stats.rate_limit_wait_s * 1000)
+    )
+
+
+# ---- tracing ------------------------------------------------------------------------------
+
+
+def tracing_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """Off unless the stack turns it on: ``POWERTOOLS_TRACE_DISABLED`` set to a false value."""
+    value = (os.environ if env is None else env).get(TRACE_DISABLED_ENV, "")
+    return value.strip().lower() in _FALSE
+
+
+def make_tracer(service: str) -> Tracer | None:
+    """A Powertools Tracer when tracing is on, else None.
+
+    Asked before any Tracer exists because making one imports the X-Ray SDK, about 0.2 s of
+    cold start (bench/importtime.py) that a function with tracing off should not pay. Not
+    auto-patched: the SDK's patches keep one stack of open subsegments per thread, which
+    concurrent model calls and DynamoDB writes on one event loop would tangle; model calls
+    get subsegments of their own (:class:`TracedEndpoint`).
+    """
+    if not tracing_enabled():
+        return None
+    from aws_lambda_powertools import Tracer
+
+    return Tracer(service=service, auto_patch=False)
+
+
+def capture_handler(tracer: Tracer | None) -> Callable[[F], F]:
+    """The handler in a ``## lambda_handler`` subsegment, its response never captured."""
+    if tracer is None:
+        return lambda handler: handler
+    decorate: Callable[[F], F] = tracer.capture_lambda_handler(capture_response=False)
+    return decorate
+
+
+class TracedEndpoint:
+    """An endpoint whose every call is a subsegment ``## model NAME`` of the handler's.
+
+    The subsegment is attached to its parent by hand rather than opened on the recorder's
+    stack: calls run concurrently on one thread, and a shared stack would nest them in one
+    another and close the wrong one (aws-xray-sdk-python#164). It is streamed to the daemon
+    once closed, as the SDK streams its own.
+    """
+
+    def __init__(self, inner: Endpoint, recorder: Any) -> None:
+        self.name = inner.name
+        self._inner = inner
+        self._recorder = recorder
+
+    def __repr__(self) -> str:
+        return f"TracedEndpoint({self._inner!r})"
+
+    async def call(self, route: str, body: dict[str, Any], *, timeout_s: float, custom_id: str) -> EndpointReply:
+        subsegment = self._begin()
+        if subsegment is None:
+            return await self._inner.call(route, body, timeout_s=timeout_s, custom_id=custom_id)
+        subsegment.put_annotation("endpoint", self.name)
+        subsegment.put_annotation("route", route)
+        subsegment.put_annotation("custom_id", custom_id)
+        try:
+            reply = await self._inner.call(route, body, timeout_s=timeout_s, custom_id=custom_id)
+        except LlmbatchError as e:
+            _flag_error(subsegment, e)
+            raise
+        except BaseException:
+            subsegment.add_fault_flag()
+            raise
+        else:
+            subsegment.put_annotation("status_code", reply.status_code)
+            subsegment.put_metadata("tokens", {"in": reply.usage.prompt_tokens, "out": reply.usage.completion_tokens})
+            return reply
+        finally:
+            subsegment.close()
+            self._recorder.stream_subsegments()
+
+    def _begin(self) -> Any:
+        from aws_xray_sdk.core.models.subsegment import Subsegment
+
+        parent = self._recorder.get_trace_entity()
+        segment = getattr(parent, "parent_segment", parent)
+        if parent is None or not getattr(parent, "sampled", False) or segment is None:
+            return None  # not sampled, or outside a traced invocation
+        subsegment = Subsegment(f"## model {self.name}", "remote", segment)
+        parent.add_subsegment(subsegment)
+        return subsegment
+
+
+def _flag_error(subsegment: Any, e: LlmbatchError) -> None:
+    """Status and a short code only: an error's message may quote the request."""
+    status = getattr(e, "status_code", None)
+    if status:
+        subsegment.put_annotation("status_code", status)
+    subsegment.put_annotation("error", f"{type(e).__name__}:{getattr(e, 'code', None) or ''}")
+    if status == 429:
+        subsegment.add_throttle_flag()
+    elif status and 400 <= status < 500:
+        subsegment.add_error_flag()
+    else:
+        subsegment.add_fault_flag()
+
+
+def trace_model_calls(worker: Worker, tracer: Tracer) -> None:
+    """Wrap each of the worker's endpoints in a :class:`TracedEndpoint`."""
+    worker.endpoints = {name: TracedEndpoint(e, tracer.provider) for name, e in worker.endpoints.items()}
+
+
+# ---- metering ---------------------------------------------------------------------------
+
+
+def split_by_share(total: int, shares: Mapping[str, int]) -> dict[str, int]:
+    """``total`` split in proportion to ``shares``, in whole units that add up to it
+    (largest remainders get the units left over)."""
+    whole = sum(shares.values())
+    if whole <= 0:
+        return dict.fromkeys(shares, 0)
+    parts = {k: total * n // whole for k, n in shares.items()}
+    by_remainder = sorted(shares, key=lambda k: total * shares[k] % whole, reverse=True)
+    for k in by_remainder[: total - sum(parts.values())]:
+        parts[k] += 1
+    return parts
+
+
+def invocation_metering(records: Sequence[Mapping[str, Any]], duration_ms: int) -> dict[str, Metering]:
+    """Each job's part of one invocation: its messages, their size, its claim checks, and
+    the invocation's duration split by its share of the records. Records whose job cannot
+    be read are left out (the worker dead-letters them)."""
+    messages: Counter[str] = Counter()
+    size: Counter[str] = Counter()
+    claim_checks: Counter[str] = Counter()
+    for r in records:
+        body = str(r.get("body", ""))
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, TypeError):
+            continue
+        job_id = data.get("job_id") if isinstance(data, dict) else None
+        if not isinstance(job_id, str) or not job_id:
+            continue
+        messages[job_id] += 1
+        size[job_id] += len(body.encode())
+        claim_checks[job_id] += 1 if data.get("body_ref") else 0
+    compute = split_by_share(duration_ms, messages)
+    return {
+        job_id: Metering(
+            compute_ms=compute[job_id],
+            invocations=1,
+            deliveries=n,
+            delivered_bytes=size[job_id],
+            claim_checks=claim_checks[job_id],
+        )
+        for job_id, n in messages.items()
+    }
+
+
+def record_invocation_metering(
+    loop: asyncio.AbstractEventLoop,
+    store: ResultStore,
+    event: Mapping[str, Any],
+    context: Any,
+    started: float,
+) -> None:
+    """Add this invocation (from ``started``, a ``time.monotonic()``) to its jobs' counters.
+
+    Best effort and bounded by the function's timeout: the answers are already stored, and a
+    lost record only makes an estimate a little low; it never fails the invocation.
+    """
+    duration_ms = math.ceil((time.monotonic() - started) * 1000)
+    usage = invocation_metering(list(event.get("Records", [])), duration_ms)
+    budget_s = context.get_remaining_time_in_millis() / 1000 - HARD_STOP_MARGIN_S
+    if not usage or budget_s <= 0:
+        return
+    try:
+        loop.run_until_complete(asyncio.wait_for(store.add_metering(usage), budget_s))
+    except Exception:
+        log.warning("could not record the invocation's use of the stack", exc_info=True)

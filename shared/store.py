@@ -16,17 +16,18 @@ it is used for the retry notes, where last-writer-wins is what we want.)
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from shared.errors import JobNotFoundError, TransientError
-from shared.jobs import Counts, JobMeta, JobStatus
+from shared.jobs import Counts, JobMeta, JobStatus, Metering
 from shared.payloads import PayloadStore
 from shared.results import RequestResult, RequestStatus, utc_now_iso
 
@@ -38,6 +39,10 @@ TRANSACTION_MAX_ITEMS = 100
 TRANSACTION_MAX_BYTES = 4_000_000
 BATCH_WRITE_MAX_ITEMS = 25
 BATCH_GET_MAX_KEYS = 100
+#: Write request units per KB of an item written in a transaction (twice a plain write's).
+TRANSACTION_WRITE_UNITS_PER_KB = 2
+#: What ``add_metering`` costs: a transactional condition check and update of small items.
+METERING_WRITE_UNITS = 2 * TRANSACTION_WRITE_UNITS_PER_KB
 
 RETRYABLE_CODES = frozenset(
     {
@@ -163,11 +168,12 @@ class ResultStore:
         meta_items = [i for i in items if i["item"] == "meta"]
         if not meta_items:
             raise JobNotFoundError(f"no job {job_id!r}")
-        counts = Counts()
+        counts, metering = Counts(), Metering()
         for i in items:
             if i["item"].startswith("count#"):
                 counts = counts + _counts_from_item(i)
-        return JobStatus(_meta_from_item(meta_items[0]), counts)
+                metering = metering + _metering_from_item(i)
+        return JobStatus(_meta_from_item(meta_items[0]), counts, metering)
 
     async def list_jobs(self, limit: int = 100) -> list[JobStatus]:
         """Every job, newest first (the jobs table is small: one meta item per job)."""
@@ -283,24 +289,28 @@ class ResultStore:
         )
 
     def _transaction(self, job_id: str, results: Sequence[RequestResult]) -> list[dict[str, Any]]:
+        items = [r.to_item() for r in results]
         actions: list[dict[str, Any]] = [
             {
                 "Put": {
                     "TableName": self.results_table,
-                    "Item": to_ddb(r.to_item()),
+                    "Item": to_ddb(item),
                     "ConditionExpression": "attribute_not_exists(custom_id)",
                 }
             }
-            for r in results
+            for item in items
         ]
         delta = Counter(r.status for r in results)
+        # What the transaction costs, for the job's estimate; the counter update itself is
+        # one more small transactional write.
+        write_units = TRANSACTION_WRITE_UNITS_PER_KB * (1 + sum(math.ceil(item_bytes(i) / 1024) for i in items))
         actions.append(
             {
                 "Update": {
                     "TableName": self.jobs_table,
                     "Key": to_ddb({"job_id": job_id, "item": f"count#{random.randrange(self._shards)}"}),
                     "UpdateExpression": "ADD succeeded :s, failed :f, cancelled :c, "
-                    "prompt_tokens :p, completion_tokens :o SET updated_at = :t",
+                    "prompt_tokens :p, completion_tokens :o, write_units :w, offloaded :k SET updated_at = :t",
                     "ExpressionAttributeValues": to_ddb(
                         {
                             ":s": delta[RequestStatus.SUCCEEDED],
@@ -308,6 +318,8 @@ class ResultStore:
                             ":c": delta[RequestStatus.CANCELLED],
                             ":p": sum(r.usage.prompt_tokens for r in results),
                             ":o": sum(r.usage.completion_tokens for r in results),
+                            ":w": write_units,
+                            ":k": sum(1 for r in results if r.response_ref),
                             ":t": utc_now_iso(),
                         }
                     ),
@@ -315,6 +327,47 @@ class ResultStore:
             }
         )
         return actions
+
+    async def add_metering(self, usage: Mapping[str, Metering]) -> None:
+        """Add one invocation's use of the stack to each job's counters (a random shard).
+
+        Written once per invocation, not with each result transaction: the invocation's
+        duration is known only at its end. The condition keeps a message naming a job that
+        does not exist from creating counters for it; such a job is skipped.
+        """
+
+        async def add(job_id: str, m: Metering) -> None:
+            values = {k: v for k, v in asdict(m).items() if v}
+            if not values:
+                return
+            try:
+                await self._call(
+                    "transact_write_items",
+                    TransactItems=[
+                        {
+                            "ConditionCheck": {
+                                "TableName": self.jobs_table,
+                                "Key": to_ddb({"job_id": job_id, "item": "meta"}),
+                                "ConditionExpression": "attribute_exists(job_id)",
+                            }
+                        },
+                        {
+                            "Update": {
+                                "TableName": self.jobs_table,
+                                "Key": to_ddb({"job_id": job_id, "item": f"count#{random.randrange(self._shards)}"}),
+                                "UpdateExpression": "ADD " + ", ".join(f"{k} :{k}" for k in values),
+                                "ExpressionAttributeValues": to_ddb({f":{k}": v for k, v in values.items()}),
+                            }
+                        },
+                    ],
+                )
+            except ClientError as e:
+                reasons = e.response.get("CancellationReasons") or []
+                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                    return
+                raise
+
+        await asyncio.gather(*(add(job_id, m) for job_id, m in usage.items()))
 
     async def note_retries(self, notes: Sequence[dict[str, Any]]) -> None:
         """Remember the last transient error of requests that go back to the queue."""
@@ -426,6 +479,16 @@ class ResultStore:
 ITEM_BODY_LIMIT_BYTES = 390_000
 
 
+def item_bytes(item: Mapping[str, Any]) -> int:
+    """An item's size as DynamoDB counts it for capacity units, closely enough: each
+    attribute's name plus its value (text as UTF-8, a number about as many bytes as digits)."""
+    size = 0
+    for name, value in item.items():
+        size += len(name.encode())
+        size += len(value.encode()) if isinstance(value, str) else len(str(value))
+    return size
+
+
 def _counts_from_item(i: dict[str, Any]) -> Counts:
     return Counts(
         succeeded=_plain(i.get("succeeded", 0)),
@@ -434,6 +497,10 @@ def _counts_from_item(i: dict[str, Any]) -> Counts:
         prompt_tokens=_plain(i.get("prompt_tokens", 0)),
         completion_tokens=_plain(i.get("completion_tokens", 0)),
     )
+
+
+def _metering_from_item(i: dict[str, Any]) -> Metering:
+    return Metering(**{name: _plain(i.get(name, 0)) for name in asdict(Metering())})
 
 
 def _meta_from_item(i: dict[str, Any]) -> JobMeta:

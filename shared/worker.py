@@ -2,8 +2,9 @@
 one deadline, store every answer, and hand the rest back to SQS.
 
 The pieces, each in its own module: :mod:`shared.budget` (the deadline),
-:mod:`shared.limiter` (calls in flight), :mod:`shared.endpoints` (the model),
-:mod:`shared.result_writer` (batched, conditional writes).
+:mod:`shared.limiter` (calls in flight) and :mod:`shared.adaptive` (its size, when adaptive),
+:mod:`shared.throttle` (the endpoint's global rate limits and Retry-After),
+:mod:`shared.endpoints` (the model), :mod:`shared.result_writer` (batched, conditional writes).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 
+from shared.adaptive import AdaptiveConcurrency
 from shared.backoff import retry_delay_s
 from shared.budget import Deadline, LambdaContextLike
 from shared.config import RuntimeLimits, WorkerConfig
@@ -38,6 +40,7 @@ from shared.payloads import PayloadStore
 from shared.result_writer import ResultWriter
 from shared.results import RequestResult, RequestStatus, Usage, utc_now_iso
 from shared.store import ResultStore
+from shared.throttle import Permit, Throttle
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -49,6 +52,11 @@ log = logging.getLogger("llmbatch.worker")
 HARD_STOP_MARGIN_S = 0.5
 #: How often a running invocation re-reads its jobs (to notice a cancel).
 JOB_REFRESH_S = 2.0
+#: How long a result waits for others to share its transaction. Under a rate limit answers
+#: trickle in (40 a second at 2,400 RPM): a short wait would write a few per transaction, and
+#: this one writes tens. Nothing waits on it but the record's own handler (its slot is free
+#: already), and the last records of a batch never do (``BatchRun._flush_if_all_waiting``).
+RESULT_WRITE_WAIT_S = 1.0
 CANCELLED = ("cancelled", "job cancelled")
 
 
@@ -101,6 +109,13 @@ class InvocationStats:
     latencies_ms: list[int] = field(default_factory=list)
     #: Seconds spent preparing, running the records, and writing what was left.
     phases_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    #: Calls held back by a rate limit (the global bucket or a Retry-After), and how long.
+    rate_limited_calls: int = 0
+    rate_limit_wait_s: float = 0.0
+    #: 429s the endpoint answered.
+    throttled: int = 0
+    #: Model calls allowed in flight when the invocation ended (moves when adaptive).
+    concurrency_limit: int = 0
 
 
 class QueueOps:
@@ -149,6 +164,7 @@ class Worker:
         queue: QueueOps | None = None,
         limits: Callable[[], RuntimeLimits] | None = None,
         payloads: PayloadStore | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self.payloads = payloads
         self.config = config
@@ -157,6 +173,9 @@ class Worker:
         self.queue = queue
         self._limits = limits or (lambda: config.default_limits)
         self.limiter = AdjustableLimiter(config.default_limits.max_concurrency)
+        self.concurrency = AdaptiveConcurrency(self.limiter)
+        #: Without a bucket (tests that build a Worker by hand), rate limits are not enforced.
+        self.throttle = throttle or Throttle(None)
         self.last_stats = InvocationStats()
 
     async def start(self, records: list[dict[str, Any]], context: LambdaContextLike) -> BatchRun:
@@ -165,9 +184,8 @@ class Worker:
         deadline = Deadline.from_context(context, reserve_s=self.config.write_reserve_s)
         hard_stop = Deadline.from_context(context, reserve_s=HARD_STOP_MARGIN_S)
         limits = self._limits()
-        if limits.max_concurrency != self.limiter.limit:
-            await self.limiter.set_limit(limits.max_concurrency)
-        run = BatchRun(self, deadline, hard_stop)
+        await self.concurrency.configure(enabled=limits.adaptive_concurrency, max_concurrency=limits.max_concurrency)
+        run = BatchRun(self, deadline, hard_stop, limits=limits)
         await run.prepare(records)
         return run
 
@@ -197,14 +215,28 @@ class Worker:
 class BatchRun:
     """The state of one invocation."""
 
-    def __init__(self, worker: Worker, deadline: Deadline, hard_stop: Deadline | None = None) -> None:
+    def __init__(
+        self,
+        worker: Worker,
+        deadline: Deadline,
+        hard_stop: Deadline | None = None,
+        *,
+        limits: RuntimeLimits | None = None,
+    ) -> None:
         self.worker = worker
         self.deadline = deadline
         #: The last moment to still be working: writes not done by then are given up on
         #: (their records go back to SQS) rather than let Lambda kill the whole batch.
         self.hard_stop = hard_stop or deadline
-        self.writer = ResultWriter(worker.store)
+        self.limits = limits or worker.config.default_limits
+        self.writer = ResultWriter(worker.store, max_wait_s=RESULT_WRITE_WAIT_S)
         self.stats = InvocationStats()
+        #: Records still being handled; of them, those waiting for their result's write, and
+        #: those whose model call is under way (the rest may still need a rate-limit permit).
+        self._open = 0
+        self._writing = 0
+        self._calling = 0
+        self._flushes: set[asyncio.Task[None]] = set()
         self._jobs: dict[str, JobMeta] = {}
         self._stored: set[tuple[str, str]] = set()
         self._retry_notes: list[dict[str, Any]] = []
@@ -215,6 +247,7 @@ class BatchRun:
     async def prepare(self, records: list[dict[str, Any]]) -> None:
         """One batched read for the whole batch: the jobs named, and the requests that
         already have an answer (redelivered or enqueued twice) so they are not paid for twice."""
+        self._open = len(records)
         keys: list[tuple[str, str]] = []
         for r in records:
             try:
@@ -236,6 +269,13 @@ class BatchRun:
         self._jobs, self._stored = jobs, stored
 
     async def handle_record(self, record: SQSRecord) -> str:
+        try:
+            return await self._handle_record(record)
+        finally:
+            self._open -= 1
+            self._flush_if_all_waiting()
+
+    async def _handle_record(self, record: SQSRecord) -> str:
         attempt = int(record.attributes.approximate_receive_count or 1)
         try:
             msg = decode_message(record.body)
@@ -323,25 +363,66 @@ class BatchRun:
         return bool(job and job.cancel_requested)
 
     async def _call(self, endpoint: Endpoint, msg: RequestMessage) -> EndpointReply:
-        """Wait for a slot and make the call, all within the deadline."""
-        cfg = self.worker.config
+        """Wait for a slot and for the endpoint's rate limits, and make the call, all within
+        the deadline."""
         try:
             async with asyncio.timeout(self.deadline.remaining()):
                 async with self.worker.limiter.slot():
                     if await self._cancelled(msg.job_id):
                         raise JobCancelledError(f"job {msg.job_id} cancelled")
-                    timeout_s = self.deadline.timeout_for_call(cfg.call_timeout_s, min_call_s=cfg.min_call_s)
-                    self.stats.calls += 1
+                    permit = await self._permit(endpoint, msg)
+                    self._calling += 1
                     try:
-                        return await endpoint.call(msg.url, msg.body, timeout_s=timeout_s, custom_id=msg.custom_id)
-                    except EndpointTimeoutError as e:
-                        if timeout_s < cfg.call_timeout_s:  # cut short by the deadline, not by the call timeout
-                            raise BudgetExhaustedError(e.message, code="budget_exhausted") from e
-                        raise
+                        reply = await self._send(endpoint, msg)
+                    finally:
+                        self._calling -= 1
+                    self.worker.throttle.settle(permit, reply.usage)
+                    return reply
         except TimeoutError as e:
             raise BudgetExhaustedError(
                 "invocation deadline reached before the call finished", code="budget_exhausted"
             ) from e
+
+    async def _permit(self, endpoint: Endpoint, msg: RequestMessage) -> Permit:
+        """The endpoint's leave to call: its global RPM/TPM (leased from the bucket) and any
+        Retry-After it sent, waited for at most until a call could no longer finish."""
+        permit = await self.worker.throttle.permit(
+            endpoint.name,
+            msg.url,
+            msg.body,
+            runtime=self.limits,
+            wanted=self._calls_to_come,
+            max_wait_s=self.deadline.remaining() - self.worker.config.min_call_s,
+        )
+        if permit.delayed:
+            self.stats.rate_limited_calls += 1
+            self.stats.rate_limit_wait_s += permit.waited_s
+        return permit
+
+    def _calls_to_come(self) -> int:
+        """Records that may still call the endpoint (this one included): the size a
+        rate-limit lease need not exceed."""
+        return max(1, self._open - self._writing - self._calling)
+
+    async def _send(self, endpoint: Endpoint, msg: RequestMessage) -> EndpointReply:
+        """The model call itself: its latency and overloads steer adaptive concurrency, and
+        a 429 holds the endpoint's next calls back for its Retry-After."""
+        cfg = self.worker.config
+        timeout_s = self.deadline.timeout_for_call(cfg.call_timeout_s, min_call_s=cfg.min_call_s)
+        self.stats.calls += 1
+        try:
+            async with self.worker.concurrency.measured():
+                try:
+                    return await endpoint.call(msg.url, msg.body, timeout_s=timeout_s, custom_id=msg.custom_id)
+                except EndpointTimeoutError as e:
+                    if timeout_s < cfg.call_timeout_s:  # cut short by the deadline, not by the call timeout
+                        raise BudgetExhaustedError(e.message, code="budget_exhausted") from e
+                    raise
+        except TransientError as e:
+            if e.status_code == 429:
+                self.stats.throttled += 1
+                self.worker.throttle.throttled(endpoint.name, e.retry_after_s)
+            raise
 
     def _result(
         self,
@@ -372,6 +453,8 @@ class BatchRun:
         )
 
     async def _store(self, result: RequestResult) -> str:
+        self._writing += 1
+        self._flush_if_all_waiting()
         try:
             async with asyncio.timeout(self.hard_stop.remaining()):
                 first = await self.writer.put(result)
@@ -379,6 +462,8 @@ class BatchRun:
             raise TransientError(
                 "the result store did not answer before the function's timeout", code="store_timeout"
             ) from e
+        finally:
+            self._writing -= 1
         if not first:
             self.stats.duplicates += 1
             return Disposition.DUPLICATE
@@ -424,7 +509,20 @@ class BatchRun:
         self.stats.dead_lettered += 1
         return Disposition.DEAD_LETTERED
 
+    def _flush_if_all_waiting(self) -> None:
+        """When every record still open waits for its write, no other result can join the
+        transaction: write now instead of waiting out ``RESULT_WRITE_WAIT_S``. Scheduled
+        for the next turn of the loop, once the result being put has joined."""
+        if self._open and self._writing >= self._open:
+            asyncio.get_running_loop().call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.writer.drain())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
     async def finish(self) -> None:
+        self.stats.concurrency_limit = self.worker.limiter.limit
         try:
             async with asyncio.timeout(self.hard_stop.remaining()):
                 await self._finish()

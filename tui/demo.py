@@ -16,10 +16,11 @@ from typing import Any
 
 from shared.config import RuntimeLimits
 from shared.control import ESM_CONCURRENCY_BOUNDS, ExportSummary, ProgressCallback, QueueStats
+from shared.cost import PRICES_ENV
 from shared.deadletter import UNASSIGNED, DeadLetter, is_redrivable
 from shared.errors import ConfigError, JobNotFoundError
 from shared.jobfile import JobFile, read_job_file
-from shared.jobs import Counts, JobMeta, JobStatus
+from shared.jobs import Counts, JobMeta, JobStatus, Metering
 from shared.messages import RequestMessage
 from shared.results import RequestResult, RequestStatus, Usage
 from tui.screens.queue import Sample
@@ -31,17 +32,40 @@ def _at(minutes_ago: float) -> str:
     return (FIXED_NOW - timedelta(minutes=minutes_ago)).isoformat(timespec="seconds")
 
 
-def _job(job_id: str, name: str, total: int, minutes_ago: float, counts: Counts, **meta: Any) -> JobStatus:
+def _job(
+    job_id: str,
+    name: str,
+    total: int,
+    minutes_ago: float,
+    counts: Counts,
+    metering: Metering | None = None,
+    **meta: Any,
+) -> JobStatus:
     meta.setdefault("sealed", True)
     return JobStatus(
-        JobMeta(job_id=job_id, total=total, name=name, created_at=_at(minutes_ago), enqueued=total, **meta), counts
+        JobMeta(job_id=job_id, total=total, name=name, created_at=_at(minutes_ago), enqueued=total, **meta),
+        counts,
+        metering or Metering(),
     )
+
+
+#: eval-set-a's use of the stack: three batches for its 250 requests, two more for retries.
+EVAL_SET_METERING = Metering(
+    compute_ms=41_730, invocations=5, deliveries=262, delivered_bytes=110_040, write_units=1_020
+)
 
 
 def demo_jobs() -> list[JobStatus]:
     return [
         _job("job-20261129T061400Z-3f9a1c2e", "support-tickets.jsonl", 5000, 1, Counts(1830, 12, 0, 402_611, 188_020)),
-        _job("job-20261129T055000Z-77b0e4d1", "eval-set-a.jsonl", 250, 25, Counts(244, 6, 0, 61_200, 30_855)),
+        _job(
+            "job-20261129T055000Z-77b0e4d1",
+            "eval-set-a.jsonl",
+            250,
+            25,
+            Counts(244, 6, 0, 61_200, 30_855),
+            EVAL_SET_METERING,
+        ),
         _job("job-20261129T051200Z-c01d9a33", "embeddings.jsonl", 1200, 63, Counts(0, 0, 0, 0, 0)),
         _job(
             "job-20261128T221500Z-5e5e0b12",
@@ -231,6 +255,16 @@ class DemoClient:
             return self.jobs[job_id]
         except KeyError:
             raise JobNotFoundError(f"no job {job_id!r}") from None
+
+    async def worker_configuration(self) -> dict[str, Any]:
+        """The parts of Lambda's GetFunctionConfiguration the cost estimate reads."""
+        prices = {"endpoints": {"default": {"input_per_million": 0.15, "output_per_million": 0.60}}}
+        return {
+            "FunctionName": "llmbatch-Worker",
+            "MemorySize": 512,
+            "Architectures": ["arm64"],
+            "Environment": {"Variables": {PRICES_ENV: json.dumps(prices)}},
+        }
 
     async def results(self, job_id: str) -> list[RequestResult]:
         job = await self.status(job_id)

@@ -12,8 +12,11 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.container import DeadLetterContainer
+from shared.observability import capture_handler, make_tracer
 
 logger = Logger(service="llmbatch-deadletter")
+#: None unless the stack's Tracing parameter is Active.
+tracer = make_tracer("llmbatch-deadletter")
 _container: DeadLetterContainer | None = None
 
 
@@ -24,6 +27,7 @@ def container() -> DeadLetterContainer:
     return _container
 
 
+@capture_handler(tracer)
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return container().handle(event, context)

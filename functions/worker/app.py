@@ -7,6 +7,7 @@ pools, clients) is made on the first invocation and reused by the next ones.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -14,7 +15,13 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.container import Container
-from shared.observability import publish_invocation
+from shared.observability import (
+    capture_handler,
+    make_tracer,
+    publish_invocation,
+    record_invocation_metering,
+    trace_model_calls,
+)
 
 logger = Logger(service="llmbatch-worker")
 # The core logs through the standard "llmbatch.*" loggers; give them the same JSON format
@@ -22,6 +29,8 @@ logger = Logger(service="llmbatch-worker")
 logging.getLogger("llmbatch")
 copy_config_to_registered_loggers(source_logger=logger, include={"llmbatch"})
 metrics = Metrics(namespace="llmbatch", service="worker")
+#: None unless the stack's Tracing parameter is Active.
+tracer = make_tracer("llmbatch-worker")
 _container: Container | None = None
 
 
@@ -29,13 +38,18 @@ def container() -> Container:
     global _container
     if _container is None:
         _container = Container.create()
+        if tracer is not None:
+            trace_model_calls(_container.worker, tracer)
     return _container
 
 
+@capture_handler(tracer)
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    started = time.monotonic()
     c = container()
     response = c.handle(event, context)
     publish_invocation(metrics, c.worker.last_stats, endpoint=c.worker.config.endpoint_name)
+    record_invocation_metering(c.loop, c.worker.store, event, context, started)
     return response

@@ -14,6 +14,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from shared.cost import Pricing, estimate_cost
 from shared.jobs import JobStatus
 from shared.results import RequestResult, RequestStatus
 from tui.backend import supports
@@ -51,6 +52,9 @@ class JobDetailScreen(PollingScreen):
         self.job: JobStatus | None = None
         self.results: list[RequestResult] = []
         self._loaded_terminal = -1
+        #: How the job's cost is priced (the worker's configuration), read once; or why not.
+        self.pricing: Pricing | None = None
+        self.pricing_unavailable = ""
 
     @property
     def shown(self) -> list[RequestResult]:
@@ -97,6 +101,8 @@ class JobDetailScreen(PollingScreen):
     async def fetch(self) -> None:
         job = await self.client.status(self.job_id)
         self.job = job
+        if self.pricing is None and not self.pricing_unavailable:
+            await self.load_pricing()
         self.show_summary(job)
         self.refresh_bindings()
         if job.counts.terminal != self._loaded_terminal:
@@ -118,7 +124,26 @@ class JobDetailScreen(PollingScreen):
             f" · tokens {number(c.prompt_tokens)} in / {number(c.completion_tokens)} out"
             f" · endpoint {job.meta.endpoint} · created {job.meta.created_at}",
         )
+        line.append("\n" + self.cost_line(job))
         self.query_one("#job-summary", Static).update(line)
+
+    async def load_pricing(self) -> None:
+        """The worker's memory, architecture and the stack's prices, from its configuration
+        (only clients that can read it offer ``worker_configuration``)."""
+        read = getattr(self.client, "worker_configuration", None)
+        if not callable(read):
+            self.pricing_unavailable = "this stack does not tell its prices"
+            return
+        try:
+            self.pricing = Pricing.from_function_configuration(await read())
+        except Exception as e:  # shown in the summary instead of the estimate
+            self.pricing_unavailable = f"cannot read the worker's configuration: {e}"
+
+    def cost_line(self, job: JobStatus) -> str:
+        worker = f"worker {job.metering.compute_ms / 1000:,.1f} s"
+        if self.pricing is None:
+            return f"est. cost unavailable ({self.pricing_unavailable or 'loading'}) · {worker}"
+        return f"est. cost {estimate_cost(job, self.pricing).summary()} · {worker}"
 
     def show_results(self) -> None:
         table = self.query_one("#results-table", DataTable)

@@ -9,7 +9,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Footer, Header, Input, Static, Switch
 
 from shared.config import RuntimeLimits
 from shared.control import ESM_CONCURRENCY_BOUNDS
@@ -18,6 +18,7 @@ from tui.backend import limits_changed_at, worker_concurrency_changed_at
 from tui.formatting import number
 from tui.screens.base import PollingScreen
 from tui.widgets.limit_field import LimitField, parse_limit
+from tui.widgets.toggle_field import ToggleField
 
 WORKER_CONCURRENCY = "worker_concurrency"
 
@@ -41,6 +42,8 @@ FIELDS = (
     FieldSpec("rpm_limit", "Requests per minute", True, "rpm_limit in the limits parameter"),
     FieldSpec("tpm_limit", "Tokens per minute", True, "tpm_limit in the limits parameter"),
 )
+ADAPTIVE = "adaptive_concurrency"
+ADAPTIVE_HELP = "on: calls in flight follow the endpoint, up to the calls per invocation · adaptive_concurrency"
 
 
 class LimitsScreen(PollingScreen):
@@ -61,17 +64,21 @@ class LimitsScreen(PollingScreen):
         yield Header()
         with VerticalScroll(id="limits-form"):
             yield Static(
-                "Edit a value and press enter to apply it (ctrl+s applies every changed one). "
-                "Workers pick up the limits parameter within seconds.",
+                "Enter applies an edited value, ctrl+s every changed one; workers pick up the limits within seconds.",
                 classes="hint",
             )
             for spec in FIELDS:
                 yield LimitField(spec.name, spec.label, spec.help(), optional=spec.optional)
+                if spec.name == "max_concurrency":  # beside the ceiling it moves under
+                    yield ToggleField(ADAPTIVE, "Adaptive concurrency", ADAPTIVE_HELP)
         yield Static("Loading…", id="limits-status", classes="status-line")
         yield Footer()
 
     def field(self, name: str) -> LimitField:
         return self.query_one(f"#field-{name}", LimitField)
+
+    def toggle(self, name: str) -> ToggleField:
+        return self.query_one(f"#field-{name}", ToggleField)
 
     async def fetch(self) -> None:
         limits, workers, limits_at, workers_at = await asyncio.gather(
@@ -83,6 +90,7 @@ class LimitsScreen(PollingScreen):
         self.field(WORKER_CONCURRENCY).show_in_force(workers, workers_at)
         for name in ("max_concurrency", "rpm_limit", "tpm_limit"):
             self.field(name).show_in_force(getattr(limits, name), limits_at)
+        self.toggle(ADAPTIVE).show_in_force(limits.adaptive_concurrency, limits_at)
         stamp = self.console_app.clock().strftime("%H:%M:%S")
         self.query_one("#limits-status", Static).update(f"read back from AWS at {stamp}")
 
@@ -92,6 +100,11 @@ class LimitsScreen(PollingScreen):
         for spec in FIELDS:
             if event.input.id == f"input-{spec.name}":
                 self.apply(spec.name, event.value)
+
+    @on(Switch.Changed, ".limit-switch")
+    def _switched(self, event: Switch.Changed) -> None:
+        event.stop()
+        self.apply_toggle(ADAPTIVE, event.value)
 
     def action_apply_all(self) -> None:
         for spec in FIELDS:
@@ -131,6 +144,30 @@ class LimitsScreen(PollingScreen):
             f.show_error(None)
             f.in_force = value  # so the read-back refills the input
             self.notify(f"{f.label}: {'no limit' if value is None else number(value)}", title="Limit changed")
+            try:
+                await self.fetch()
+            except Exception as e:
+                self.report(e)
+        finally:
+            self.applied += 1
+
+    @work(group="limits")
+    async def apply_toggle(self, name: str, value: bool) -> None:
+        """Write an on/off limit and read it back; on failure the switch shows what is in force."""
+        f = self.toggle(name)
+        try:
+            try:
+                async with self._write_lock:
+                    current = await self.client.get_limits()
+                    await self.client.set_limits(current.with_changes(**{name: value}))
+            except ConfigError as e:
+                f.show_error(str(e))
+                return
+            except Exception as e:
+                self.report(e)
+                return
+            f.show_error(None)
+            self.notify(f"{f.label}: {'on' if value else 'off'}", title="Limit changed")
             try:
                 await self.fetch()
             except Exception as e:

@@ -1,0 +1,273 @@
+"""OpenAI request and answer shapes to and from Amazon Bedrock's, as pure functions.
+
+A job written for an OpenAI-compatible server runs on Bedrock unchanged, and its results
+look the same whatever endpoint served them:
+
+- ``/v1/chat/completions`` becomes a Converse request, and the Converse answer becomes a
+  ``chat.completion`` (text, finish reason, usage);
+- ``/v1/embeddings`` becomes one Titan-style InvokeModel body per input string, and the
+  vectors come back as an OpenAI embeddings list;
+- a Bedrock batch record's ``modelInput`` goes unchanged; only its usage is read, from the
+  token-count headers Bedrock sends with every InvokeModel answer.
+
+Anything that cannot be translated faithfully is refused as a :class:`PermanentError`
+rather than silently dropped (a tool call quietly ignored would be a wrong answer).
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from shared.errors import PermanentError
+from shared.results import Usage
+
+#: HTTP status recorded for a request that cannot be translated (as a server would answer it).
+BAD_REQUEST: Final = 400
+
+#: OpenAI chat roles that carry the system prompt; Converse takes it apart from the messages.
+SYSTEM_ROLES: Final = frozenset({"system", "developer"})
+CONVERSATION_ROLES: Final = frozenset({"user", "assistant"})
+
+#: Converse ``stopReason`` → OpenAI ``finish_reason``.
+FINISH_REASONS: Final[Mapping[str, str]] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
+}
+
+#: Request fields with no Converse equivalent, refused with the reason (value: when it matters).
+_UNSUPPORTED_CHAT_FIELDS: Final[Mapping[str, str]] = {
+    "tools": "tool definitions",
+    "tool_choice": "tool choice",
+    "functions": "function definitions",
+    "function_call": "function calling",
+    "response_format": "response_format (JSON mode)",
+    "logprobs": "logprobs",
+    "stream": "streaming",
+}
+
+#: Token-count headers Bedrock sends with an InvokeModel answer.
+INPUT_TOKENS_HEADER: Final = "x-amzn-bedrock-input-token-count"
+OUTPUT_TOKENS_HEADER: Final = "x-amzn-bedrock-output-token-count"
+
+
+def invalid(message: str, code: str = "invalid_request") -> PermanentError:
+    return PermanentError(message, status_code=BAD_REQUEST, code=code)
+
+
+def model_id(body: Mapping[str, Any], default_model: str | None) -> str:
+    """The request's ``model``, else the endpoint's default model."""
+    model = body.get("model") or default_model
+    if not isinstance(model, str) or not model:
+        raise invalid("no model: set the request's 'model' or the endpoint's default_model")
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Chat completions <-> Converse
+# --------------------------------------------------------------------------------------------
+
+
+def chat_to_converse(body: Mapping[str, Any], *, default_model: str | None = None) -> dict[str, Any]:
+    """The keyword arguments of ``converse()`` for an OpenAI chat completions body.
+
+    Raises
+    ------
+    PermanentError
+        ``invalid_request`` for a malformed body, ``unsupported_parameter`` for a feature
+        Converse cannot express.
+    """
+    _refuse_unsupported(body)
+    system, messages = _split_messages(body.get("messages"))
+    request: dict[str, Any] = {"modelId": model_id(body, default_model), "messages": messages}
+    if system:
+        request["system"] = system
+    config = _inference_config(body)
+    if config:
+        request["inferenceConfig"] = config
+    return request
+
+
+def _refuse_unsupported(body: Mapping[str, Any]) -> None:
+    for name, what in _UNSUPPORTED_CHAT_FIELDS.items():
+        if body.get(name) not in (None, False) and not (name == "response_format" and _is_text_format(body[name])):
+            raise invalid(f"{what} cannot be sent to Bedrock's Converse API", code="unsupported_parameter")
+    n = body.get("n")
+    if n not in (None, 1):
+        raise invalid("n > 1 is not supported by Bedrock's Converse API", code="unsupported_parameter")
+
+
+def _is_text_format(value: Any) -> bool:
+    return isinstance(value, Mapping) and value.get("type") == "text"
+
+
+def _split_messages(raw: Any) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    """System prompts apart; consecutive turns of one role merged, as Converse wants
+    user and assistant to alternate."""
+    if not isinstance(raw, list) or not raw:
+        raise invalid("'messages' must be a non-empty list")
+    system: list[dict[str, str]] = []
+    messages: list[dict[str, Any]] = []
+    for i, message in enumerate(raw):
+        if not isinstance(message, Mapping):
+            raise invalid(f"messages[{i}] must be an object")
+        role = message.get("role")
+        texts = _texts(message.get("content"), where=f"messages[{i}]")
+        if role in SYSTEM_ROLES:
+            system.extend({"text": t} for t in texts if t)
+        elif role in CONVERSATION_ROLES:
+            blocks = [{"text": t} for t in texts]
+            if messages and messages[-1]["role"] == role:
+                messages[-1]["content"].extend(blocks)
+            else:
+                messages.append({"role": role, "content": blocks})
+        else:
+            raise invalid(f"messages[{i}]: role {role!r} is not supported on Bedrock", code="unsupported_parameter")
+    if not messages:
+        raise invalid("'messages' holds no user or assistant message")
+    return system, messages
+
+
+def _texts(content: Any, *, where: str) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, list):
+        texts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+                raise invalid(f"{where}.content[{j}]: only text parts can be sent to Bedrock, got {kind!r}")
+            texts.append(part["text"])
+        return texts
+    raise invalid(f"{where}.content must be a string or a list of text parts")
+
+
+def _inference_config(body: Mapping[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is not None:
+        config["maxTokens"] = max_tokens
+    if body.get("temperature") is not None:
+        config["temperature"] = body["temperature"]
+    if body.get("top_p") is not None:
+        config["topP"] = body["top_p"]
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        config["stopSequences"] = [stop]
+    elif isinstance(stop, list) and stop:
+        config["stopSequences"] = stop
+    elif stop not in (None, []):
+        raise invalid("'stop' must be a string or a list of strings")
+    # Types and ranges are checked by botocore against Bedrock's own model before sending.
+    return config
+
+
+def finish_reason(stop_reason: str | None) -> str:
+    return FINISH_REASONS.get(stop_reason or "", "stop")
+
+
+def converse_to_chat(response: Mapping[str, Any], *, model: str, request_id: str, created: int) -> dict[str, Any]:
+    """A Converse answer as an OpenAI ``chat.completion`` body."""
+    message = (response.get("output") or {}).get("message") or {}
+    text = "".join(block["text"] for block in message.get("content", []) if isinstance(block.get("text"), str))
+    usage = response.get("usage") or {}
+    prompt, completion = int(usage.get("inputTokens", 0)), int(usage.get("outputTokens", 0))
+    return {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish_reason(response.get("stopReason")),
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": int(usage.get("totalTokens", prompt + completion)),
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Embeddings <-> Titan-style InvokeModel
+# --------------------------------------------------------------------------------------------
+
+
+def embedding_inputs(body: Mapping[str, Any]) -> list[str]:
+    """The strings to embed: Titan embeds one text per call."""
+    raw = body.get("input")
+    inputs = [raw] if isinstance(raw, str) else raw
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(x, str) for x in inputs):
+        raise invalid("'input' must be a string or a non-empty list of strings (token arrays are not supported)")
+    if body.get("encoding_format", "float") not in ("float", "base64"):
+        raise invalid("'encoding_format' must be 'float' or 'base64'")
+    return inputs
+
+
+def titan_embedding_request(text: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    request: dict[str, Any] = {"inputText": text}
+    if body.get("dimensions") is not None:
+        request["dimensions"] = body["dimensions"]
+    return request
+
+
+def titan_embedding(answer: Any) -> tuple[list[float], int]:
+    """The vector and input token count of a Titan embeddings answer."""
+    vector = answer.get("embedding") if isinstance(answer, Mapping) else None
+    if not isinstance(vector, list):
+        raise PermanentError(
+            "the model's answer has no 'embedding': is it a Titan-style embeddings model?",
+            code="unexpected_response",
+        )
+    return [float(x) for x in vector], int(answer.get("inputTextTokenCount", 0))
+
+
+def embeddings_list(
+    vectors: Sequence[tuple[list[float], int]], *, model: str, encoding_format: str = "float"
+) -> dict[str, Any]:
+    """OpenAI's embeddings answer, from (vector, input tokens) per input in order."""
+    tokens = sum(count for _, count in vectors)
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _encode(vector, encoding_format)}
+            for i, (vector, _) in enumerate(vectors)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _encode(vector: list[float], encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":  # what OpenAI sends: little-endian float32, base64
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
+# --------------------------------------------------------------------------------------------
+# Bedrock batch records
+# --------------------------------------------------------------------------------------------
+
+
+def record_usage(headers: Mapping[str, str], answer: Any) -> Usage:
+    """Usage of an InvokeModel answer: Bedrock's token-count headers, else the body's own
+    ``usage`` (Anthropic's, say) when the headers are missing."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    prompt, completion = lowered.get(INPUT_TOKENS_HEADER), lowered.get(OUTPUT_TOKENS_HEADER)
+    if prompt is None and completion is None:
+        return Usage.from_body(answer)
+    try:
+        return Usage(int(prompt or 0), int(completion or 0))
+    except ValueError:
+        return Usage.from_body(answer)

@@ -1,0 +1,159 @@
+"""Named endpoints: what each one is (its kind and settings), read from configuration.
+
+The stack's ``Endpoints`` parameter becomes the worker's ``ENDPOINTS`` variable: a JSON
+object from endpoint name to spec, each spec tagged by ``kind``. A job names the endpoint
+it runs on (``llmbatch submit --endpoint NAME``); the worker builds one client per name
+(:mod:`shared.endpoints.factory`).
+
+Example::
+
+    {"claude": {"kind": "bedrock", "region": "us-east-1",
+                "default_model": "anthropic.claude-3-haiku-20240307-v1:0", "rpm_limit": 500},
+     "llama": {"kind": "sagemaker", "endpoint_name": "llama-3-8b", "mapping": "tgi"},
+     "vllm": {"kind": "openai", "url": "https://vllm.internal/v1"}}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from shared.errors import ConfigError
+from shared.messages import BEDROCK_RECORD_ROUTE, SUPPORTED_URLS
+
+#: An endpoint's name becomes a metrics dimension and a CLI argument: keep it plain.
+ENDPOINT_NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+CHAT_ROUTE: Final = "/v1/chat/completions"
+EMBEDDINGS_ROUTE: Final = "/v1/embeddings"
+
+
+class _Spec(BaseModel):
+    """Settings every kind has. The limits are carried for the global rate limiter and
+    request packing, which read them from here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The job routes this kind can serve; others are refused with ``unsupported_route``.
+    ROUTES: ClassVar[frozenset[str]] = frozenset(SUPPORTED_URLS)
+
+    rpm_limit: int | None = Field(default=None, ge=1, description="Requests per minute this endpoint allows.")
+    tpm_limit: int | None = Field(default=None, ge=1, description="Tokens per minute this endpoint allows.")
+    max_inputs_per_call: int | None = Field(
+        default=None, ge=1, description="How many inputs one call may carry when requests are packed."
+    )
+
+
+class OpenAISpec(_Spec):
+    """Any OpenAI-compatible HTTP server (vLLM, TGI, llama.cpp, Ollama, OpenAI)."""
+
+    kind: Literal["openai"]
+    url: str = Field(min_length=1, pattern=r"^https?://", description="Base URL as OpenAI clients take it (…/v1).")
+    #: ``ssm:/name`` or ``secretsmanager:name``; never the key itself.
+    api_key_ref: str = Field(default="", pattern=r"^$|^(ssm|secretsmanager):.+")
+
+
+class BedrockSpec(_Spec):
+    """Amazon Bedrock: Converse for chat, InvokeModel for embeddings and Bedrock batch records."""
+
+    ROUTES: ClassVar[frozenset[str]] = frozenset({CHAT_ROUTE, EMBEDDINGS_ROUTE, BEDROCK_RECORD_ROUTE})
+
+    kind: Literal["bedrock"]
+    region: str | None = Field(default=None, min_length=1, description="The function's own region when unset.")
+    default_model: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Model id (or inference profile) for requests without a model, and for Bedrock records.",
+    )
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://", description="Override, for tests.")
+
+
+SageMakerMapping = Literal["tgi", "lmi", "openai"]
+
+
+class SageMakerSpec(_Spec):
+    """A SageMaker real-time endpoint, with the request/response mapping of its container."""
+
+    kind: Literal["sagemaker"]
+    endpoint_name: str = Field(min_length=1, max_length=63)
+    mapping: SageMakerMapping
+    region: str | None = Field(default=None, min_length=1)
+    default_model: str | None = Field(default=None, min_length=1)
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+
+
+EndpointSpec = Annotated[OpenAISpec | BedrockSpec | SageMakerSpec, Field(discriminator="kind")]
+_SPEC: TypeAdapter[EndpointSpec] = TypeAdapter(EndpointSpec)
+KINDS: Final = ("openai", "bedrock", "sagemaker")
+
+
+def parse_endpoints(raw: str, *, variable: str = "ENDPOINTS") -> dict[str, EndpointSpec]:
+    """``{"name": {"kind": ..., ...}, ...}`` as JSON text; empty text is no endpoints.
+
+    Raises
+    ------
+    ConfigError
+        Naming the variable, the endpoint and the field at fault.
+    """
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{variable} is not valid JSON: {e.msg} (at character {e.pos})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f'{variable} must be a JSON object of endpoint name to settings, like {{"name": {{"kind": ...}}}}'
+        )
+    return {name: parse_spec(name, spec, variable=variable) for name, spec in data.items()}
+
+
+def parse_spec(name: str, spec: Any, *, variable: str = "ENDPOINTS") -> EndpointSpec:
+    where = f"{variable}: endpoint {name!r}"
+    if not ENDPOINT_NAME_PATTERN.match(name):
+        raise ConfigError(f"{where}: a name is 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit")
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: settings must be a JSON object with a 'kind'")
+    if spec.get("kind") not in KINDS:
+        raise ConfigError(f"{where}: field 'kind' must be one of {', '.join(KINDS)}, got {spec.get('kind')!r}")
+    try:
+        return _SPEC.validate_python(spec)
+    except ValidationError as e:
+        raise ConfigError(f"{where}: {_describe(e)}") from e
+
+
+def _describe(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:3]:
+        # The first element of loc is the union member's tag ("bedrock"); the field follows.
+        field = ".".join(str(p) for p in err["loc"][1:]) or "(settings)"
+        if err["type"] == "missing":
+            parts.append(f"field {field!r} is required")
+        elif err["type"] == "extra_forbidden":
+            parts.append(f"unknown field {field!r}")
+        else:
+            parts.append(f"field {field!r}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def with_legacy_endpoint(
+    specs: Mapping[str, EndpointSpec], *, name: str, url: str | None, api_key_ref: str
+) -> dict[str, EndpointSpec]:
+    """The endpoints with the stack's original single ``openai`` endpoint (``EndpointName``,
+    ``EndpointUrl``, the key parameters) added, unless ``specs`` defines that name itself.
+
+    Raises
+    ------
+    ConfigError
+        When that endpoint is needed and has no URL.
+    """
+    if name in specs:
+        return dict(specs)
+    if not url:
+        raise ConfigError("environment variable ENDPOINT_URL is not set")
+    legacy = parse_spec(name, {"kind": "openai", "url": url, "api_key_ref": api_key_ref}, variable="ENDPOINT_URL")
+    return {name: legacy, **specs}

@@ -1,0 +1,52 @@
+"""The Limits screen's adaptive-concurrency switch, against a real moto server: a flip is
+written to the limits parameter and read back; the other limits stay as they were."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import boto3
+from textual.widgets import Static
+
+from shared.control import LlmbatchClient
+from shared.stack import StackResources
+from tui.app import create_app
+from tui.pilot import text_of, wait_for
+from tui.screens.limits import ADAPTIVE, LimitsScreen
+
+SIZE = (120, 36)
+
+
+def ssm_limits(stack: StackResources) -> dict[str, object]:
+    ssm = boto3.client(
+        "ssm",
+        region_name="us-east-1",
+        endpoint_url=stack.aws_endpoint_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    return dict(json.loads(ssm.get_parameter(Name=stack.limits_parameter)["Parameter"]["Value"]))
+
+
+async def test_the_switch_turns_adaptive_concurrency_on_and_off_in_aws(stack: StackResources, tmp_path: Path) -> None:
+    app = create_app(lambda: LlmbatchClient(stack), refresh_s=30, start_dir=tmp_path)
+    before = ssm_limits(stack)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+        await wait_for(pilot, lambda: isinstance(app.screen, LimitsScreen) and app.screen.polls >= 1)
+        screen = app.screen
+        assert isinstance(screen, LimitsScreen)
+        field = screen.toggle(ADAPTIVE)
+        assert field.in_force is False and field.switch.value is False
+
+        for value in (True, False):
+            applied = screen.applied
+            field.switch.focus()
+            await pilot.press("enter")  # flips the focused switch
+            await wait_for(pilot, lambda: screen.applied > applied, what="the flip to be written")  # noqa: B023
+            after = ssm_limits(stack)
+            assert after[ADAPTIVE] is value
+            assert {k: after[k] for k in before if k != ADAPTIVE} == {k: v for k, v in before.items() if k != ADAPTIVE}
+            assert field.in_force is value and field.switch.value is value
+            assert f"in force: {'on' if value else 'off'}" in text_of(field.query_one(".limit-in-force", Static))
