@@ -16,6 +16,7 @@ from typing import Any
 
 from shared.endpoints.specs import EndpointSpec, parse_endpoints, with_legacy_endpoint
 from shared.errors import ConfigError
+from shared.rate_math import RateLimits
 
 
 def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str:
@@ -154,3 +155,19 @@ class WorkerConfig:
             retry_max_s=_number(env, "RETRY_MAX_S", 300.0),
             payload_bucket=env.get("PAYLOAD_BUCKET", ""),
         )
+
+    def rate_limit_overrides(self) -> dict[str, RateLimits]:
+        """The endpoints with RPM/TPM limits of their own; these win over the live limits."""
+        return {
+            name: RateLimits(rpm=spec.rpm_limit, tpm=spec.tpm_limit)
+            for name, spec in self.endpoints.items()
+            if spec.rpm_limit is not None or spec.tpm_limit is not None
+        }
+
+    def packing_caps(self) -> dict[str, int]:
+        """The endpoints with an inputs-per-call cap of their own, in place of the live one."""
+        return {
+            name: spec.max_inputs_per_call
+            for name, spec in self.endpoints.items()
+            if spec.max_inputs_per_call is not None
+        }

@@ -12,13 +12,12 @@ import asyncio
 import os
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from shared.config import WorkerConfig
-from shared.deadletter import DeadLetterRecorder
 from shared.endpoints.factory import EndpointFactory
 from shared.limits_source import LimitsSource
 from shared.payloads import PayloadStore
@@ -26,6 +25,9 @@ from shared.rate_bucket import DynamoRateBucket
 from shared.store import ResultStore
 from shared.throttle import Throttle
 from shared.worker import ContainerLoopBatchProcessor, QueueOps, Worker
+
+if TYPE_CHECKING:
+    from shared.deadletter import DeadLetterRecorder
 
 
 class Container:
@@ -76,7 +78,7 @@ async def _build_worker(config: WorkerConfig, stack: AsyncExitStack) -> Worker:
         sqs, request_queue_url=config.request_queue_url, dead_letter_queue_url=config.dead_letter_queue_url
     )
     # One bucket per endpoint, in the jobs table, shared by every container (shared/rate_bucket.py).
-    throttle = Throttle(DynamoRateBucket(ddb, config.jobs_table))
+    throttle = Throttle(DynamoRateBucket(ddb, config.jobs_table), overrides=config.rate_limit_overrides())
     return Worker(
         config, store, endpoints, queue=queue, limits=LimitsSource(config), payloads=payloads, throttle=throttle
     )
@@ -96,6 +98,8 @@ class DeadLetterContainer:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         stack = AsyncExitStack()
+        # Imported here: the Worker's cold start, which imports this module too, never needs it.
+        from shared.deadletter import DeadLetterRecorder
 
         async def build() -> DeadLetterRecorder:
             ddb = await stack.enter_async_context(get_session().create_client("dynamodb"))

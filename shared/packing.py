@@ -359,6 +359,9 @@ class Packer:
         The most inputs per call; 1 turns packing off. ``set_cap`` changes it later.
     max_wait_s
         How long the first request of a group waits for others.
+    endpoint_caps
+        A cap of its own for some endpoints, by name (the endpoint's configured
+        ``max_inputs_per_call``), in place of ``max_inputs``.
     list_support
         What is known of which endpoints refuse lists (shared between packers; default: a
         new one for this packer).
@@ -377,10 +380,12 @@ class Packer:
         max_inputs: int = 1,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
         list_support: ListSupport | None = None,
+        endpoint_caps: Mapping[str, int] | None = None,
     ) -> None:
         self._send = send
         self._cap = 1
         self.set_cap(max_inputs)
+        self._endpoint_caps = dict(endpoint_caps or {})
         self._max_wait_s = max_wait_s
         self._open: dict[tuple[Hashable, ...], _Group] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -396,6 +401,9 @@ class Packer:
         if isinstance(max_inputs, bool) or not isinstance(max_inputs, int) or max_inputs < 1:
             raise ValueError(f"max_inputs must be a whole number >= 1, got {max_inputs!r}")
         self._cap = max_inputs
+
+    def cap_for(self, endpoint: Endpoint) -> int:
+        return self._endpoint_caps.get(endpoint.name, self._cap)
 
     def packs(self, endpoint: Endpoint, route: str, body: Any) -> bool:
         """Whether :meth:`call` would let this request wait to share a call."""
@@ -433,7 +441,7 @@ class Packer:
             self._open[key] = grp
         grp.members.append(member)
         member.future.add_done_callback(lambda fut: self._left(grp, member, fut))
-        if len(grp.members) >= self._cap:
+        if len(grp.members) >= self.cap_for(endpoint):
             self._flush(grp)
         # Awaited directly: cancelling this waiter cancels the future, which _left notices.
         return await member.future
@@ -454,7 +462,7 @@ class Packer:
     # -- internals ------------------------------------------------------------------------------
 
     def _packable(self, endpoint: Endpoint, route: str, body: Any) -> _Request | None:
-        if self._cap <= 1 or not self.list_support.takes_lists(endpoint, route):
+        if self.cap_for(endpoint) <= 1 or not self.list_support.takes_lists(endpoint, route):
             return None
         return _packable(route, body)
 

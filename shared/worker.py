@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -36,6 +37,7 @@ from shared.errors import (
 from shared.jobs import JobMeta
 from shared.limiter import AdjustableLimiter
 from shared.messages import RequestMessage, decode_message
+from shared.packing import ListSupport, OutgoingCall, Packer
 from shared.payloads import PayloadStore
 from shared.result_writer import ResultWriter
 from shared.results import RequestResult, RequestStatus, Usage, utc_now_iso
@@ -176,6 +178,8 @@ class Worker:
         self.concurrency = AdaptiveConcurrency(self.limiter)
         #: Without a bucket (tests that build a Worker by hand), rate limits are not enforced.
         self.throttle = throttle or Throttle(None)
+        #: Which endpoints refuse packed inputs, learned once per container.
+        self.list_support = ListSupport()
         self.last_stats = InvocationStats()
 
     async def start(self, records: list[dict[str, Any]], context: LambdaContextLike) -> BatchRun:
@@ -237,6 +241,13 @@ class BatchRun:
         self._writing = 0
         self._calling = 0
         self._flushes: set[asyncio.Task[None]] = set()
+        #: Single-input embeddings/completions requests of one job share calls (shared/packing.py).
+        self.packer = Packer(
+            self._call_endpoint,
+            max_inputs=self.limits.max_inputs_per_call,
+            list_support=worker.list_support,
+            endpoint_caps=worker.config.packing_caps(),
+        )
         self._jobs: dict[str, JobMeta] = {}
         self._stored: set[tuple[str, str]] = set()
         self._retry_notes: list[dict[str, Any]] = []
@@ -363,35 +374,48 @@ class BatchRun:
         return bool(job and job.cancel_requested)
 
     async def _call(self, endpoint: Endpoint, msg: RequestMessage) -> EndpointReply:
-        """Wait for a slot and for the endpoint's rate limits, and make the call, all within
-        the deadline."""
+        """The request's answer, from a call of its own or one packed with others of its job
+        (shared/packing.py), all within the deadline."""
         try:
             async with asyncio.timeout(self.deadline.remaining()):
-                async with self.worker.limiter.slot():
-                    if await self._cancelled(msg.job_id):
-                        raise JobCancelledError(f"job {msg.job_id} cancelled")
-                    permit = await self._permit(endpoint, msg)
-                    self._calling += 1
-                    try:
-                        reply = await self._send(endpoint, msg)
-                    finally:
-                        self._calling -= 1
-                    self.worker.throttle.settle(permit, reply.usage)
-                    return reply
+                return await self.packer.call(
+                    endpoint,
+                    msg.url,
+                    msg.body,
+                    timeout_s=self.worker.config.call_timeout_s,
+                    custom_id=msg.custom_id,
+                    group=msg.job_id,
+                )
         except TimeoutError as e:
             raise BudgetExhaustedError(
                 "invocation deadline reached before the call finished", code="budget_exhausted"
             ) from e
 
-    async def _permit(self, endpoint: Endpoint, msg: RequestMessage) -> Permit:
+    async def _call_endpoint(self, call: OutgoingCall) -> EndpointReply:
+        """One model call, for one request or a packed group of one job (``call.group``):
+        wait for a slot and for the endpoint's rate limits, unless the job was cancelled."""
+        async with self.worker.limiter.slot():
+            if await self._cancelled(str(call.group)):
+                raise JobCancelledError(f"job {call.group} cancelled")
+            permit = await self._permit(call)
+            self._calling += len(call.custom_ids)
+            try:
+                reply = await self._send(call)
+            finally:
+                self._calling -= len(call.custom_ids)
+            self.worker.throttle.settle(permit, reply.usage)
+            return reply
+
+    async def _permit(self, call: OutgoingCall) -> Permit:
         """The endpoint's leave to call: its global RPM/TPM (leased from the bucket) and any
         Retry-After it sent, waited for at most until a call could no longer finish."""
+        size = len(call.custom_ids)
         permit = await self.worker.throttle.permit(
-            endpoint.name,
-            msg.url,
-            msg.body,
+            call.endpoint.name,
+            call.route,
+            call.body,
             runtime=self.limits,
-            wanted=self._calls_to_come,
+            wanted=lambda: self._calls_to_come(size),
             max_wait_s=self.deadline.remaining() - self.worker.config.min_call_s,
         )
         if permit.delayed:
@@ -399,21 +423,24 @@ class BatchRun:
             self.stats.rate_limit_wait_s += permit.waited_s
         return permit
 
-    def _calls_to_come(self) -> int:
-        """Records that may still call the endpoint (this one included): the size a
-        rate-limit lease need not exceed."""
-        return max(1, self._open - self._writing - self._calling)
+    def _calls_to_come(self, per_call: int = 1) -> int:
+        """Calls that may still be made (this one included), if each carries ``per_call``
+        requests: the size a rate-limit lease need not exceed."""
+        return max(1, math.ceil((self._open - self._writing - self._calling) / per_call))
 
-    async def _send(self, endpoint: Endpoint, msg: RequestMessage) -> EndpointReply:
+    async def _send(self, call: OutgoingCall) -> EndpointReply:
         """The model call itself: its latency and overloads steer adaptive concurrency, and
         a 429 holds the endpoint's next calls back for its Retry-After."""
         cfg = self.worker.config
+        # Not call.timeout_s: every request asked for the same call timeout (less the packer's
+        # few milliseconds of waiting), and the deadline is applied here.
         timeout_s = self.deadline.timeout_for_call(cfg.call_timeout_s, min_call_s=cfg.min_call_s)
+        endpoint = call.endpoint
         self.stats.calls += 1
         try:
             async with self.worker.concurrency.measured():
                 try:
-                    return await endpoint.call(msg.url, msg.body, timeout_s=timeout_s, custom_id=msg.custom_id)
+                    return await endpoint.call(call.route, call.body, timeout_s=timeout_s, custom_id=call.custom_id)
                 except EndpointTimeoutError as e:
                     if timeout_s < cfg.call_timeout_s:  # cut short by the deadline, not by the call timeout
                         raise BudgetExhaustedError(e.message, code="budget_exhausted") from e
@@ -522,6 +549,7 @@ class BatchRun:
         task.add_done_callback(self._flushes.discard)
 
     async def finish(self) -> None:
+        await self.packer.aclose()
         self.stats.concurrency_limit = self.worker.limiter.limit
         try:
             async with asyncio.timeout(self.hard_stop.remaining()):

@@ -19,7 +19,6 @@ from aiobotocore.session import AioSession, get_session
 
 from shared.config import RuntimeLimits
 from shared.endpoints.base import Endpoint, EndpointReply
-from shared.endpoints.bedrock import BedrockEndpoint
 from shared.endpoints.openai_http import OpenAIHttpEndpoint
 from shared.endpoints.specs import BedrockSpec, EndpointSpec, OpenAISpec, SageMakerSpec
 from shared.errors import PermanentError
@@ -128,6 +127,10 @@ class EndpointFactory:
         return OpenAIHttpEndpoint(name, await self.http_session(), spec.url, self._resolve_key(spec.api_key_ref))
 
     async def _bedrock(self, name: str, spec: BedrockSpec) -> Endpoint:
+        # Imported here, as SageMaker's below: a stack without Bedrock endpoints never loads
+        # it or its translation (a cold start's import time; tests/bench/test_cold_start_imports.py).
+        from shared.endpoints.bedrock import BedrockEndpoint
+
         client = await self.aws_client("bedrock-runtime", spec.region, spec.endpoint_url)
         return BedrockEndpoint(name, client, default_model=spec.default_model)
 

@@ -168,6 +168,38 @@ class WithCancel(DemoClient):
         return self.jobs[job_id]
 
 
+class WithRetry(DemoClient):
+    """The demo stack with ``retry_failed``, as ``LlmbatchClient`` has."""
+
+    retried: list[str]
+
+    async def retry_failed(self, job_id: str) -> int:
+        self.retried = [*getattr(self, "retried", []), job_id]
+        return self.jobs[job_id].counts.failed
+
+
+async def test_retry_failed_asks_first_and_retries_only_when_confirmed() -> None:
+    app = demo_app()
+    app.client_factory = WithRetry
+    async with app.run_test(size=SIZE) as pilot:
+        await jobs_scene(pilot)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, JobDetailScreen))
+        assert app.screen.check_action("retry_failed", ()) is True
+        # Declining does nothing; confirming calls retry_failed once for this job.
+        await pilot.press("R")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, JobDetailScreen), what="the detail screen")
+        assert getattr(app.client, "retried", []) == []
+        await pilot.press("R")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: getattr(app.client, "retried", []) != [], what="the retry call")
+        assert app.client.retried == [app.screen.job_id]  # type: ignore[attr-defined]
+        await wait_for(pilot, lambda: any(n.title == "Retry" for n in app._notifications), what="the notice")
+
+
 @pytest.mark.parametrize(("factory", "shown"), [(DemoClient, False), (WithCancel, True)])
 async def test_cancel_and_retry_are_hidden_unless_the_client_offers_them(factory: type, shown: bool) -> None:
     app = demo_app()

@@ -246,8 +246,25 @@ class JobDetailScreen(PollingScreen):
         self.notify(f"Cancelling {self.job_id}", title="Cancel requested")
         self.poll_now()
 
+    def action_retry_failed(self) -> None:
+        failed = f"its {number(self.job.counts.failed)} failed request(s)" if self.job is not None else "its failed requests"
+        self.app.push_screen(
+            ConfirmScreen(
+                "Retry the failed requests?",
+                f"Send {failed} of job {self.job_id} to the model again; each is a paid call. "
+                "Their failures are replaced by the new results.",
+                confirm_label="Retry failed",
+            ),
+            self._retry_confirmed,
+        )
+
+    def _retry_confirmed(self, yes: bool | None) -> None:
+        if yes:
+            self.retry_failed()
+
     @work(exclusive=True, group="job-action")
-    async def action_retry_failed(self) -> None:
+    async def retry_failed(self) -> None:
+        """``retry_failed(job_id)``, then reload the results the retry reopened."""
         try:
             await getattr(self.client, "retry_failed")(self.job_id)  # noqa: B009 - optional method
         except Exception as e:

@@ -41,6 +41,7 @@ FIELDS = (
     FieldSpec("max_concurrency", "Calls per invocation", False, "max_concurrency in the limits parameter"),
     FieldSpec("rpm_limit", "Requests per minute", True, "rpm_limit in the limits parameter"),
     FieldSpec("tpm_limit", "Tokens per minute", True, "tpm_limit in the limits parameter"),
+    FieldSpec("max_inputs_per_call", "Inputs per call", False, "max_inputs_per_call (1: no request packing)"),
 )
 ADAPTIVE = "adaptive_concurrency"
 ADAPTIVE_HELP = "on: calls in flight follow the endpoint, up to the calls per invocation · adaptive_concurrency"
@@ -88,8 +89,9 @@ class LimitsScreen(PollingScreen):
             worker_concurrency_changed_at(self.client),
         )
         self.field(WORKER_CONCURRENCY).show_in_force(workers, workers_at)
-        for name in ("max_concurrency", "rpm_limit", "tpm_limit"):
-            self.field(name).show_in_force(getattr(limits, name), limits_at)
+        for spec in FIELDS:
+            if spec.name != WORKER_CONCURRENCY:
+                self.field(spec.name).show_in_force(getattr(limits, spec.name), limits_at)
         self.toggle(ADAPTIVE).show_in_force(limits.adaptive_concurrency, limits_at)
         stamp = self.console_app.clock().strftime("%H:%M:%S")
         self.query_one("#limits-status", Static).update(f"read back from AWS at {stamp}")
