@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, Protocol
 
+from shared.errors import PermanentError
 from shared.results import Usage
+
+
+def invalid(message: str, code: str = "invalid_request") -> PermanentError:
+    """A request no endpoint kind can send as it is, recorded with the status a server would
+    answer (a translation refusing what the model's API cannot express, say)."""
+    return PermanentError(message, status_code=HTTPStatus.BAD_REQUEST, code=code)
 
 
 @dataclass(frozen=True)

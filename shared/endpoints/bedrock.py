@@ -13,31 +13,23 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    HTTPClientError,
-    ParamValidationError,
-    ReadTimeoutError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import ClientError
 
 from shared.endpoints import bedrock_translate as tr
+from shared.endpoints.aws_sdk import (
+    classified_call,
+    error_parts,
+    parse_json_answer,
+    response_request_id,
+    response_status,
+)
 from shared.endpoints.base import EndpointReply
 from shared.endpoints.openai_http import TRANSIENT_STATUS
 from shared.endpoints.specs import CHAT_ROUTE, EMBEDDINGS_ROUTE
-from shared.errors import (
-    EndpointConnectionError,
-    EndpointHTTPError,
-    EndpointTimeoutError,
-    PermanentError,
-    TransientError,
-)
+from shared.errors import EndpointHTTPError, PermanentError, TransientError
 from shared.messages import BEDROCK_RECORD_ROUTE
 from shared.results import Usage
 
@@ -63,35 +55,21 @@ PERMANENT_CODES: Final = frozenset(
 EMBEDDING_FANOUT: Final = 8
 
 JSON: Final = "application/json"
+SERVICE: Final = "Bedrock"
 
 
 def classify_client_error(error: ClientError) -> PermanentError | TransientError:
     """The llmbatch error for an error answer of Bedrock's runtime API."""
-    info = error.response.get("Error", {})
-    code = str(info.get("Code") or "")
-    message = str(info.get("Message") or error)
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code, message, status = error_parts(error)
     text = f"Bedrock {code or 'error'}" + (f" (HTTP {status})" if status else "") + f": {message}"
     if code in TRANSIENT_CODES:
         return EndpointHTTPError(text, status_code=status, code=code)
     if code in PERMANENT_CODES:
         return PermanentError(text, status_code=status, code=code)
     # A code this version does not know: judge by the status, as for any HTTP server.
-    if isinstance(status, int) and (status in TRANSIENT_STATUS or status >= 500):
+    if status is not None and (status in TRANSIENT_STATUS or status >= 500):
         return EndpointHTTPError(text, status_code=status, code=code or f"http_{status}")
     return PermanentError(text, status_code=status, code=code or (f"http_{status}" if status else "bedrock_error"))
-
-
-def classify_botocore_error(error: BotoCoreError, timeout_s: float) -> PermanentError | TransientError:
-    """The llmbatch error for a failure of the SDK itself (no answer from Bedrock)."""
-    if isinstance(error, ConnectTimeoutError | ReadTimeoutError):
-        return EndpointTimeoutError(f"Bedrock call timed out after {timeout_s:.1f}s: {error}", code="timeout")
-    if isinstance(error, BotoConnectionError | HTTPClientError):
-        return EndpointConnectionError(f"cannot reach Bedrock: {type(error).__name__}: {error}", code="connection")
-    if isinstance(error, ParamValidationError):
-        return tr.invalid(f"Bedrock refuses the request's parameters: {error}")
-    # No credentials, no region: the configuration, not the request; recorded, not retried.
-    return PermanentError(f"Bedrock client error: {type(error).__name__}: {error}", code="aws_config")
 
 
 class BedrockEndpoint:
@@ -117,25 +95,18 @@ class BedrockEndpoint:
                 f"endpoint {self.name!r} (bedrock) does not serve {route}; it serves {', '.join(self._routes)}",
                 code="unsupported_route",
             )
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await handler(body)
-        except TimeoutError as e:
-            raise EndpointTimeoutError(f"Bedrock call timed out after {timeout_s:.1f}s", code="timeout") from e
-        except ClientError as e:
-            raise classify_client_error(e) from e
-        except BotoCoreError as e:
-            raise classify_botocore_error(e, timeout_s) from e
+        async with classified_call(SERVICE, timeout_s, classify_client_error):
+            return await handler(body)
 
     async def _chat(self, body: dict[str, Any]) -> EndpointReply:
         request = tr.chat_to_converse(body, default_model=self._default_model)
         response = await self._client.converse(**request)
-        request_id = _request_id(response)
+        request_id = response_request_id(response)
         answer = tr.converse_to_chat(
             response, model=request["modelId"], request_id=request_id, created=int(time.time())
         )
         return EndpointReply(
-            status_code=_status(response), body=answer, usage=Usage.from_body(answer), request_id=request_id
+            status_code=response_status(response), body=answer, usage=Usage.from_body(answer), request_id=request_id
         )
 
     async def _embeddings(self, body: dict[str, Any]) -> EndpointReply:
@@ -146,7 +117,7 @@ class BedrockEndpoint:
         async def embed(text: str) -> tuple[tuple[list[float], int], str]:
             async with gate:
                 answer, response = await self._invoke(model, tr.titan_embedding_request(text, body))
-                return tr.titan_embedding(answer), _request_id(response)
+                return tr.titan_embedding(answer), response_request_id(response)
 
         results = await asyncio.gather(*(embed(text) for text in inputs))
         answer = tr.embeddings_list(
@@ -162,10 +133,10 @@ class BedrockEndpoint:
         answer, response = await self._invoke(self._default_model, body)
         headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
         return EndpointReply(
-            status_code=_status(response),
+            status_code=response_status(response),
             body=answer,
             usage=tr.record_usage(headers, answer),
-            request_id=_request_id(response),
+            request_id=response_request_id(response),
         )
 
     async def _invoke(self, model: str, payload: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -174,18 +145,4 @@ class BedrockEndpoint:
         )
         async with response["body"] as stream:
             raw = await stream.read()
-        try:
-            return json.loads(raw), response
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            status = _status(response)
-            raise EndpointHTTPError(
-                f"Bedrock answered {status} without JSON", status_code=status, code="bad_body"
-            ) from e
-
-
-def _request_id(response: Mapping[str, Any]) -> str:
-    return str(response.get("ResponseMetadata", {}).get("RequestId") or uuid.uuid4().hex)
-
-
-def _status(response: Mapping[str, Any]) -> int:
-    return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 200)
+        return parse_json_answer(raw, response, SERVICE), response

@@ -21,11 +21,11 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from shared.endpoints.base import invalid
 from shared.errors import PermanentError
 from shared.results import Usage
 
 #: HTTP status recorded for a request that cannot be translated (as a server would answer it).
-BAD_REQUEST: Final = 400
 
 #: OpenAI chat roles that carry the system prompt; Converse takes it apart from the messages.
 SYSTEM_ROLES: Final = frozenset({"system", "developer"})
@@ -56,10 +56,6 @@ _UNSUPPORTED_CHAT_FIELDS: Final[Mapping[str, str]] = {
 #: Token-count headers Bedrock sends with an InvokeModel answer.
 INPUT_TOKENS_HEADER: Final = "x-amzn-bedrock-input-token-count"
 OUTPUT_TOKENS_HEADER: Final = "x-amzn-bedrock-output-token-count"
-
-
-def invalid(message: str, code: str = "invalid_request") -> PermanentError:
-    return PermanentError(message, status_code=BAD_REQUEST, code=code)
 
 
 def model_id(body: Mapping[str, Any], default_model: str | None) -> str:

@@ -13,33 +13,24 @@ worker's backoff is the only retry loop.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any, Final
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    HTTPClientError,
-    ParamValidationError,
-    ReadTimeoutError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import ClientError
 
+from shared.endpoints.aws_sdk import (
+    classified_call,
+    error_parts,
+    parse_json_answer,
+    response_request_id,
+    response_status,
+)
 from shared.endpoints.base import EndpointReply
 from shared.endpoints.openai_http import TRANSIENT_STATUS, error_message
-from shared.endpoints.sagemaker_mapping import invalid, mapping_for
-from shared.errors import (
-    EndpointConnectionError,
-    EndpointHTTPError,
-    EndpointTimeoutError,
-    PermanentError,
-    TransientError,
-)
+from shared.endpoints.sagemaker_mapping import mapping_for
+from shared.errors import EndpointHTTPError, PermanentError, TransientError
 
 #: sagemaker-runtime's error codes worth trying again later, whatever HTTP status they came
 #: with (ThrottlingException comes as a 400, ModelNotReadyException as a 429).
@@ -56,6 +47,7 @@ TRANSIENT_CODES: Final = frozenset(
 MODEL_ERROR: Final = "ModelError"
 
 JSON: Final = "application/json"
+SERVICE: Final = "SageMaker"
 
 #: InvokeEndpoint's ``InferenceId`` (shown in data capture): at most 64 printable ASCII characters.
 INFERENCE_ID_MAX_LEN: Final = 64
@@ -63,14 +55,11 @@ INFERENCE_ID_MAX_LEN: Final = 64
 
 def classify_client_error(error: ClientError) -> PermanentError | TransientError:
     """The llmbatch error for an error answer of SageMaker's runtime API."""
-    info = error.response.get("Error", {})
-    code = str(info.get("Code") or "")
-    message = str(info.get("Message") or error)
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code, message, status = error_parts(error)
     if code == MODEL_ERROR:
         return _classify_model_error(error.response, message)
     text = f"SageMaker {code or 'error'}" + (f" (HTTP {status})" if status else "") + f": {message}"
-    if code in TRANSIENT_CODES or (isinstance(status, int) and (status in TRANSIENT_STATUS or status >= 500)):
+    if code in TRANSIENT_CODES or (status is not None and (status in TRANSIENT_STATUS or status >= 500)):
         return EndpointHTTPError(text, status_code=status, code=code or f"http_{status}")
     # ValidationError (no such endpoint, a body it refuses), AccessDeniedException, ...
     return PermanentError(text, status_code=status, code=code or (f"http_{status}" if status else "sagemaker_error"))
@@ -92,18 +81,6 @@ def _classify_model_error(response: Mapping[str, Any], message: str) -> Permanen
     if original in TRANSIENT_STATUS or original >= 500:
         return EndpointHTTPError(text, status_code=original, code=code)
     return PermanentError(text, status_code=original, code=code)
-
-
-def classify_botocore_error(error: BotoCoreError, timeout_s: float) -> PermanentError | TransientError:
-    """The llmbatch error for a failure of the SDK itself (no answer from SageMaker)."""
-    if isinstance(error, ConnectTimeoutError | ReadTimeoutError):
-        return EndpointTimeoutError(f"SageMaker call timed out after {timeout_s:.1f}s: {error}", code="timeout")
-    if isinstance(error, BotoConnectionError | HTTPClientError):
-        return EndpointConnectionError(f"cannot reach SageMaker: {type(error).__name__}: {error}", code="connection")
-    if isinstance(error, ParamValidationError):
-        return invalid(f"SageMaker refuses the request's parameters: {error}")
-    # No credentials, no region: the configuration, not the request; recorded, not retried.
-    return PermanentError(f"SageMaker client error: {type(error).__name__}: {error}", code="aws_config")
 
 
 def inference_id(custom_id: str) -> str | None:
@@ -148,29 +125,13 @@ class SageMakerEndpoint:
         }
         if (inference := inference_id(custom_id)) is not None:
             request["InferenceId"] = inference
-        try:
-            async with asyncio.timeout(timeout_s):
-                response = await self._client.invoke_endpoint(**request)
-                async with response["Body"] as stream:
-                    raw = await stream.read()
-        except TimeoutError as e:
-            raise EndpointTimeoutError(f"SageMaker call timed out after {timeout_s:.1f}s", code="timeout") from e
-        except ClientError as e:
-            raise classify_client_error(e) from e
-        except BotoCoreError as e:
-            raise classify_botocore_error(e, timeout_s) from e
+        async with classified_call(SERVICE, timeout_s, classify_client_error):
+            response = await self._client.invoke_endpoint(**request)
+            async with response["Body"] as stream:
+                raw = await stream.read()
 
-        metadata = response.get("ResponseMetadata", {})
-        status = int(metadata.get("HTTPStatusCode") or 200)
-        request_id = str(metadata.get("RequestId") or uuid.uuid4().hex)
-        try:
-            parsed = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise EndpointHTTPError(
-                f"SageMaker answered {status} without JSON (content type {response.get('ContentType')!r})",
-                status_code=status,
-                code="bad_body",
-            ) from e
+        status, request_id = response_status(response), response_request_id(response)
+        parsed = parse_json_answer(raw, response, SERVICE)
         model = body.get("model") or self._default_model or self._endpoint_name
         answer = self._mapping.answer(
             route, body, parsed, model=str(model), request_id=request_id, created=int(time.time())

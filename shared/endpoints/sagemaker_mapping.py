@@ -37,10 +37,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http import HTTPStatus
 from numbers import Real
 from typing import Any, Final, Protocol
 
+from shared.endpoints.base import invalid
 from shared.endpoints.specs import CHAT_ROUTE, SageMakerMapping
 from shared.errors import ConfigError, PermanentError
 from shared.messages import SUPPORTED_URLS
@@ -88,11 +88,6 @@ _UNSUPPORTED_FIELDS: Final[Mapping[str, str]] = {
     "frequency_penalty": "frequency_penalty",
 }
 _NEUTRAL_VALUES: Final[tuple[Any, ...]] = (None, False, 0, {}, [], "")
-
-
-def invalid(message: str, code: str = "invalid_request") -> PermanentError:
-    """A request that cannot be sent, recorded with the status a server would answer."""
-    return PermanentError(message, status_code=HTTPStatus.BAD_REQUEST, code=code)
 
 
 def estimate_tokens(text: str) -> int:

@@ -14,8 +14,9 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 
 from local_stack.bedrock_fake import ERROR_STATUS, FakeBedrock, RunningFake, start_bedrock_fake
+from shared.endpoints.aws_sdk import classify_botocore_error
 from shared.endpoints.base import Endpoint
-from shared.endpoints.bedrock import PERMANENT_CODES, TRANSIENT_CODES, classify_botocore_error, classify_client_error
+from shared.endpoints.bedrock import PERMANENT_CODES, TRANSIENT_CODES, classify_client_error
 from shared.endpoints.factory import EndpointFactory
 from shared.endpoints.specs import parse_endpoints
 from shared.errors import EndpointConnectionError as OurConnectionError
@@ -278,6 +279,10 @@ def test_client_errors_are_classified_by_code_then_by_status(code: str, status: 
 
 def test_sdk_failures_are_classified_like_http_ones() -> None:
     # GIVEN / WHEN / THEN timeouts and connection failures are transient
-    assert isinstance(classify_botocore_error(ReadTimeoutError(endpoint_url="u"), 5), EndpointTimeoutError)
-    assert isinstance(classify_botocore_error(ConnectTimeoutError(endpoint_url="u"), 5), EndpointTimeoutError)
-    assert isinstance(classify_botocore_error(EndpointConnectionError(endpoint_url="u"), 5), OurConnectionError)
+    assert isinstance(classify_botocore_error("Bedrock", ReadTimeoutError(endpoint_url="u"), 5), EndpointTimeoutError)
+    assert isinstance(
+        classify_botocore_error("Bedrock", ConnectTimeoutError(endpoint_url="u"), 5), EndpointTimeoutError
+    )
+    assert isinstance(
+        classify_botocore_error("Bedrock", EndpointConnectionError(endpoint_url="u"), 5), OurConnectionError
+    )

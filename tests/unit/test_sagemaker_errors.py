@@ -20,8 +20,9 @@ from aiobotocore.session import get_session
 from aiohttp import web
 from botocore.exceptions import ClientError, NoCredentialsError
 
+from shared.endpoints.aws_sdk import classify_botocore_error
 from shared.endpoints.factory import model_client_config
-from shared.endpoints.sagemaker import SageMakerEndpoint, classify_botocore_error, classify_client_error
+from shared.endpoints.sagemaker import SageMakerEndpoint, classify_client_error
 from shared.errors import (
     EndpointConnectionError,
     EndpointHTTPError,
@@ -207,7 +208,7 @@ async def test_an_unreachable_endpoint_is_a_transient_connection_error() -> None
 
 
 def test_missing_credentials_are_a_permanent_configuration_error() -> None:
-    error = classify_botocore_error(NoCredentialsError(), timeout_s=5.0)
+    error = classify_botocore_error("SageMaker", NoCredentialsError(), timeout_s=5.0)
     assert isinstance(error, PermanentError)
     assert error.code == "aws_config"
 
