@@ -250,9 +250,14 @@ class LlmbatchClient:
     async def list_jobs(self, limit: int = 100) -> list[JobStatus]:
         return await self.store.list_jobs(limit)
 
-    async def results(self, job_id: str) -> list[RequestResult]:
-        """Every stored result of the job, in the order of the input file."""
-        results = [r async for r in self.store.iter_results(job_id)]
+    async def results(self, job_id: str, limit: int | None = None) -> list[RequestResult]:
+        """Every stored result of the job (or the first ``limit`` in key order: a view of a
+        big job need not read it all), in the order of the input file."""
+        results: list[RequestResult] = []
+        async for r in self.store.iter_results(job_id):
+            results.append(r)
+            if limit is not None and len(results) >= limit:
+                break
         results.sort(key=lambda r: (r.line, r.custom_id))
         if self.payloads:
             store = self.payloads

@@ -266,9 +266,10 @@ class DemoClient:
             "Environment": {"Variables": {PRICES_ENV: json.dumps(prices)}},
         }
 
-    async def results(self, job_id: str) -> list[RequestResult]:
+    async def results(self, job_id: str, limit: int | None = None) -> list[RequestResult]:
         job = await self.status(job_id)
-        return demo_results(job_id, job.total) if job.total <= 250 and job.counts.terminal else []
+        results = demo_results(job_id, job.total) if job.total <= 250 and job.counts.terminal else []
+        return results[:limit]
 
     async def export_results(self, job_id: str, out: Path, errors: Path | None = None) -> ExportSummary:
         results = await self.results(job_id)

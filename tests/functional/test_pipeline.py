@@ -38,6 +38,7 @@ async def test_a_500_request_job_completes_with_exact_counts_and_one_result_per_
         final = await wait_finished(client, job_id)
         out = tmp_path / "out.jsonl"
         summary = await client.export_results(job_id, out)
+        first_page = await client.results(job_id, limit=120)
 
     # THEN every request succeeded exactly once, counted once, in input order
     assert (final.counts.succeeded, final.counts.failed, final.pending) == (500, 0, 0)
@@ -45,6 +46,8 @@ async def test_a_500_request_job_completes_with_exact_counts_and_one_result_per_
     output = [json.loads(x) for x in out.read_text().splitlines()]
     assert [o["custom_id"] for o in output] == [line["custom_id"] for line in lines]
     assert summary.written == 500 and summary.missing == 0
+    # ... and a view may read only the first of them
+    assert len(first_page) == 120 and len({r.custom_id for r in first_page}) == 120
     assert all(o["response"]["status_code"] == 200 and o["error"] is None for o in output)
     assert output[0]["response"]["body"]["object"] == "embedding" or output[0]["response"]["body"]["data"]
     # ... and the endpoint was called once per request: no duplicate paid calls

@@ -21,6 +21,7 @@ from tui.errors import describe_error
 from tui.formatting import progress_bar
 from tui.pilot import wait_for
 from tui.rates import RateTracker, duration, eta_seconds, eta_text, ewma, rate_text
+from tui.screens import job_detail
 from tui.screens.base import MAX_BACKOFF_S, next_delay
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.dead_letters import DeadLettersScreen
@@ -308,3 +309,23 @@ async def test_choosing_a_file_in_the_tree_fills_the_path(tmp_path: Path) -> Non
         await pilot.press("down", "down", "enter")  # broken.jsonl, requests.jsonl (sorted)
         path_input = app.screen.query_one("#submit-path", Input)
         await wait_for(pilot, lambda: path_input.value == str(good), what="the path")
+
+
+async def test_a_big_jobs_detail_holds_only_the_first_results_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a screen that holds at most 40 results, and the demo's eval job of 250
+    monkeypatch.setattr(job_detail, "RESULTS_SHOWN", 40)
+    app = demo_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await jobs_scene(pilot)
+        # WHEN its detail opens
+        await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, JobDetailScreen))
+        detail = app.screen
+        assert isinstance(detail, JobDetailScreen)
+        await wait_for(pilot, lambda: bool(detail.results), what="results")
+
+        # THEN it read 40 results, shows 40 rows, and says it holds only part of the job
+        assert len(detail.results) == 40
+        assert detail.query_one("#results-table", DataTable).row_count == 40
+        assert "first 40 of 250" in detail.query_one("#result-search", Input).placeholder
+        assert "in the first 40 results" in plain(detail.query_one("#failures-title", Static))

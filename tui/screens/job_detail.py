@@ -24,6 +24,8 @@ from tui.screens.confirm import ConfirmScreen
 from tui.screens.export import ExportScreen
 
 RESULT_COLUMNS = ("Line", "custom_id", "Status", "HTTP", "Tokens", "Latency ms")
+#: The most results the screen reads and holds: a job of millions is exported, not browsed.
+RESULTS_SHOWN = 1000
 
 
 def failure_groups(results: list[RequestResult]) -> list[tuple[str, str, int]]:
@@ -70,7 +72,7 @@ class JobDetailScreen(PollingScreen):
                 yield Input(placeholder="Search custom_id (/)", id="result-search")
                 yield DataTable(id="results-table", cursor_type="row", zebra_stripes=True)
             with Vertical(id="side-pane"):
-                yield Static("Failures by reason", classes="pane-title")
+                yield Static("Failures by reason", classes="pane-title", id="failures-title")
                 yield DataTable(id="failures-table", cursor_type="none")
                 yield Static("Response", classes="pane-title")
                 with VerticalScroll(id="response-scroll"):
@@ -106,10 +108,20 @@ class JobDetailScreen(PollingScreen):
         self.show_summary(job)
         self.refresh_bindings()
         if job.counts.terminal != self._loaded_terminal:
-            self.results = await self.client.results(self.job_id)
+            self.results = await self.client.results(self.job_id, limit=RESULTS_SHOWN)
             self._loaded_terminal = job.counts.terminal
             self.show_results()
             self.show_failures()
+            self.show_view_size(job)
+
+    def show_view_size(self, job: JobStatus) -> None:
+        """Say so when the screen holds only part of a big job's results."""
+        partial = len(self.results) < job.counts.terminal
+        hint = f" · first {number(len(self.results))} of {number(job.counts.terminal)}, export (e) for all"
+        self.query_one("#result-search", Input).placeholder = "Search custom_id (/)" + (hint if partial else "")
+        self.query_one("#failures-title", Static).update(
+            f"Failures by reason (in the first {number(len(self.results))} results)" if partial else "Failures by reason"
+        )
 
     def show_summary(self, job: JobStatus) -> None:
         c = job.counts
