@@ -21,13 +21,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools import Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from shared.endpoints.base import Endpoint, EndpointReply
 from shared.errors import LlmbatchError
 from shared.jobs import Metering
 from shared.store import ResultStore
-from shared.worker import HARD_STOP_MARGIN_S, InvocationStats, Worker
+from shared.worker import HARD_STOP_MARGIN_S, EndpointStats, InvocationStats, Worker
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
@@ -40,33 +40,67 @@ _FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: EMF takes at most 100 values per metric in one document.
-MAX_LATENCY_VALUES = 100
+#: Values per metric in one EMF document: EMF takes 100, and Powertools prints a document by
+#: itself the moment a metric reaches 100 (even with metrics disabled), so one fewer keeps
+#: every document to one flush of ours.
+MAX_LATENCY_VALUES = 99
+#: The dimension that tells endpoints apart (the template's dashboard searches on it).
+ENDPOINT_DIMENSION = "endpoint"
 
 
-def publish_invocation(metrics: Metrics, stats: InvocationStats, *, endpoint: str) -> None:
-    metrics.add_dimension(name="endpoint", value=endpoint)
-    counts = {
-        "ModelCalls": stats.calls,
-        "RequestsSucceeded": stats.succeeded,
-        "RequestsFailed": stats.failed,
-        "RequestsRetried": stats.retried,
-        "BudgetExhausted": stats.budget_exhausted,
-        "DuplicatesSkipped": stats.duplicates,
-        "DeadLettered": stats.dead_lettered,
-        "RateLimitedCalls": stats.rate_limited_calls,
-        "Throttled": stats.throttled,
-        "ConcurrencyLimit": stats.concurrency_limit,
-    }
-    for name, value in counts.items():
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
-    for latency in stats.latencies_ms[:MAX_LATENCY_VALUES]:
-        metrics.add_metric(name="ModelLatency", unit=MetricUnit.Milliseconds, value=latency)
-    metrics.add_metric(name="TokensIn", unit=MetricUnit.Count, value=stats.prompt_tokens)
-    metrics.add_metric(name="TokensOut", unit=MetricUnit.Count, value=stats.completion_tokens)
-    metrics.add_metric(
-        name="RateLimitWaitTime", unit=MetricUnit.Milliseconds, value=round(stats.rate_limit_wait_s * 1000)
-    )
+def publish_invocation(metrics: Metrics, stats: InvocationStats) -> None:
+    """One EMF document per endpoint the invocation used, each with its ``endpoint``
+    dimension (requests naming none the worker serves count as ``worker.NO_ENDPOINT``),
+    printed now; and the container's own metrics (dead letters, the concurrency limit)
+    added to ``metrics``, without that dimension, which the handler's ``log_metrics`` flushes.
+
+    An :class:`EphemeralMetrics` per endpoint rather than ``single_metric``: one document
+    carries all of an endpoint's metrics, where ``single_metric`` prints one per metric (and
+    one value each, so a hundred for the latencies). It shares no state with ``metrics``,
+    whose dimensions stay the container's.
+    """
+    for endpoint, counts in stats.by_endpoint.items():
+        doc = EphemeralMetrics(
+            namespace=metrics.namespace, service=metrics.service, default_dimensions=dict(metrics.default_dimensions)
+        )
+        doc.add_dimension(name=ENDPOINT_DIMENSION, value=endpoint)
+        for name, unit, value in endpoint_metrics(counts):
+            doc.add_metric(name=name, unit=unit, value=value)
+        doc.flush_metrics()
+    metrics.add_metric(name="DeadLettered", unit=MetricUnit.Count, value=stats.dead_lettered)
+    metrics.add_metric(name="ConcurrencyLimit", unit=MetricUnit.Count, value=stats.concurrency_limit)
+
+
+def endpoint_metrics(s: EndpointStats) -> list[tuple[str, MetricUnit, float]]:
+    """``(name, unit, value)`` of each metric of one endpoint's document."""
+    counts = [
+        ("ModelCalls", s.calls),
+        ("RequestsSucceeded", s.succeeded),
+        ("RequestsFailed", s.failed),
+        ("RequestsRetried", s.retried),
+        ("BudgetExhausted", s.budget_exhausted),
+        ("DuplicatesSkipped", s.duplicates),
+        ("RateLimitedCalls", s.rate_limited_calls),
+        ("Throttled", s.throttled),
+        ("TokensIn", s.prompt_tokens),
+        ("TokensOut", s.completion_tokens),
+    ]
+    return [
+        *((name, MetricUnit.Count, value) for name, value in counts),
+        ("RateLimitWaitTime", MetricUnit.Milliseconds, round(s.rate_limit_wait_s * 1000)),
+        *(("ModelLatency", MetricUnit.Milliseconds, v) for v in latency_sample(s.latencies_ms)),
+    ]
+
+
+def latency_sample(latencies_ms: Sequence[int], size: int = MAX_LATENCY_VALUES) -> list[int]:
+    """At most ``size`` latencies that keep the shape of all of them: evenly spaced ranks of
+    the sorted values, both extremes included. Not the first ones: those are the calls that
+    finished first, the fast ones, and their p99 would hide the slow tail."""
+    if len(latencies_ms) <= size:
+        return list(latencies_ms)
+    ranked = sorted(latencies_ms)
+    step = (len(ranked) - 1) / max(size - 1, 1)
+    return [ranked[round(i * step)] for i in range(size)]
 
 
 # ---- tracing ------------------------------------------------------------------------------

@@ -97,27 +97,50 @@ class ContainerLoopBatchProcessor(AsyncBatchProcessor):
         return self._loop.run_until_complete(all_records())
 
 
+#: Where requests that name no endpoint this worker serves (a mistyped name, an invalid
+#: message) are counted: one fixed key, so a job cannot add metric dimensions, and one no
+#: endpoint can have (names start with a letter or digit, shared/endpoints/specs.py).
+NO_ENDPOINT = "(none)"
+
+
 @dataclass
-class InvocationStats:
+class EndpointStats:
+    """What an invocation did on one endpoint: its model calls and the requests naming it."""
+
     calls: int = 0
     succeeded: int = 0
     failed: int = 0
     retried: int = 0
     duplicates: int = 0
-    dead_lettered: int = 0
     budget_exhausted: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latencies_ms: list[int] = field(default_factory=list)
-    #: Seconds spent preparing, running the records, and writing what was left.
-    phases_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
     #: Calls held back by a rate limit (the global bucket or a Retry-After), and how long.
     rate_limited_calls: int = 0
     rate_limit_wait_s: float = 0.0
     #: 429s the endpoint answered.
     throttled: int = 0
-    #: Model calls allowed in flight when the invocation ended (moves when adaptive).
+
+
+@dataclass
+class InvocationStats(EndpointStats):
+    """The invocation's totals over all endpoints, each endpoint's own (``by_endpoint``), and
+    what belongs to the container rather than to an endpoint."""
+
+    #: Messages nobody can record (unreadable, or of an unknown job): the container's, not
+    #: an endpoint's, as what they name cannot be trusted.
+    dead_lettered: int = 0
+    #: Seconds spent preparing, running the records, and writing what was left.
+    phases_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    #: Model calls allowed in flight when the invocation ended (moves when adaptive); one
+    #: limiter serves every endpoint of the container.
     concurrency_limit: int = 0
+    by_endpoint: dict[str, EndpointStats] = field(default_factory=dict)
+
+    def counters(self, endpoint: str) -> tuple[EndpointStats, EndpointStats]:
+        """The two places a count goes: these totals and ``endpoint``'s own."""
+        return self, self.by_endpoint.setdefault(endpoint, EndpointStats())
 
 
 class QueueOps:
@@ -308,7 +331,8 @@ class BatchRun:
         if job is None:
             return await self._dead_letter(record.body, f"unknown job {msg.job_id!r}")
         if (msg.job_id, msg.custom_id) in self._stored:
-            self.stats.duplicates += 1
+            for s in self._counters(msg.endpoint):
+                s.duplicates += 1
             return Disposition.DUPLICATE
         if job.cancel_requested:
             return await self._store(self._result(msg, attempt, RequestStatus.CANCELLED, error=CANCELLED))
@@ -341,9 +365,10 @@ class BatchRun:
                 )
             )
         except TransientError as e:
-            self.stats.retried += 1
-            if isinstance(e, BudgetExhaustedError):
-                self.stats.budget_exhausted += 1
+            for s in self._counters(msg.endpoint):
+                s.retried += 1
+                if isinstance(e, BudgetExhaustedError):
+                    s.budget_exhausted += 1
             self._retry_notes.append(
                 {
                     "job_id": msg.job_id,
@@ -360,7 +385,8 @@ class BatchRun:
             )
             raise
         latency = int((time.monotonic() - started) * 1000)
-        self.stats.latencies_ms.append(latency)
+        for s in self._counters(msg.endpoint):
+            s.latencies_ms.append(latency)
         return await self._store(self._result(msg, attempt, RequestStatus.SUCCEEDED, reply=reply, latency_ms=latency))
 
     async def _cancelled(self, job_id: str) -> bool:
@@ -419,9 +445,15 @@ class BatchRun:
             max_wait_s=self.deadline.remaining() - self.worker.config.min_call_s,
         )
         if permit.delayed:
-            self.stats.rate_limited_calls += 1
-            self.stats.rate_limit_wait_s += permit.waited_s
+            for s in self._counters(call.endpoint.name):
+                s.rate_limited_calls += 1
+                s.rate_limit_wait_s += permit.waited_s
         return permit
+
+    def _counters(self, endpoint: str) -> tuple[EndpointStats, EndpointStats]:
+        """The invocation's totals and ``endpoint``'s counts (published per endpoint,
+        shared/observability.py); a name this worker does not serve counts as NO_ENDPOINT."""
+        return self.stats.counters(endpoint if endpoint in self.worker.endpoints else NO_ENDPOINT)
 
     def _calls_to_come(self, per_call: int = 1) -> int:
         """Calls that may still be made (this one included), if each carries ``per_call``
@@ -436,7 +468,8 @@ class BatchRun:
         # few milliseconds of waiting), and the deadline is applied here.
         timeout_s = self.deadline.timeout_for_call(cfg.call_timeout_s, min_call_s=cfg.min_call_s)
         endpoint = call.endpoint
-        self.stats.calls += 1
+        for s in self._counters(endpoint.name):
+            s.calls += 1
         try:
             async with self.worker.concurrency.measured():
                 try:
@@ -447,7 +480,8 @@ class BatchRun:
                     raise
         except TransientError as e:
             if e.status_code == 429:
-                self.stats.throttled += 1
+                for s in self._counters(endpoint.name):
+                    s.throttled += 1
                 self.worker.throttle.throttled(endpoint.name, e.retry_after_s)
             raise
 
@@ -491,15 +525,18 @@ class BatchRun:
             ) from e
         finally:
             self._writing -= 1
+        counters = self._counters(result.endpoint)
         if not first:
-            self.stats.duplicates += 1
+            for s in counters:
+                s.duplicates += 1
             return Disposition.DUPLICATE
-        self.stats.prompt_tokens += result.usage.prompt_tokens
-        self.stats.completion_tokens += result.usage.completion_tokens
-        if result.status is RequestStatus.SUCCEEDED:
-            self.stats.succeeded += 1
-        else:
-            self.stats.failed += 1
+        for s in counters:
+            s.prompt_tokens += result.usage.prompt_tokens
+            s.completion_tokens += result.usage.completion_tokens
+            if result.status is RequestStatus.SUCCEEDED:
+                s.succeeded += 1
+            else:
+                s.failed += 1
         return Disposition.STORED
 
     async def _invalid(self, record: SQSRecord, e: InvalidMessageError, attempt: int) -> str:
@@ -523,7 +560,8 @@ class BatchRun:
                 error_message=e.message,
             )
             if (e.job_id, e.custom_id) in self._stored:
-                self.stats.duplicates += 1
+                for s in self._counters(result.endpoint):
+                    s.duplicates += 1
                 return Disposition.DUPLICATE
             return await self._store(result)
         return await self._dead_letter(record.body, e.message)

@@ -50,6 +50,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     started = time.monotonic()
     c = container()
     response = c.handle(event, context)
-    publish_invocation(metrics, c.worker.last_stats, endpoint=c.worker.config.endpoint_name)
+    publish_invocation(metrics, c.worker.last_stats)
     record_invocation_metering(c.loop, c.worker.store, event, context, started)
     return response

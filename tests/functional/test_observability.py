@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -15,28 +15,78 @@ from local_stack.runner import LocalStack
 from shared.control import LlmbatchClient
 from shared.jobs import JobMeta, new_job_id
 from shared.messages import RequestMessage
+from shared.observability import ENDPOINT_DIMENSION
+from shared.worker import NO_ENDPOINT
 
 SECRET_PROMPT = "the launch code is 0000"
 
 
 @pytest.fixture
-def worker_app(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    worker = stack.provisioned.functions["Worker"]  # type: ignore[union-attr]
-    env = {
-        **worker.environment,
-        "AWS_ENDPOINT_URL": stack.resources.aws_endpoint_url or "",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    import functions.worker.app as app
+def start_worker(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
+    """The worker's handler module with the stack's environment (plus ``extra_env``) and a
+    container of its own, made on its first invocation."""
+    started: list[Any] = []
 
-    monkeypatch.setattr(app, "_container", None)
-    yield app
-    if app._container is not None:
-        app._container.close()
+    def start(**extra_env: str) -> Any:
+        worker = stack.provisioned.functions["Worker"]  # type: ignore[union-attr]
+        env = {
+            **worker.environment,
+            "AWS_ENDPOINT_URL": stack.resources.aws_endpoint_url or "",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            **extra_env,
+        }
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        import functions.worker.app as app
+
+        monkeypatch.setattr(app, "_container", None)
+        started.append(app)
+        return app
+
+    yield start
+    for app in started:
+        if app._container is not None:
+            app._container.close()
+
+
+@pytest.fixture
+def worker_app(start_worker: Callable[..., Any]) -> Any:
+    return start_worker()
+
+
+def create_job(stack: LocalStack, total: int) -> str:
+    job_id = new_job_id()
+
+    async def create() -> None:
+        async with LlmbatchClient(stack.resources) as client:
+            await client.store.create_job(JobMeta(job_id=job_id, total=total, sealed=True, enqueued=total))
+
+    asyncio.run(create())
+    return job_id
+
+
+def chat_message(job_id: str, i: int, text: str, endpoint: str = "default") -> str:
+    return RequestMessage(
+        v=1,
+        job_id=job_id,
+        custom_id=f"c{i}",
+        line=i + 1,
+        url="/v1/chat/completions",
+        body={"model": "sim-model", "messages": [{"role": "user", "content": text}]},
+        endpoint=endpoint,
+    ).encode()
+
+
+def emf_documents(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines() if '"_aws"' in line]
+
+
+def value(doc: dict[str, Any], name: str) -> float:
+    """A metric's value in one document (Powertools writes even one value as a list)."""
+    v = doc[name]
+    return float(sum(v)) if isinstance(v, list) else float(v)
 
 
 def record(i: int, body: str) -> dict[str, Any]:
@@ -57,30 +107,9 @@ def test_an_invocation_publishes_its_counts_as_metrics_and_never_logs_prompt_tex
     stack: LocalStack, worker_app: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # GIVEN a job of three requests, one of which the endpoint refuses
-    job_id = new_job_id()
-
-    async def create() -> None:
-        async with LlmbatchClient(stack.resources) as client:
-            await client.store.create_job(JobMeta(job_id=job_id, total=3, sealed=True, enqueued=3))
-
-    asyncio.run(create())
+    job_id = create_job(stack, 3)
     texts = [SECRET_PROMPT, SECRET_PROMPT + " again", "[[sim:400]] " + SECRET_PROMPT]
-    event = {
-        "Records": [
-            record(
-                i,
-                RequestMessage(
-                    v=1,
-                    job_id=job_id,
-                    custom_id=f"c{i}",
-                    line=i + 1,
-                    url="/v1/chat/completions",
-                    body={"model": "sim-model", "messages": [{"role": "user", "content": t}]},
-                ).encode(),
-            )
-            for i, t in enumerate(texts)
-        ]
-    }
+    event = {"Records": [record(i, chat_message(job_id, i, t)) for i, t in enumerate(texts)]}
 
     # WHEN the handler runs it
     response = worker_app.lambda_handler(event, FakeLambdaContext("worker", 512, 30))
@@ -88,11 +117,58 @@ def test_an_invocation_publishes_its_counts_as_metrics_and_never_logs_prompt_tex
     # THEN it reports two successes and one failure as EMF metrics, and the prompt appears nowhere
     out = capsys.readouterr()
     assert response == {"batchItemFailures": []}
-    emf = [json.loads(line) for line in out.out.splitlines() if '"_aws"' in line]
-    assert emf, out.out
-    doc = emf[-1]
-    one = lambda name: sum(doc[name]) if isinstance(doc[name], list) else doc[name]  # noqa: E731
-    assert (one("RequestsSucceeded"), one("RequestsFailed"), one("ModelCalls")) == (2, 1, 3)
-    assert doc["endpoint"] == "default"
-    assert one("TokensIn") > 0
+    (doc,) = [d for d in emf_documents(out.out) if ENDPOINT_DIMENSION in d]
+    assert [value(doc, n) for n in ("RequestsSucceeded", "RequestsFailed", "ModelCalls")] == [2, 1, 3]
+    assert doc[ENDPOINT_DIMENSION] == "default"
+    assert value(doc, "TokensIn") > 0
     assert SECRET_PROMPT not in out.out and SECRET_PROMPT not in out.err
+
+
+def test_a_batch_on_two_endpoints_is_counted_under_each_endpoint(
+    stack: LocalStack, start_worker: Callable[..., Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a worker serving the stack's endpoint and one named in ENDPOINTS (the same simulator)
+    app = start_worker(ENDPOINTS=json.dumps({"second": {"kind": "openai", "url": stack.resources.model_endpoint_url}}))
+    # ... and one batch of: three requests on the default endpoint (one refused), two on the
+    # named one, one naming an endpoint nobody serves, and one nobody can read
+    job_id = create_job(stack, 6)
+    messages = [
+        chat_message(job_id, 0, "one"),
+        chat_message(job_id, 1, "two"),
+        chat_message(job_id, 2, "[[sim:400]] three"),
+        chat_message(job_id, 3, "four", endpoint="second"),
+        chat_message(job_id, 4, "five", endpoint="second"),
+        chat_message(job_id, 5, "six", endpoint="nowhere"),
+        "{not json",
+    ]
+    event = {"Records": [record(i, body) for i, body in enumerate(messages)]}
+
+    # WHEN the handler runs it
+    response = app.lambda_handler(event, FakeLambdaContext("worker", 512, 30))
+
+    # THEN each endpoint's counts are published under its own dimension, in one document each
+    assert response == {"batchItemFailures": []}
+    docs = emf_documents(capsys.readouterr().out)
+    by_endpoint = {d[ENDPOINT_DIMENSION]: d for d in docs if ENDPOINT_DIMENSION in d}
+    assert len(by_endpoint) == len(docs) - 1
+    counted = ("ModelCalls", "RequestsSucceeded", "RequestsFailed")
+    assert {name: [value(d, n) for n in counted] for name, d in by_endpoint.items()} == {
+        "default": [3, 2, 1],
+        "second": [2, 2, 0],
+        NO_ENDPOINT: [0, 0, 1],
+    }
+    assert len(by_endpoint["second"]["ModelLatency"]) == 2
+    # ... the dead letter and the concurrency limit in the container's document, without it
+    (container_doc,) = [d for d in docs if ENDPOINT_DIMENSION not in d]
+    assert value(container_doc, "DeadLettered") == 1
+    assert "ConcurrencyLimit" in container_doc and "RequestsSucceeded" not in container_doc
+    # ... and the endpoints' documents add up to the invocation's totals
+    totals = app.container().worker.last_stats
+    for metric, total in {
+        "ModelCalls": totals.calls,
+        "RequestsSucceeded": totals.succeeded,
+        "RequestsFailed": totals.failed,
+        "TokensIn": totals.prompt_tokens,
+        "TokensOut": totals.completion_tokens,
+    }.items():
+        assert sum(value(d, metric) for d in by_endpoint.values()) == total, metric

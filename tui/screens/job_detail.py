@@ -120,7 +120,9 @@ class JobDetailScreen(PollingScreen):
         hint = f" · first {number(len(self.results))} of {number(job.counts.terminal)}, export (e) for all"
         self.query_one("#result-search", Input).placeholder = "Search custom_id (/)" + (hint if partial else "")
         self.query_one("#failures-title", Static).update(
-            f"Failures by reason (in the first {number(len(self.results))} results)" if partial else "Failures by reason"
+            f"Failures by reason (in the first {number(len(self.results))} results)"
+            if partial
+            else "Failures by reason"
         )
 
     def show_summary(self, job: JobStatus) -> None:
@@ -259,7 +261,9 @@ class JobDetailScreen(PollingScreen):
         self.poll_now()
 
     def action_retry_failed(self) -> None:
-        failed = f"its {number(self.job.counts.failed)} failed request(s)" if self.job is not None else "its failed requests"
+        failed = (
+            f"its {number(self.job.counts.failed)} failed request(s)" if self.job is not None else "its failed requests"
+        )
         self.app.push_screen(
             ConfirmScreen(
                 "Retry the failed requests?",
