@@ -15,9 +15,9 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import boto3
 
@@ -28,6 +28,9 @@ from local_stack.template import load_template
 from shared.jobs import JobMeta, new_job_id
 from shared.messages import MESSAGE_VERSION, RequestMessage
 from shared.stats import percentile
+
+if TYPE_CHECKING:
+    from shared.worker import InvocationStats, Worker
 
 #: The endpoint every scenario starts from: 32 slots, 200 ms a call (± 20 ms), no faults.
 BASE_SIMULATOR: dict[str, Any] = {
@@ -156,6 +159,8 @@ class BatchOutcome:
     #: Neither: duplicates skipped, messages dead-lettered (our worker only).
     other: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    #: Our worker's (prepare, run, finish) seconds per invocation (``InvocationStats.phases_s``).
+    phases_s: list[tuple[float, float, float]] = field(default_factory=list)
 
     def add(self, o: BatchOutcome) -> None:
         self.succeeded += o.succeeded
@@ -163,6 +168,7 @@ class BatchOutcome:
         self.returned += o.returned
         self.other += o.other
         self.latencies_ms.extend(o.latencies_ms)
+        self.phases_s.extend(o.phases_s)
 
 
 class Approach(Protocol):
@@ -177,6 +183,33 @@ class Approach(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One event handled: by which container, when (``time.perf_counter()``), with what outcome."""
+
+    container: int
+    started: float
+    ended: float
+    outcome: BatchOutcome
+
+
+@runtime_checkable
+class ConcurrentApproach(Approach, Protocol):
+    """One that runs the events itself, several at once (our worker in several container
+    processes, as the event source mapping runs them)."""
+
+    #: Invocations that may run at once.
+    containers: int
+
+    def handle_all(self, events: list[dict[str, Any]]) -> list[Invocation]:
+        """Every event handled, in the order they ended."""
+        ...
+
+    def cpu_s(self) -> float:
+        """CPU seconds of the processes that handle the events, so far."""
+        ...
 
 
 @dataclass
@@ -197,6 +230,10 @@ class RunResult:
     concurrency_limit: int | None = None
     #: (answers stored, wall seconds) of each invocation, in order.
     invocation_figures: list[tuple[int, float]] = field(default_factory=list)
+    #: Invocations that could run at once (1: one container, batches one after another).
+    containers: int = 1
+    #: (container, start s, end s) of each invocation, from the run's start.
+    spans: list[tuple[int, float, float]] = field(default_factory=list)
 
     # -- figures --
     @property
@@ -211,7 +248,10 @@ class RunResult:
     def steady_succeeded_per_s(self) -> float:
         """Answers stored per second over every invocation but the first: the first pays
         the cold start (clients, the first limits read) and a new rate-limit bucket's start
-        from empty, which a long-running deployment pays once."""
+        from empty, which a long-running deployment pays once. (One container only: the
+        invocations of several overlap.)"""
+        if self.containers > 1:
+            return self.succeeded_per_s
         later = self.invocation_figures[1:]
         wall = sum(w for _, w in later)
         return sum(n for n, _ in later) / wall if wall else self.succeeded_per_s
@@ -300,6 +340,9 @@ class RunResult:
             "aws_calls_per_request": {s: self.calls_per_request(s) for s in self.aws_calls},
             "cpu_ms_per_request": self.cpu_ms_per_request,
             "moto_cpu_ms_per_request": self.moto_cpu_ms_per_request,
+            "containers": self.containers,
+            "phases_s": [list(p) for p in self.outcome.phases_s],
+            "invocation_spans_s": [list(span) for span in self.spans],
         }
 
 
@@ -512,6 +555,30 @@ def counting_sync_calls(into: dict[str, Counter[str]]) -> Iterator[None]:
 # ---- our worker -----------------------------------------------------------------------------
 
 
+def worker_outcome(st: InvocationStats, response: Mapping[str, Any]) -> BatchOutcome:
+    """What one invocation of our worker did, from its stats and its partial batch response."""
+    return BatchOutcome(
+        succeeded=st.succeeded,
+        failed=st.failed,
+        returned=len(response.get("batchItemFailures", [])),
+        other=st.duplicates + st.dead_lettered,
+        latencies_ms=[float(x) for x in st.latencies_ms],
+        phases_s=[st.phases_s],
+    )
+
+
+def worker_aws_calls(worker: Worker, sync_calls: Mapping[str, Counter[str]]) -> dict[str, Counter[str]]:
+    """Our worker's AWS calls by service: its store's and queue's, the rate-limit bucket's
+    and the synchronous boto3 calls of its live-limits read (``counting_sync_calls``)."""
+    calls: dict[str, Counter[str]] = {"dynamodb": Counter(worker.store.calls)}
+    if worker.throttle.bucket is not None:  # the global rate-limit bucket's reads and writes
+        calls["dynamodb"].update(worker.throttle.bucket.calls)
+    calls["sqs"] = Counter(worker.queue.calls) if worker.queue else Counter()
+    for service, ops in sync_calls.items():
+        calls.setdefault(service, Counter()).update(ops)
+    return calls
+
+
 class OursApproach:
     """Our worker: ``Container.create`` with the Worker function's environment, invoked
     with a fresh Lambda context per batch, as the poller's container process does."""
@@ -539,29 +606,37 @@ class OursApproach:
             response = self.container.handle(event, ctx)
         st = self.container.worker.last_stats
         self.concurrency_limit = st.concurrency_limit
-        return BatchOutcome(
-            succeeded=st.succeeded,
-            failed=st.failed,
-            returned=len(response.get("batchItemFailures", [])),
-            other=st.duplicates + st.dead_lettered,
-            latencies_ms=[float(x) for x in st.latencies_ms],
-        )
+        return worker_outcome(st, response)
 
     def aws_calls(self) -> dict[str, Counter[str]]:
-        worker = self.container.worker
-        calls: dict[str, Counter[str]] = {"dynamodb": Counter(worker.store.calls)}
-        if worker.throttle.bucket is not None:  # the global rate-limit bucket's reads and writes
-            calls["dynamodb"].update(worker.throttle.bucket.calls)
-        calls["sqs"] = Counter(worker.queue.calls) if worker.queue else Counter()
-        for service, ops in self._sync_calls.items():
-            calls.setdefault(service, Counter()).update(ops)
-        return calls
+        return worker_aws_calls(self.container.worker, self._sync_calls)
 
     def close(self) -> None:
         self.container.close()
 
 
 # ---- one run ------------------------------------------------------------------------------
+
+
+def run_approach(
+    stack: BenchStack,
+    scenario: Scenario,
+    make_approach: Callable[[BenchStack], Approach],
+    requests: int,
+    *,
+    latency_s: float | None = None,
+) -> RunResult:
+    """One approach on a new job of ``requests`` lines, on empty tables, then closed."""
+    stack.clear_tables()
+    job_id = stack.new_job(requests)
+    events = build_events(job_messages(job_id, requests), stack.batch_size, stack.queue_arn)
+    approach = make_approach(stack)
+    try:
+        return measure(
+            stack, scenario, approach, events, job_id, sim_config=scenario.simulator_config(latency_s=latency_s)
+        )
+    finally:
+        approach.close()
 
 
 def measure(
@@ -579,17 +654,23 @@ def measure(
     stack.set_limits(scenario.limits)
     stack.sim_prepare(sim_config)
     total = BatchOutcome()
+    # The handlers' CPU: this process's, or that of the processes running them.
+    handler_cpu = approach.cpu_s if isinstance(approach, ConcurrentApproach) else time.process_time
     moto0 = stack.moto_cpu_s()
-    cpu0 = time.process_time()
+    cpu0 = handler_cpu()
     t0 = time.perf_counter()
-    figures: list[tuple[int, float]] = []
-    for event in events:
-        started = time.perf_counter()
-        outcome = approach.handle(event)
-        figures.append((outcome.succeeded, time.perf_counter() - started))
-        total.add(outcome)
+    if isinstance(approach, ConcurrentApproach):
+        invocations = approach.handle_all(events)
+    else:
+        invocations = []
+        for event in events:
+            started = time.perf_counter()
+            outcome = approach.handle(event)
+            invocations.append(Invocation(0, started, time.perf_counter(), outcome))
     wall = time.perf_counter() - t0
-    cpu = time.process_time() - cpu0
+    for inv in invocations:
+        total.add(inv.outcome)
+    cpu = handler_cpu() - cpu0
     moto1 = stack.moto_cpu_s()
     sim = stack.sim_stats()
     calls = {s: dict(ops) for s, ops in approach.aws_calls().items()}
@@ -606,5 +687,7 @@ def measure(
         aws_calls=calls,
         stored=stack.count_stored(job_id),
         concurrency_limit=getattr(approach, "concurrency_limit", None),
-        invocation_figures=figures,
+        invocation_figures=[(inv.outcome.succeeded, inv.ended - inv.started) for inv in invocations],
+        spans=[(inv.container, inv.started - t0, inv.ended - t0) for inv in invocations],
+        containers=approach.containers if isinstance(approach, ConcurrentApproach) else 1,
     )

@@ -49,9 +49,9 @@ def measure_all(repeat: int = 3) -> dict[str, ImportTime]:
     return {name: measure_import(name, stmt, repeat=repeat) for name, stmt in TARGETS.items()}
 
 
-def heaviest_imports(statement: str, top: int = 6) -> list[tuple[str, float]]:
+def heaviest_imports(statement: str, top: int | None = 6) -> list[tuple[str, float]]:
     """``python -X importtime``: where the statement's import time goes, as seconds of
-    module bodies (self time) summed by top-level package."""
+    module bodies (self time) summed by top-level package, heaviest first (all with ``top=None``)."""
     out = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", statement],
         capture_output=True,

@@ -42,6 +42,10 @@ SIMULATOR: dict[str, Any] = {
 }
 #: Records per SQS batch (the worker's BatchSize is larger; the packer sees one batch at a time).
 BATCH = 100
+#: Calls in flight at once (the limiter's slots), as many as the endpoint has.
+CONCURRENCY = int(SIMULATOR["slots"])
+#: Requests per run: four batches.
+REQUESTS = 4 * BATCH
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,8 @@ class PackingRun:
 async def run_once(
     cap: int,
     *,
-    requests: int = 400,
-    concurrency: int = 8,
+    requests: int = REQUESTS,
+    concurrency: int = CONCURRENCY,
     simulator: dict[str, Any] | None = None,
 ) -> PackingRun:
     """One run against a fresh in-process simulator."""
@@ -97,7 +101,7 @@ async def run_once(
 
 
 def run_packing_scenario(
-    caps: Sequence[int] = (1, 16), *, requests: int = 400, concurrency: int = 8
+    caps: Sequence[int] = (1, 16), *, requests: int = REQUESTS, concurrency: int = CONCURRENCY
 ) -> list[PackingRun]:
     """Each cap in turn on the same requests and endpoint (cap 1 is packing off)."""
     return [asyncio.run(run_once(cap, requests=requests, concurrency=concurrency)) for cap in caps]
@@ -111,8 +115,8 @@ def text_table(runs: Sequence[PackingRun]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.packing_scenario", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=REQUESTS)
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
     parser.add_argument("--cap", type=int, action="append", help="repeatable; default: 1 and 16")
     args = parser.parse_args(argv)
     runs = run_packing_scenario(args.cap or (1, 16), requests=args.requests, concurrency=args.concurrency)

@@ -11,6 +11,12 @@ from typing import Any
 
 from bench.harness import ADAPTIVE_CEILING, RunResult, Scenario
 from bench.importtime import ImportTime
+from bench.packing_scenario import CONCURRENCY as PACKING_CONCURRENCY
+from bench.packing_scenario import SIMULATOR as PACKING_SIM
+from bench.packing_scenario import PackingRun
+from bench.parallel import ParallelRun
+from bench.sweep import SVG_NAME, SweepPoint
+from bench.time_budget import TimeBudget, time_budget
 
 SERVICES = ("dynamodb", "sqs", "ssm")
 
@@ -46,16 +52,20 @@ class BenchReport:
     results: list[RunResult]
     settings: dict[str, Any]
     imports: dict[str, ImportTime] = field(default_factory=dict)
+    #: Packages by the self time of their modules in the worker's import, heaviest first.
     heaviest: list[tuple[str, float]] = field(default_factory=list)
+    sweep: list[SweepPoint] = field(default_factory=list)
+    parallel: list[ParallelRun] = field(default_factory=list)
+    packing: list[PackingRun] = field(default_factory=list)
 
     def for_scenario(self, name: str) -> dict[str, RunResult]:
         return {r.approach: r for r in self.results if r.scenario == name}
 
 
-def _row(r: RunResult) -> list[str]:
+def _row(r: RunResult, label: str | None = None) -> list[str]:
     moto = r.moto_cpu_ms_per_request
     return [
-        r.approach,
+        label or r.approach,
         str(r.requests),
         str(r.outcome.succeeded),
         str(r.outcome.returned),
@@ -148,6 +158,101 @@ def _import_rows(report: BenchReport) -> list[list[str]]:
 IMPORT_COLUMNS = ("handler", "imports", "best ms", "runs ms", "vs bare Powertools")
 
 
+SWEEP_COLUMNS = (
+    "calls per invocation",
+    "requests",
+    "ok",
+    "wall s",
+    "ok/s",
+    "p50 ms",
+    "p99 ms",
+    "endpoint util",
+    "endpoint max queued",
+)
+
+
+def _sweep_rows(points: Sequence[SweepPoint]) -> list[list[str]]:
+    return [
+        [
+            str(p.concurrency),
+            str(p.run.requests),
+            str(p.run.outcome.succeeded),
+            f"{p.run.wall_s:.2f}",
+            f"{p.run.succeeded_per_s:.1f}",
+            f"{p.run.p50_ms:.0f}",
+            f"{p.run.p99_ms:.0f}",
+            f"{p.run.utilisation:.2f}",
+            str(int(p.run.sim.get("max_queued", 0))),
+        ]
+        for p in points
+    ]
+
+
+def _parallel_label(run: ParallelRun) -> str:
+    return f"ours, {run.containers} x {run.per_container}"
+
+
+def _one_container(report: BenchReport) -> RunResult | None:
+    """The slots32 scenario's run of our worker: one container, the reference."""
+    return report.for_scenario("slots32").get("ours")
+
+
+def _budgets(report: BenchReport) -> list[tuple[str, RunResult, TimeBudget]]:
+    """(label, run, budget): the one-container reference, then each several-containers run."""
+    runs: list[tuple[str, RunResult]] = [(_parallel_label(pr), pr.run) for pr in report.parallel]
+    if (single := _one_container(report)) is not None:
+        runs.insert(0, (f"ours, 1 x {single.concurrency_limit}", single))
+    return [(label, run, b) for label, run in runs if (b := time_budget(run)) is not None]
+
+
+BUDGET_COLUMNS = (
+    "containers x calls",
+    "container s",
+    "prepare",
+    "running records",
+    "finishing writes",
+    "outside the worker",
+    "idle",
+    "wall with no container running records",
+    "calls served per container while running records",
+    "records phase ms: measured / in whole waves / least",
+)
+
+
+def _budget_rows(budgets: Sequence[tuple[str, RunResult, TimeBudget]]) -> list[list[str]]:
+    return [
+        [
+            label.removeprefix("ours, "),
+            f"{b.container_s:.2f}",
+            *(f"{b.share(x):.0%}" for x in (b.prepare_s, b.records_s, b.finish_s, b.outside_s, b.idle_s)),
+            f"{b.none_running_s / b.wall_s:.0%}" if b.wall_s else "n/a",
+            f"{b.served_while_running:.1f} of {b.limit}",
+            f"{b.records_s / b.invocations * 1000:.0f} / {b.whole_waves_s * 1000:.0f} / {b.least_records_s * 1000:.0f}",
+        ]
+        for label, _, b in budgets
+    ]
+
+
+PACKING_COLUMNS = ("inputs per call (cap)", "requests", "calls", "wall s", "req/s")
+
+
+def _packing_rows(runs: Sequence[PackingRun]) -> list[list[str]]:
+    return [[str(r.cap), str(r.requests), str(r.calls), f"{r.wall_s:.2f}", f"{r.requests_per_s:.1f}"] for r in runs]
+
+
+def _packing_summary(runs: Sequence[PackingRun]) -> str:
+    off = next((r for r in runs if r.cap == 1), None)
+    on = [r for r in runs if r.cap > 1]
+    if off is None or not on:
+        return ""
+    parts = [
+        f"cap {r.cap}: {_ratio(off.calls, r.calls)} fewer calls, {_ratio(r.requests_per_s, off.requests_per_s)} "
+        "the requests per second"
+        for r in on
+    ]
+    return "Against cap 1 (packing off): " + "; ".join(parts) + "."
+
+
 def text_report(report: BenchReport) -> str:
     lines: list[str] = []
     for sc in report.scenarios:
@@ -159,13 +264,26 @@ def text_report(report: BenchReport) -> str:
         ratios = _ratio_rows(runs)
         if ratios:
             lines += ["", *_aligned(RATIO_COLUMNS, ratios)]
+    if report.sweep:
+        lines += ["", "== ours against model calls per invocation (slots32, one container)"]
+        lines += _aligned(SWEEP_COLUMNS, _sweep_rows(report.sweep))
+    if report.parallel:
+        lines += ["", "== ours in several containers at once (slots32)"]
+        rows = [_row(pr.run, _parallel_label(pr)) for pr in report.parallel]
+        lines += _aligned(COLUMNS, rows)
+        lines += ["", *_aligned(BUDGET_COLUMNS, _budget_rows(_budgets(report)))]
+    if report.packing:
+        lines += ["", "== request packing (/v1/embeddings, single-input requests)"]
+        lines += _aligned(PACKING_COLUMNS, _packing_rows(report.packing))
+        if summary := _packing_summary(report.packing):
+            lines.append(summary)
     if report.imports:
         lines += ["", "== cold-start import time (fresh interpreter, best of runs)"]
         lines += _aligned(IMPORT_COLUMNS, _import_rows(report))
         if report.heaviest:
             lines.append(
                 "worker import, self time by package: "
-                + ", ".join(f"{p} {s * 1000:.0f} ms" for p, s in report.heaviest)
+                + ", ".join(f"{p} {s * 1000:.0f} ms" for p, s in report.heaviest[:HEAVIEST_SHOWN])
             )
     return "\n".join(lines) + "\n"
 
@@ -221,6 +339,9 @@ def markdown_report(report: BenchReport) -> str:
         if ratios:
             out += ["", *_md_table(RATIO_COLUMNS, ratios)]
         out.append("")
+    out += _md_sweep(report)
+    out += _md_parallel(report)
+    out += _md_packing(report)
     if report.imports:
         out += ["## Cold start: import time", "", "Each in a fresh interpreter, timed around the import only.", ""]
         out += _md_table(IMPORT_COLUMNS, _import_rows(report))
@@ -228,17 +349,21 @@ def markdown_report(report: BenchReport) -> str:
             out += [
                 "",
                 "Where the worker's import time goes (`python -X importtime`, module self time by package): "
-                + ", ".join(f"{p} {sec * 1000:.0f} ms" for p, sec in report.heaviest)
+                + ", ".join(f"{p} {sec * 1000:.0f} ms" for p, sec in report.heaviest[:HEAVIEST_SHOWN])
                 + ".",
             ]
+        out += ["", *_cold_start_notes(report)]
         out.append("")
     out += _targets(report)
     out += [
         "## Caveats",
         "",
-        "- One container, batches one after another: each batch of 100 on 32 slots ends with a partial wave "
-        "(100 = 3 full waves + 4), so utilisation of one invocation stream is capped near 0.78 for any handler "
-        "that does not start the next batch early; in AWS several invocations (WorkerMaxConcurrency) overlap.",
+        "- One container, batches one after another (all but *Several containers at once*): each batch of 100 on "
+        "32 slots ends with a partial wave (100 = 3 full waves + 4), so utilisation of one invocation stream is "
+        "capped near 0.78 for any handler that does not start the next batch early; in AWS several invocations "
+        "(WorkerMaxConcurrency) overlap, which *Several containers at once* measures. There the containers start "
+        "together on a job already queued, so they run in step; in a long-running deployment they drift apart "
+        "and one's gaps can fall on another's calls.",
         "- Latency counts waiting for a slot: the sequential loop never waits, so its p99 is the bare call's; "
         "ours and gather queue 100 records on 32 slots (ours in its limiter, gather in the endpoint's queue); "
         "under the RPM limit ours also waits there for its share of the limit.",
@@ -261,13 +386,190 @@ def markdown_report(report: BenchReport) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def _md_sweep(report: BenchReport) -> list[str]:
+    if not report.sweep:
+        return []
+    first = report.sweep[0].run
+    return [
+        "## Throughput and p99 against concurrency",
+        "",
+        f"Our worker alone, one container as above, on the slots32 endpoint, {first.requests} requests per point; "
+        "only the model calls allowed per invocation (the limits parameter's `max_concurrency`) change. "
+        "Written by `bench/sweep.py`.",
+        "",
+        f"![Throughput and p99 latency against model calls per invocation]({SVG_NAME})",
+        "",
+        *_md_table(SWEEP_COLUMNS, _sweep_rows(report.sweep)),
+        "",
+    ]
+
+
+def _md_parallel(report: BenchReport) -> list[str]:
+    if not report.parallel:
+        return []
+    rows = [_row(pr.run, _parallel_label(pr)) for pr in report.parallel]
+    single = _one_container(report)
+    if single is not None:
+        rows.insert(0, _row(single, f"ours, 1 x {single.concurrency_limit}"))
+    return [
+        "## Several containers at once: endpoint utilisation",
+        "",
+        *_parallel_intro(report),
+        "",
+        *_md_table(COLUMNS, rows),
+        "",
+        "Where the containers' time went (shares of containers x wall; `bench/time_budget.py`):",
+        "",
+        *_md_table(BUDGET_COLUMNS, _budget_rows(_budgets(report))),
+        "",
+        *_parallel_findings(report),
+        "",
+    ]
+
+
+def _parallel_intro(report: BenchReport) -> list[str]:
+    n = report.parallel[0].containers
+    own = report.settings.get("concurrency")
+    slots = int(report.parallel[0].run.sim.get("slots", 0))
+    settings = []
+    for pr in report.parallel:
+        label = f"**{pr.containers} x {pr.per_container}**"
+        if pr.per_container == own:
+            settings.append(
+                f"{label} is what the event source mapping runs with this stack's settings: every container gets "
+                f"the function's `ModelCallConcurrency` ({own} here), and the mapping adds containers while the "
+                "queue has a backlog; so this one mirrors production, and calls beyond the endpoint's slots wait "
+                "in its queue."
+            )
+        elif pr.per_container * pr.containers == slots:
+            settings.append(
+                f"{label} holds the total at the endpoint's {slots} slots, as an operator who sizes "
+                "`ModelCallConcurrency` x `WorkerMaxConcurrency` to the endpoint would: no call waits at the "
+                "endpoint, and only the overlap of the containers can fill its slots."
+            )
+        else:
+            settings.append(f"{label}: {pr.per_container} model calls per container.")
+    return [
+        f"The slots32 endpoint again, with our worker in {n} container processes at once (`bench/parallel.py`; "
+        "each a `local_stack.lambda_runtime.ContainerProcess` as the local stack's poller makes them, running "
+        "`Container.create` and `container.handle`), each taking the next batch of the same job as soon as it "
+        "is free, as the event source mapping keeps its containers busy while the queue has a backlog. "
+        f"The one-container run of slots32 is the first row. {' '.join(settings)} CPU ms/req here is the "
+        "container processes' CPU."
+    ]
+
+
+#: Containers whose invocations end closer than this share of an invocation run "in step".
+IN_STEP_SHARE = 0.1
+
+
+def _step_clause(b: TimeBudget, run: RunResult) -> str:
+    if b.ends_apart_s is None or not run.spans:
+        return ""
+    took = sum(e - s for _, s, e in run.spans) / len(run.spans)
+    apart = f"their invocations ending {b.ends_apart_s * 1000:.0f} ms apart on average (one took {took * 1000:.0f} ms)"
+    if b.ends_apart_s < IN_STEP_SHARE * took:
+        return (
+            f"; the containers ran in step, {apart}, so they prepared at the same time and their last, partial "
+            "waves of calls coincided, neither filling the slots the other left idle"
+        )
+    return f"; the containers ran out of step, {apart}"
+
+
+def _parallel_findings(report: BenchReport) -> list[str]:
+    """Where each run's endpoint time went, in words, from its time budget."""
+    lines = []
+    for label, run, b in _budgets(report):
+        if not b.wall_s or not b.invocations:
+            continue
+        lines.append(
+            f"- {label.removeprefix('ours, ')}: utilisation **{run.utilisation:.2f}**. No container was running "
+            f"records for {b.none_running_s / b.wall_s:.0%} of the wall (an invocation's prepare took "
+            f"{b.prepare_s / b.invocations * 1000:.0f} ms on average: the live-limits read and the batched reads "
+            f"of the jobs and of the results already stored{_step_clause(b, run)}). While running records, the "
+            f"endpoint served {b.served_while_running:.1f} calls per container on average, of the {b.lanes:g} it "
+            f"could at once (the lesser of its limit, {b.limit}, and its share of the endpoint's {b.slots} slots). "
+            + _waves_sentence(b)
+        )
+    return lines
+
+
+def _waves_sentence(b: TimeBudget) -> str:
+    n, lanes = b.records_per_invocation, b.lanes
+    full, last = int(n // lanes), n - (n // lanes) * lanes
+    shape = f"{full} full and a last one of {last:g}" if last else f"{full} full ones"
+    measured = b.records_s / b.invocations
+    return (
+        f"The records phase took {measured * 1000:.0f} ms per invocation: its {n:g} records make {b.waves} waves of "
+        f"calls on {lanes:g} lanes ({shape}), {b.whole_waves_s * 1000:.0f} ms at {b.mean_call_s * 1000:.0f} ms a "
+        f"call, where {b.least_records_s * 1000:.0f} ms would do if nothing were left idle"
+        + (" in the last wave" if last else "")
+        + f"; the remaining {max(0.0, measured - b.whole_waves_s) * 1000:.0f} ms went to the last results' write "
+        "and the worker's own work between calls."
+    )
+
+
+def _md_packing(report: BenchReport) -> list[str]:
+    if not report.packing:
+        return []
+    return [
+        "## Request packing",
+        "",
+        "Single-input `/v1/embeddings` requests through the worker's packer (`shared/packing.py`) to the "
+        "simulator, with packing off (cap 1) and on (`bench/packing_scenario.py`): every batch's records at once, "
+        f"each call holding one of {PACKING_CONCURRENCY} slots of a limiter, on an endpoint of "
+        f"{PACKING_SIM['slots']} slots that takes {PACKING_SIM['base_latency_s'] * 1000:.0f} ms per call plus "
+        f"{PACKING_SIM['per_prompt_token_s'] * 1000:g} ms per prompt token (a packed call costs more than one "
+        "input, far less than its inputs one by one). No AWS and no result writes: only what packing changes.",
+        "",
+        *_md_table(PACKING_COLUMNS, _packing_rows(report.packing)),
+        "",
+        _packing_summary(report.packing),
+        "",
+    ]
+
+
+#: Packages named in "where the worker's import time goes".
+HEAVIEST_SHOWN = 6
+#: Imported by aiobotocore when installed (its optional httpx backend); here it comes with the
+#: demo's packages (openai, llm), and the Lambda layer (shared/requirements.txt) lacks it.
+NOT_IN_LAYER = "httpx2"
+
+
+def _cold_start_notes(report: BenchReport) -> list[str]:
+    by_package = dict(report.heaviest)
+    notes = [
+        "Loaded only when needed, so a Worker with openai endpoints and tracing off never imports them: the "
+        "Bedrock and SageMaker endpoint code and their translations (when an endpoint of that kind is built, "
+        "`shared/endpoints/factory.py`), the DeadLetter function's recorder (`shared/container.py`), the X-Ray "
+        "SDK (when the stack's Tracing is Active); `tests/bench/test_cold_start_imports.py` keeps it so. The rest "
+        "is what every invocation uses: aiobotocore, which imports botocore and aiohttp itself (so aiohttp costs "
+        "nothing extra for openai endpoints), pydantic for the message schema, Powertools' logger, metrics and "
+        "batch processor."
+    ]
+    if NOT_IN_LAYER in by_package:
+        notes.append(
+            f"aiobotocore also imports {NOT_IN_LAYER} when it is installed ({by_package[NOT_IN_LAYER] * 1000:.0f} ms "
+            "here): this environment has it for the demo's `openai` package; the Lambda layer "
+            "(`shared/requirements.txt`) does not, so a deployed cold start skips it."
+        )
+    return [" ".join(notes)]
+
+
 def _targets(report: BenchReport) -> list[str]:
     """Issue 5's targets, against this run's figures."""
     lines = ["## Issue 5's targets against this run", ""]
     slots = report.for_scenario("slots32")
     if "ours" in slots:
         ours = slots["ours"]
-        lines.append(f"- Endpoint utilisation >= 0.9 with no rate limit: **{ours.utilisation:.2f}** (slots32).")
+        several = "".join(
+            f"; **{pr.run.utilisation:.2f}** with {pr.containers} containers x {pr.per_container} calls"
+            for pr in report.parallel
+        )
+        lines.append(
+            f"- Endpoint utilisation >= 0.9 with no rate limit: **{ours.utilisation:.2f}** (slots32, one container)"
+            f"{several}{' (see *Several containers at once*)' if several else ''}."
+        )
         if "sequential" in slots:
             seq = slots["sequential"]
             ratio = ours.succeeded_per_s / seq.succeeded_per_s if seq.succeeded_per_s else 0.0

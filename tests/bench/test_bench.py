@@ -6,16 +6,24 @@ Figures are never asserted as timings: a slow CI machine must not fail these tes
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
 
 from bench.run import main
+from bench.sweep import SVG_NAME
 
 pytestmark = pytest.mark.functional
 
 REQUESTS = 40
 SEQUENTIAL = 10
+SWEEP = (4, 8)
+SWEEP_REQUESTS = 20
+#: Two batches of the template's 100, one for each container.
+PARALLEL_REQUESTS = 200
+PER_CONTAINER = 8
+PACKING_REQUESTS = 40
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +41,16 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         str(SEQUENTIAL),
         "--latency-ms",
         "20",
+        "--sweep",
+        ",".join(str(c) for c in SWEEP),
+        "--sweep-requests",
+        str(SWEEP_REQUESTS),
+        "--parallel",
+        str(PER_CONTAINER),
+        "--parallel-requests",
+        str(PARALLEL_REQUESTS),
+        "--packing-requests",
+        str(PACKING_REQUESTS),
         "--skip-import-time",
         "--json",
         str(json_path),
@@ -42,6 +60,7 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert main(argv) == 0
     data = json.loads(json_path.read_text())
     data["docs"] = docs_path.read_text()
+    data["chart"] = (out / SVG_NAME).read_text()
     return data
 
 
@@ -102,3 +121,63 @@ def test_the_figures_are_written_as_markdown(figures: dict[str, Any]) -> None:
     assert "With an RPM limit" in docs
     for name in ("ours", "sequential", "gather", "ours / sequential", "ours / gather"):
         assert f"| {name} |" in docs
+
+
+def assert_accounted(run: dict[str, Any]) -> None:
+    parts = run["succeeded"] + run["failed"] + run["returned_for_retry"] + run["other"]
+    assert parts == run["accounted"] == run["requests"]
+    assert run["stored"] == run["succeeded"] + run["failed"]
+    assert run["succeeded"] <= run["endpoint_calls"] <= run["requests"]
+
+
+def test_the_sweep_runs_our_worker_once_per_concurrency_at_that_limit(figures: dict[str, Any]) -> None:
+    points = figures["sweep"]
+    assert [p["concurrency"] for p in points] == list(SWEEP)
+    for p in points:
+        assert p["approach"] == "ours" and p["requests"] == SWEEP_REQUESTS
+        assert_accounted(p)
+        # The limits parameter reached the worker: its limiter ended at the point's concurrency.
+        assert p["concurrency_limit"] == p["concurrency"]
+
+
+def test_the_chart_has_a_point_per_concurrency_in_each_panel(figures: dict[str, Any]) -> None:
+    root = ET.fromstring(figures["chart"])
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    panels = root.findall("svg:g[@class='panel']", ns)
+    assert len(panels) == 2
+    for panel in panels:
+        assert len(panel.findall("svg:circle", ns)) == len(SWEEP)
+    assert f"]({SVG_NAME})" in figures["docs"]
+
+
+def test_several_containers_share_the_job_and_every_request_is_accounted_for(figures: dict[str, Any]) -> None:
+    (run,) = figures["parallel"]
+    assert run["containers"] == 2 and run["per_container"] == PER_CONTAINER
+    assert run["requests"] == PARALLEL_REQUESTS
+    assert_accounted(run)
+    assert run["concurrency_limit"] == PER_CONTAINER
+    # Both containers handled a batch, and each invocation reported its phases.
+    assert {c for c, _, _ in run["invocation_spans_s"]} == {0, 1}
+    assert len(run["phases_s"]) == len(run["invocation_spans_s"]) == run["invocations"]
+    # Their AWS calls came back from the container processes and were summed.
+    assert run["aws_calls"]["dynamodb"].get("transact_write_items", 0) > 0
+
+
+def test_packing_makes_fewer_calls_for_the_same_answers(figures: dict[str, Any]) -> None:
+    by_cap = {r["cap"]: r for r in figures["packing"]}
+    assert set(by_cap) == {1, 16}
+    for r in by_cap.values():
+        assert r["requests"] == r["succeeded"] == PACKING_REQUESTS
+    assert by_cap[1]["calls"] == PACKING_REQUESTS
+    assert by_cap[16]["calls"] < by_cap[1]["calls"]
+
+
+def test_the_extra_sections_are_written(figures: dict[str, Any]) -> None:
+    docs = figures["docs"]
+    for heading in (
+        "## Throughput and p99 against concurrency",
+        "## Several containers at once",
+        "## Request packing",
+    ):
+        assert heading in docs
+    assert f"| ours, 2 x {PER_CONTAINER} |" in docs
