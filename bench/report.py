@@ -380,7 +380,7 @@ def markdown_report(report: BenchReport) -> str:
         "*action* (a 99-item transaction copied the results table 99 times, making our writes cost O(table x "
         "items) in the emulator); the benchmark's moto process copies each table once per call instead, which "
         "is the same behaviour (`bench/procs.py`; `--faithful-moto` turns it off), and empties the tables "
-        "between runs. `local_stack/moto_server.py` still has the per-action copies.",
+        "between runs; the local stack (`local_stack/moto_server.py`) makes the same one-copy-per-table change.",
         "",
     ]
     return "\n".join(out).rstrip() + "\n"
