@@ -120,6 +120,8 @@ class WorkerConfig:
     payload_bucket: str = ""
     #: Every endpoint a job may name: ``ENDPOINTS`` plus the original one (see ``from_env``).
     endpoints: Mapping[str, EndpointSpec] = field(default_factory=dict)
+    #: The ``LogPayloads`` debug switch: request and answer text in the request log lines.
+    log_payloads: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -154,6 +156,7 @@ class WorkerConfig:
             retry_base_s=_number(env, "RETRY_BASE_S", 2.0),
             retry_max_s=_number(env, "RETRY_MAX_S", 300.0),
             payload_bucket=env.get("PAYLOAD_BUCKET", ""),
+            log_payloads=env.get("LOG_PAYLOADS", "false").strip().lower() == "true",
         )
 
     def rate_limit_overrides(self) -> dict[str, RateLimits]:

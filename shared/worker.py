@@ -39,6 +39,7 @@ from shared.limiter import AdjustableLimiter
 from shared.messages import RequestMessage, decode_message
 from shared.packing import ListSupport, OutgoingCall, Packer
 from shared.payloads import PayloadStore
+from shared.request_log import RequestLog
 from shared.result_writer import ResultWriter
 from shared.results import RequestResult, RequestStatus, Usage, utc_now_iso
 from shared.store import ResultStore
@@ -203,6 +204,7 @@ class Worker:
         self.throttle = throttle or Throttle(None)
         #: Which endpoints refuse packed inputs, learned once per container.
         self.list_support = ListSupport()
+        self.request_log = RequestLog(payloads=config.log_payloads)
         self.last_stats = InvocationStats()
 
     async def start(self, records: list[dict[str, Any]], context: LambdaContextLike) -> BatchRun:
@@ -335,26 +337,28 @@ class BatchRun:
                 s.duplicates += 1
             return Disposition.DUPLICATE
         if job.cancel_requested:
-            return await self._store(self._result(msg, attempt, RequestStatus.CANCELLED, error=CANCELLED))
+            return await self._settle(msg, self._result(msg, attempt, RequestStatus.CANCELLED, error=CANCELLED))
 
         endpoint = self.worker.endpoints.get(msg.endpoint)
         if endpoint is None:
-            return await self._store(
+            return await self._settle(
+                msg,
                 self._result(
                     msg,
                     attempt,
                     RequestStatus.FAILED,
                     error=("unknown_endpoint", f"no endpoint named {msg.endpoint!r}"),
-                )
+                ),
             )
         started = time.monotonic()
         try:
             reply = await self._call(endpoint, msg)
         except JobCancelledError:
-            return await self._store(self._result(msg, attempt, RequestStatus.CANCELLED, error=CANCELLED))
+            return await self._settle(msg, self._result(msg, attempt, RequestStatus.CANCELLED, error=CANCELLED))
         except PermanentError as e:
             latency = int((time.monotonic() - started) * 1000)
-            return await self._store(
+            return await self._settle(
+                msg,
                 self._result(
                     msg,
                     attempt,
@@ -362,7 +366,7 @@ class BatchRun:
                     status_code=e.status_code,
                     error=(e.code or "failed", e.message),
                     latency_ms=latency,
-                )
+                ),
             )
         except TransientError as e:
             for s in self._counters(msg.endpoint):
@@ -380,14 +384,24 @@ class BatchRun:
                     "at": utc_now_iso(),
                 }
             )
-            self._retry_delays[record.receipt_handle] = retry_delay_s(
+            delay = retry_delay_s(
                 e, attempt, base_s=self.worker.config.retry_base_s, cap_s=self.worker.config.retry_max_s
             )
+            self._retry_delays[record.receipt_handle] = delay
+            self.worker.request_log.retrying(msg, e, delay)
             raise
         latency = int((time.monotonic() - started) * 1000)
         for s in self._counters(msg.endpoint):
             s.latencies_ms.append(latency)
-        return await self._store(self._result(msg, attempt, RequestStatus.SUCCEEDED, reply=reply, latency_ms=latency))
+        return await self._settle(
+            msg, self._result(msg, attempt, RequestStatus.SUCCEEDED, reply=reply, latency_ms=latency)
+        )
+
+    async def _settle(self, msg: RequestMessage, result: RequestResult) -> str:
+        """Store a request's outcome, and log it with the request's ids."""
+        disposition = await self._store(result)
+        self.worker.request_log.outcome(msg, result, duplicate=disposition == Disposition.DUPLICATE)
+        return disposition
 
     async def _cancelled(self, job_id: str) -> bool:
         """Whether the job was cancelled, re-read at most every ``JOB_REFRESH_S`` (one

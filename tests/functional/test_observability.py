@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from shared.control import LlmbatchClient
 from shared.jobs import JobMeta, new_job_id
 from shared.messages import RequestMessage
 from shared.observability import ENDPOINT_DIMENSION
+from shared.request_log import body_fingerprint
 from shared.worker import NO_ENDPOINT
 
 SECRET_PROMPT = "the launch code is 0000"
@@ -172,3 +174,53 @@ def test_a_batch_on_two_endpoints_is_counted_under_each_endpoint(
         "TokensOut": totals.completion_tokens,
     }.items():
         assert sum(value(d, metric) for d in by_endpoint.values()) == total, metric
+
+
+class Records(logging.Handler):
+    """Keeps the request log's records, rendered by the handler's own (Powertools JSON) formatter."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        formatter = logging.getLogger("llmbatch").handlers[0].formatter
+        assert formatter is not None
+        self.lines.append(json.loads(formatter.format(record)))
+
+
+@pytest.fixture
+def request_lines() -> Iterator[list[dict[str, Any]]]:
+    handler = Records()
+    logger = logging.getLogger("llmbatch.requests")
+    logger.addHandler(handler)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("payloads", [False, True])
+def test_each_failed_request_is_logged_with_its_ids_and_its_text_only_when_asked(
+    stack: LocalStack, start_worker: Callable[..., Any], request_lines: list[dict[str, Any]], payloads: bool
+) -> None:
+    # GIVEN the worker with LogPayloads off (the default) or on, and a job whose second
+    # request the endpoint refuses
+    app = start_worker(LOG_PAYLOADS=str(payloads).lower())
+    job_id = create_job(stack, 2)
+    texts = ["fine", "[[sim:400]] " + SECRET_PROMPT]
+    event = {"Records": [record(i, chat_message(job_id, i, t)) for i, t in enumerate(texts)]}
+
+    # WHEN the handler runs it (at the stack's INFO level)
+    app.lambda_handler(event, FakeLambdaContext("worker", 512, 30))
+
+    # THEN exactly one line, a WARNING, tells of the failure, with the request's ids, its
+    # line, the error and a fingerprint of its body
+    (line,) = [x for x in request_lines if x["level"] != "DEBUG"]
+    assert line["level"] == "WARNING" and line["message"] == "request failed"
+    assert (line["job_id"], line["custom_id"], line["line"]) == (job_id, "c1", 2)
+    assert (line["status_code"], line["error_code"]) == (400, "http_400")
+    size, digest = body_fingerprint(RequestMessage.model_validate_json(chat_message(job_id, 1, texts[1])).body)
+    assert (line["body_bytes"], line["body_sha256"]) == (size, digest)
+    # ... and the prompt's text is in it only with the switch on
+    assert (SECRET_PROMPT in json.dumps(line)) is payloads
