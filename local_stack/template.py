@@ -112,6 +112,9 @@ class Resolver:
         if name in self.pseudo:
             return self.pseudo[name]
         if name in self.parameters:
+            kind = str(self.template.get("Parameters", {}).get(name, {}).get("Type", "String"))
+            if kind == "CommaDelimitedList" or kind.startswith("List<"):  # Ref of a list parameter is a list
+                return self.parameters[name].split(",")
             return self.parameters[name]
         if name in self.refs:
             return self.refs[name]
@@ -129,7 +132,8 @@ class Resolver:
                 return str(self.attrs[logical][attr])
             return str(self._ref(name))
 
-        return re.sub(r"\$\{([^}!]+)\}", replace, text)
+        # ${!Literal} stays in the text as ${Literal}, as CloudFormation writes it.
+        return re.sub(r"\$\{([^}!]+)\}", replace, text).replace("${!", "${")
 
 
 def parameter_values(template: dict[str, Any], overrides: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -68,4 +68,18 @@ def test_model_permissions_exist_only_for_the_arns_given(
     granted = [s for s in with_arn if action in json.dumps(s)]
     assert len(granted) == 1
     assert granted[0]["Action"] == action
-    assert granted[0]["Resource"] == arn
+    assert granted[0]["Resource"] == [arn]
+
+
+def test_named_endpoints_keys_are_readable_only_when_listed(template: dict[str, Any]) -> None:
+    # GIVEN the template with no key ARNs (the default), and with a secret and a parameter
+    secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:llmbatch/vllm-key-AbCdEf"
+    parameter = "arn:aws:ssm:us-east-1:123456789012:parameter/llmbatch/ollama-key"
+    without = worker_statements(template)
+    with_keys = worker_statements(template, EndpointKeyArns=f"{secret},{parameter}")
+
+    # WHEN / THEN no statement reads endpoint keys by default; with them, exactly those ARNs
+    assert not [s for s in without if s.get("Sid") == "ReadEndpointKeys"]
+    (granted,) = [s for s in with_keys if s.get("Sid") == "ReadEndpointKeys"]
+    assert granted["Action"] == ["secretsmanager:GetSecretValue", "ssm:GetParameter"]
+    assert granted["Resource"] == [secret, parameter]
