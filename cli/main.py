@@ -33,6 +33,19 @@ def _endpoint_args(p: argparse.ArgumentParser, default: LocalEndpoint) -> None:
     p.set_defaults(default_endpoint=default)
 
 
+def stack_parameter(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` (``VALUE`` ``@path``: the file's text) for ``local up --parameter``."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    if value.startswith("@"):
+        try:
+            value = Path(value[1:]).read_text().strip()
+        except OSError as e:
+            raise argparse.ArgumentTypeError(f"{name}: cannot read {value[1:]}: {e.strerror}") from e
+    return name.strip(), value
+
+
 def _local_endpoint(args: argparse.Namespace) -> LocalEndpoint:
     return LocalEndpoint(args.endpoint or args.default_endpoint)
 
@@ -54,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     up = local_sub.add_parser("up", help="start moto, the endpoint and the poller; Ctrl-C stops them")
     _endpoint_args(up, LocalEndpoint.SIMULATOR)
     up.add_argument("--slots", type=int, default=16, help="the simulator's concurrent slots")
+    up.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        type=stack_parameter,
+        metavar="NAME=VALUE",
+        help="a template parameter, as `sam deploy --parameter-overrides` takes it; VALUE @FILE reads a file "
+        "(e.g. --parameter Endpoints=@endpoints.json); repeatable",
+    )
 
     s = sub.add_parser("submit", help="validate a JSONL job file and enqueue it")
     s.add_argument("file", type=Path)
@@ -187,8 +209,19 @@ def _local_up(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    from local_stack.provision import DEFAULT_TEMPLATE
+    from local_stack.template import load_template
+
+    known = load_template(DEFAULT_TEMPLATE).get("Parameters", {})
+    unknown = sorted({name for name, _ in args.parameter if name not in known})
+    if unknown:
+        print(f"llmbatch: template.yaml has no parameter {', '.join(unknown)}", file=sys.stderr)
+        return 2
     stack = LocalStack(
-        endpoint=_local_endpoint(args), endpoint_url=args.endpoint_url, simulator_config={"slots": args.slots}
+        endpoint=_local_endpoint(args),
+        endpoint_url=args.endpoint_url,
+        simulator_config={"slots": args.slots},
+        parameter_overrides=dict(args.parameter),
     )
     resources = stack.start()
     try:

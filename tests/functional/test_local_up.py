@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import boto3
+import pytest
 from moto import mock_aws
 
 from shared.stack import locate_stack
@@ -29,12 +30,14 @@ def alive(pid: int) -> bool:
     return bool(out) and not out.startswith("Z")
 
 
-def test_local_up_serves_the_cli_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    # GIVEN `llmbatch local up` started in the background
+def test_local_up_serves_the_cli_and_ctrl_c_stops_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN `llmbatch local up` started in the background, with a named endpoint from a file
     state = tmp_path / "local.json"
     env = {**os.environ, "LLMBATCH_STATE": str(state)}
+    endpoints = {"claude": {"kind": "bedrock", "default_model": "anthropic.claude-3-haiku-20240307-v1:0"}}
+    (tmp_path / "endpoints.json").write_text(json.dumps(endpoints))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "local", "up"],
+        [sys.executable, "-m", "cli.main", "local", "up", "--parameter", f"Endpoints=@{tmp_path / 'endpoints.json'}"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -71,6 +74,13 @@ def test_local_up_serves_the_cli_and_ctrl_c_stops_everything(tmp_path: Path) -> 
         # THEN it found the stack through the state file
         assert submitted.returncode == 0, submitted.stderr
         assert submitted.stdout.startswith("job-")
+        # ... and the worker got the parameter, as `sam deploy --parameter-overrides` would give it
+        monkeypatch.setenv("LLMBATCH_STATE", str(state))
+        found = locate_stack(None)
+        worker = boto3.client("lambda", **found.client_kwargs()).get_function_configuration(
+            FunctionName=found.worker_function
+        )
+        assert json.loads(worker["Environment"]["Variables"]["ENDPOINTS"]) == endpoints
         # ... and the job's invocation started a container beside the simulator
         while len(children_of(proc.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -112,3 +122,18 @@ def test_a_deployed_stack_is_found_through_its_outputs() -> None:
     # THEN every resource comes from its outputs, with no local endpoint
     assert (found.request_queue_url, found.jobs_table, found.worker_function) == ("https://sqs/q", "jobs", "s-Worker")
     assert found.region == "eu-west-1" and found.aws_endpoint_url is None
+
+
+def test_local_up_refuses_a_parameter_the_template_does_not_have(tmp_path: Path) -> None:
+    env = {**os.environ, "LLMBATCH_STATE": str(tmp_path / "local.json")}
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "local", "up", "--parameter", "Endpionts={}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "template.yaml has no parameter Endpionts" in done.stderr
+    assert not (tmp_path / "local.json").exists()
