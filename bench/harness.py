@@ -24,7 +24,7 @@ import boto3
 from bench.procs import MotoProcess, cpu_seconds
 from local_stack.provision import DEFAULT_TEMPLATE, REGION, LocalFunction, provision_stack
 from local_stack.runner import SimulatorProcess
-from local_stack.template import load_template
+from local_stack.template import Resolver, load_template, parameter_values
 from shared.jobs import JobMeta, new_job_id
 from shared.messages import MESSAGE_VERSION, RequestMessage
 from shared.stats import percentile
@@ -89,8 +89,10 @@ SCENARIOS: dict[str, Scenario] = {
 
 def template_batch_size() -> int:
     """The Worker's SQS BatchSize in template.yaml: the size of every event we invoke with."""
-    worker = load_template(DEFAULT_TEMPLATE)["Resources"]["Worker"]["Properties"]
-    return int(worker["Events"]["Requests"]["Properties"]["BatchSize"])
+    template = load_template(DEFAULT_TEMPLATE)
+    worker = template["Resources"]["Worker"]["Properties"]
+    resolver = Resolver(template, parameter_values(template), {})
+    return int(resolver.resolve(worker["Events"]["Requests"]["Properties"]["BatchSize"]))
 
 
 # ---- the job and its events ---------------------------------------------------------------

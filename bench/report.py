@@ -188,8 +188,9 @@ def _sweep_rows(points: Sequence[SweepPoint]) -> list[list[str]]:
     ]
 
 
-def _parallel_label(run: ParallelRun) -> str:
-    return f"ours, {run.containers} x {run.per_container}"
+def _parallel_label(run: ParallelRun, template_batch: Any = None) -> str:
+    batches = f", batches of {run.batch_size}" if template_batch and run.batch_size != template_batch else ""
+    return f"ours, {run.containers} x {run.per_container}{batches}"
 
 
 def _one_container(report: BenchReport) -> RunResult | None:
@@ -199,7 +200,9 @@ def _one_container(report: BenchReport) -> RunResult | None:
 
 def _budgets(report: BenchReport) -> list[tuple[str, RunResult, TimeBudget]]:
     """(label, run, budget): the one-container reference, then each several-containers run."""
-    runs: list[tuple[str, RunResult]] = [(_parallel_label(pr), pr.run) for pr in report.parallel]
+    runs: list[tuple[str, RunResult]] = [
+        (_parallel_label(pr, report.settings.get("batch_size")), pr.run) for pr in report.parallel
+    ]
     if (single := _one_container(report)) is not None:
         runs.insert(0, (f"ours, 1 x {single.concurrency_limit}", single))
     return [(label, run, b) for label, run in runs if (b := time_budget(run)) is not None]
@@ -269,7 +272,7 @@ def text_report(report: BenchReport) -> str:
         lines += _aligned(SWEEP_COLUMNS, _sweep_rows(report.sweep))
     if report.parallel:
         lines += ["", "== ours in several containers at once (slots32)"]
-        rows = [_row(pr.run, _parallel_label(pr)) for pr in report.parallel]
+        rows = [_row(pr.run, _parallel_label(pr, report.settings.get("batch_size"))) for pr in report.parallel]
         lines += _aligned(COLUMNS, rows)
         lines += ["", *_aligned(BUDGET_COLUMNS, _budget_rows(_budgets(report)))]
     if report.packing:
@@ -407,7 +410,7 @@ def _md_sweep(report: BenchReport) -> list[str]:
 def _md_parallel(report: BenchReport) -> list[str]:
     if not report.parallel:
         return []
-    rows = [_row(pr.run, _parallel_label(pr)) for pr in report.parallel]
+    rows = [_row(pr.run, _parallel_label(pr, report.settings.get("batch_size"))) for pr in report.parallel]
     single = _one_container(report)
     if single is not None:
         rows.insert(0, _row(single, f"ours, 1 x {single.concurrency_limit}"))
@@ -432,9 +435,18 @@ def _parallel_intro(report: BenchReport) -> list[str]:
     own = report.settings.get("concurrency")
     slots = int(report.parallel[0].run.sim.get("slots", 0))
     settings = []
+    template_batch = report.settings.get("batch_size")
     for pr in report.parallel:
-        label = f"**{pr.containers} x {pr.per_container}**"
-        if pr.per_container == own:
+        label = f"**{_parallel_label(pr, template_batch).removeprefix('ours, ')}**"
+        if template_batch and pr.batch_size != template_batch:
+            settings.append(
+                f"{label} is that production setting with the stack's `BatchSize` parameter raised from "
+                f"{template_batch} to {pr.batch_size}: fewer, longer invocations, so each batch's last, partial "
+                "wave of calls weighs less (keep BatchSize under `ModelCallConcurrency` x the function's timeout / "
+                "the endpoint's call latency, or records cut by the deadline come back and count toward the "
+                "dead-letter queue's maxReceiveCount)."
+            )
+        elif pr.per_container == own:
             settings.append(
                 f"{label} is what the event source mapping runs with this stack's settings: every container gets "
                 f"the function's `ModelCallConcurrency` ({own} here), and the mapping adds containers while the "
@@ -564,6 +576,7 @@ def _targets(report: BenchReport) -> list[str]:
         ours = slots["ours"]
         several = "".join(
             f"; **{pr.run.utilisation:.2f}** with {pr.containers} containers x {pr.per_container} calls"
+            + (f" in batches of {pr.batch_size}" if pr.batch_size != report.settings.get("batch_size") else "")
             for pr in report.parallel
         )
         lines.append(

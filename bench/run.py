@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--skip-parallel", action="store_true", help="skip the several-containers runs")
     p.add_argument(
+        "--parallel-batch-size",
+        type=int,
+        default=parallel.BIG_BATCH,
+        help="a bigger BatchSize for one more several-containers run at --concurrency calls each, with "
+        "at least 2 batches per container (0: skip; default %(default)s)",
+    )
+    p.add_argument(
         "--packing-requests", type=int, default=packing_scenario.REQUESTS, help="requests of the packing comparison"
     )
     p.add_argument("--skip-packing", action="store_true", help="skip the packing comparison")
@@ -140,6 +147,17 @@ def run_benchmark(args: argparse.Namespace, *, log: Callable[[str], None]) -> Be
                 log=log,
             )
         )
+        if several and args.parallel_batch_size:
+            big = args.parallel_batch_size
+            several += parallel.run_parallel(
+                stack,
+                [args.concurrency],
+                containers=args.parallel_containers,
+                requests=max(args.parallel_requests or args.requests, 2 * args.parallel_containers * big),
+                batch_size=big,
+                latency_s=latency_s,
+                log=log,
+            )
     packing = [] if args.skip_packing else packing_scenario.run_packing_scenario(requests=args.packing_requests)
     if packing:
         log("packing:\n" + packing_scenario.text_table(packing))
@@ -166,10 +184,16 @@ def run_benchmark(args: argparse.Namespace, *, log: Callable[[str], None]) -> Be
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     counts = (args.requests, args.sequential_requests, args.concurrency, args.sweep_requests, args.packing_requests)
-    if min(counts) < 1 or args.parallel_containers < 2 or (args.parallel_requests or 1) < 1:
+    if (
+        min(counts) < 1
+        or args.parallel_containers < 2
+        or (args.parallel_requests or 1) < 1
+        or args.parallel_batch_size < 0
+    ):
         print(
             "--requests, --sequential-requests, --concurrency, --sweep-requests, --packing-requests and "
-            "--parallel-requests must be at least 1, --parallel-containers at least 2",
+            "--parallel-requests must be at least 1, --parallel-containers at least 2, "
+            "--parallel-batch-size at least 0",
             file=sys.stderr,
         )
         return 2
@@ -185,7 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
             "sweep": [{"concurrency": p.concurrency, **p.run.to_dict()} for p in report.sweep],
             "parallel": [
-                {"containers": r.containers, "per_container": r.per_container, **r.run.to_dict()}
+                {
+                    "containers": r.containers,
+                    "per_container": r.per_container,
+                    "batch_size": r.batch_size,
+                    **r.run.to_dict(),
+                }
                 for r in report.parallel
             ],
             "packing": [{**dataclasses.asdict(r), "requests_per_s": r.requests_per_s} for r in report.packing],

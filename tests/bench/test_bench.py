@@ -23,6 +23,7 @@ SWEEP_REQUESTS = 20
 #: Two batches of the template's 100, one for each container.
 PARALLEL_REQUESTS = 200
 PER_CONTAINER = 8
+BIG_BATCH = 20
 PACKING_REQUESTS = 40
 
 
@@ -49,6 +50,8 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         str(PER_CONTAINER),
         "--parallel-requests",
         str(PARALLEL_REQUESTS),
+        "--parallel-batch-size",
+        str(BIG_BATCH),
         "--packing-requests",
         str(PACKING_REQUESTS),
         "--skip-import-time",
@@ -151,7 +154,7 @@ def test_the_chart_has_a_point_per_concurrency_in_each_panel(figures: dict[str, 
 
 
 def test_several_containers_share_the_job_and_every_request_is_accounted_for(figures: dict[str, Any]) -> None:
-    (run,) = figures["parallel"]
+    (run,) = [r for r in figures["parallel"] if r["batch_size"] == figures["settings"]["batch_size"]]
     assert run["containers"] == 2 and run["per_container"] == PER_CONTAINER
     assert run["requests"] == PARALLEL_REQUESTS
     assert_accounted(run)
@@ -161,6 +164,15 @@ def test_several_containers_share_the_job_and_every_request_is_accounted_for(fig
     assert len(run["phases_s"]) == len(run["invocation_spans_s"]) == run["invocations"]
     # Their AWS calls came back from the container processes and were summed.
     assert run["aws_calls"]["dynamodb"].get("transact_write_items", 0) > 0
+
+
+def test_the_bigger_batch_run_uses_its_batch_size_and_accounts_for_every_request(figures: dict[str, Any]) -> None:
+    (run,) = [r for r in figures["parallel"] if r["batch_size"] == BIG_BATCH]
+    # At least two batches per container, each of at most BIG_BATCH records.
+    assert run["requests"] == max(PARALLEL_REQUESTS, 2 * 2 * BIG_BATCH)
+    assert_accounted(run)
+    assert run["invocations"] == -(-run["requests"] // BIG_BATCH)
+    assert f"batches of {BIG_BATCH}" in figures["docs"]
 
 
 def test_packing_makes_fewer_calls_for_the_same_answers(figures: dict[str, Any]) -> None:

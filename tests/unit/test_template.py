@@ -115,13 +115,15 @@ def test_the_worker_reports_partial_batch_failures(template: dict[str, Any]) -> 
 def test_the_worker_takes_big_batches_with_a_batching_window(template: dict[str, Any]) -> None:
     # GIVEN / WHEN the worker's SQS event source
     event = worker_sqs_event(template)
-    batch_size = int(event["BatchSize"])
+    default, lowest = parameter_bounds(template, event["BatchSize"])
+    highest = int(template["Parameters"][ref_target(event["BatchSize"])]["MaxValue"])
     window = int(event["MaximumBatchingWindowInSeconds"])
 
-    # THEN the batch size is within SQS's range, and above 10 it has the window AWS requires
-    assert 1 <= batch_size <= 10_000
+    # THEN every batch size the parameter allows is within SQS's range, and above 10 it has
+    # the window AWS requires
+    assert 1 <= lowest <= default <= highest <= 10_000
     assert 0 <= window <= 300
-    if batch_size > 10:
+    if highest > 10:
         assert window >= 1
 
 
