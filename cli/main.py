@@ -121,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"] and argv[1:2] not in (["-h"], ["--help"]):
+        # Every later argument is the benchmark's, in order (`llmbatch bench --write-docs`):
+        # argparse's REMAINDER does not take a first argument that looks like an option.
+        from bench.run import main as bench_main
+
+        return bench_main([a for a in argv[1:] if a != "--"])
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
