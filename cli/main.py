@@ -7,12 +7,15 @@ import asyncio
 import json
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 
 from local_stack.endpoint_choice import LocalEndpoint
 from shared.errors import JobFileError, LlmbatchError
 from shared.stack import locate_stack
+
+#: How often `local up` looks whether Ctrl-C (or SIGTERM) asked it to stop.
+STOP_POLL_S = 0.2
 
 
 def _stack_arg(p: argparse.ArgumentParser) -> None:
@@ -213,9 +216,11 @@ def _local_up(args: argparse.Namespace) -> int:
     from local_stack.runner import LocalStack
     from shared.stack import state_path
 
-    stop = threading.Event()
+    # The handlers only note the request: a handler that took a lock (Event.set) could run
+    # while the main thread holds that same lock, and Ctrl-C would hang the stack forever.
+    stop_requested: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda signum, _frame: stop_requested.append(signum))
     from local_stack.provision import DEFAULT_TEMPLATE
     from local_stack.template import load_template
 
@@ -240,7 +245,8 @@ def _local_up(args: argparse.Namespace) -> int:
         print(f"  request queue   {resources.request_queue_url}", file=sys.stderr)
         print(f"  function logs   {stack.log_dir}/", file=sys.stderr)
         print("Ctrl-C stops it.", file=sys.stderr, flush=True)
-        stop.wait()
+        while not stop_requested:
+            time.sleep(STOP_POLL_S)
     finally:
         stack.stop()
         print("local stack stopped", file=sys.stderr)

@@ -89,7 +89,12 @@ def test_local_up_serves_the_cli_and_ctrl_c_stops_everything(tmp_path: Path, mon
     finally:
         # WHEN Ctrl-C arrives
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=60)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # fail, but leave nothing running behind
+            for pid in [*children_of(proc.pid), proc.pid]:
+                os.kill(pid, signal.SIGKILL)
+            raise
 
     # THEN it exits cleanly, removes its state, and leaves no process behind
     assert code == 0
