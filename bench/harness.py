@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import boto3
 
 from bench.procs import MotoProcess, cpu_seconds
+from local_stack.poller import sqs_record
 from local_stack.provision import DEFAULT_TEMPLATE, REGION, LocalFunction, provision_stack
 from local_stack.runner import SimulatorProcess
 from local_stack.template import Resolver, load_template, parameter_values
@@ -120,29 +121,22 @@ def job_messages(job_id: str, n: int, *, max_tokens: int = 24) -> list[RequestMe
     ]
 
 
-def sqs_record(body: str, queue_arn: str) -> dict[str, Any]:
-    """An SQS message as Lambda hands it over (as ``local_stack.poller`` builds them)."""
-    now_ms = str(int(time.time() * 1000))
-    return {
-        "messageId": str(uuid.uuid4()),
-        "receiptHandle": f"bench-{uuid.uuid4().hex}",
-        "body": body,
-        "attributes": {
-            "ApproximateReceiveCount": "1",
-            "SentTimestamp": now_ms,
-            "SenderId": "bench",
-            "ApproximateFirstReceiveTimestamp": now_ms,
-        },
-        "messageAttributes": {},
-        "md5OfBody": "",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": queue_arn,
-        "awsRegion": REGION,
-    }
-
-
 def build_events(messages: list[RequestMessage], batch_size: int, queue_arn: str) -> list[dict[str, Any]]:
-    records = [sqs_record(m.encode(), queue_arn) for m in messages]
+    """SQS-shaped events of ``batch_size`` records, built as the local poller builds them."""
+    now_ms = str(int(time.time() * 1000))
+    attributes = {"SentTimestamp": now_ms, "SenderId": "bench", "ApproximateFirstReceiveTimestamp": now_ms}
+    records = [
+        sqs_record(
+            {
+                "MessageId": str(uuid.uuid4()),
+                "ReceiptHandle": f"bench-{uuid.uuid4().hex}",
+                "Body": m.encode(),
+                "Attributes": attributes,
+            },
+            queue_arn,
+        )
+        for m in messages
+    ]
     return [{"Records": records[i : i + batch_size]} for i in range(0, len(records), batch_size)]
 
 

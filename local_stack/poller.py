@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,29 +236,37 @@ class EventSourceMappingEmulator:
 
     def _record(self, m: dict[str, Any]) -> dict[str, Any]:
         """An SQS message as Lambda hands it to the function."""
-        attrs = m.get("Attributes", {})
-        return {
-            "messageId": m["MessageId"],
-            "receiptHandle": m["ReceiptHandle"],
-            "body": m["Body"],
-            "attributes": {
-                "ApproximateReceiveCount": attrs.get("ApproximateReceiveCount", "1"),
-                "SentTimestamp": attrs.get("SentTimestamp", ""),
-                "SenderId": attrs.get("SenderId", ""),
-                "ApproximateFirstReceiveTimestamp": attrs.get("ApproximateFirstReceiveTimestamp", ""),
-            },
-            "messageAttributes": {
-                name: {
-                    "stringValue": v.get("StringValue"),
-                    "binaryValue": v.get("BinaryValue"),
-                    "stringListValues": [],
-                    "binaryListValues": [],
-                    "dataType": v.get("DataType", "String"),
-                }
-                for name, v in m.get("MessageAttributes", {}).items()
-            },
-            "md5OfBody": m.get("MD5OfBody") or hashlib.md5(m["Body"].encode()).hexdigest(),
-            "eventSource": "aws:sqs",
-            "eventSourceARN": self.source.queue_arn,
-            "awsRegion": REGION,
-        }
+        return sqs_record(m, self.source.queue_arn)
+
+
+def sqs_record(message: Mapping[str, Any], queue_arn: str) -> dict[str, Any]:
+    """An SQS message (ReceiveMessage's shape: ``MessageId``, ``ReceiptHandle``, ``Body``,
+    optional ``Attributes`` and ``MessageAttributes``) as Lambda hands it to the function.
+    The poller, the benchmark and tests that invoke a handler directly all build records here."""
+    attrs = message.get("Attributes", {})
+    body = message["Body"]
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": body,
+        "attributes": {
+            "ApproximateReceiveCount": attrs.get("ApproximateReceiveCount", "1"),
+            "SentTimestamp": attrs.get("SentTimestamp", ""),
+            "SenderId": attrs.get("SenderId", ""),
+            "ApproximateFirstReceiveTimestamp": attrs.get("ApproximateFirstReceiveTimestamp", ""),
+        },
+        "messageAttributes": {
+            name: {
+                "stringValue": v.get("StringValue"),
+                "binaryValue": v.get("BinaryValue"),
+                "stringListValues": [],
+                "binaryListValues": [],
+                "dataType": v.get("DataType", "String"),
+            }
+            for name, v in message.get("MessageAttributes", {}).items()
+        },
+        "md5OfBody": message.get("MD5OfBody") or hashlib.md5(body.encode()).hexdigest(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": REGION,
+    }

@@ -18,6 +18,7 @@ import pytest
 
 from cli.main import main
 from local_stack.lambda_runtime import FakeLambdaContext
+from local_stack.poller import sqs_record
 from local_stack.provision import REGION
 from local_stack.runner import LocalStack
 from shared.control import LlmbatchClient
@@ -92,17 +93,7 @@ def message(job_id: str, custom_id: str, text: str, line: int = 1) -> str:
 def sqs_event(bodies: list[str]) -> dict[str, Any]:
     return {
         "Records": [
-            {
-                "messageId": f"m-{i}",
-                "receiptHandle": f"h-{i}",
-                "body": body,
-                "attributes": {"ApproximateReceiveCount": "1"},
-                "messageAttributes": {},
-                "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:1:q",
-                "awsRegion": REGION,
-            }
+            sqs_record({"MessageId": f"m-{i}", "ReceiptHandle": f"h-{i}", "Body": body}, "arn:aws:sqs:us-east-1:1:q")
             for i, body in enumerate(bodies)
         ]
     }

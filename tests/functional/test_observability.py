@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from local_stack.lambda_runtime import FakeLambdaContext
+from local_stack.poller import sqs_record
 from local_stack.provision import REGION
 from local_stack.runner import LocalStack
 from shared.control import LlmbatchClient
@@ -21,6 +22,7 @@ from shared.request_log import body_fingerprint
 from shared.worker import NO_ENDPOINT
 
 SECRET_PROMPT = "the launch code is 0000"
+QUEUE_ARN = "arn:aws:sqs:us-east-1:1:q"
 
 
 @pytest.fixture
@@ -92,17 +94,7 @@ def value(doc: dict[str, Any], name: str) -> float:
 
 
 def record(i: int, body: str) -> dict[str, Any]:
-    return {
-        "messageId": f"m-{i}",
-        "receiptHandle": f"h-{i}",
-        "body": body,
-        "attributes": {"ApproximateReceiveCount": "1"},
-        "messageAttributes": {},
-        "md5OfBody": "",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:1:q",
-        "awsRegion": REGION,
-    }
+    return sqs_record({"MessageId": f"m-{i}", "ReceiptHandle": f"h-{i}", "Body": body}, QUEUE_ARN)
 
 
 def test_an_invocation_publishes_its_counts_as_metrics_and_never_logs_prompt_text(

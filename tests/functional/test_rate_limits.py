@@ -19,6 +19,7 @@ from aiobotocore.session import get_session
 
 from local_stack.lambda_runtime import FakeLambdaContext
 from local_stack.moto_server import MotoServer
+from local_stack.poller import sqs_record
 from local_stack.provision import REGION, provision_stack
 from local_stack.simulator import SimulatorConfig, SimulatorThread
 from shared.config import RuntimeLimits, WorkerConfig
@@ -180,22 +181,21 @@ async def test_the_bucket_is_not_a_job(aws: Aws, ddb: Any) -> None:
 
 def records_for(job_id: str, texts: list[str]) -> list[dict[str, Any]]:
     return [
-        {
-            "messageId": f"m{i}",
-            "receiptHandle": f"h{i}",
-            "attributes": {"ApproximateReceiveCount": "1"},
-            "messageAttributes": {},
-            "eventSource": "aws:sqs",
-            "eventSourceARN": "arn:aws:sqs:us-east-1:1:q",
-            "body": RequestMessage(
-                v=1,
-                job_id=job_id,
-                custom_id=f"c{i}",
-                line=i + 1,
-                url="/v1/chat/completions",
-                body={"model": "sim-model", "messages": [{"role": "user", "content": text}], "max_tokens": 4},
-            ).encode(),
-        }
+        sqs_record(
+            {
+                "MessageId": f"m{i}",
+                "ReceiptHandle": f"h{i}",
+                "Body": RequestMessage(
+                    v=1,
+                    job_id=job_id,
+                    custom_id=f"c{i}",
+                    line=i + 1,
+                    url="/v1/chat/completions",
+                    body={"model": "sim-model", "messages": [{"role": "user", "content": text}], "max_tokens": 4},
+                ).encode(),
+            },
+            "arn:aws:sqs:us-east-1:1:q",
+        )
         for i, text in enumerate(texts)
     ]
 

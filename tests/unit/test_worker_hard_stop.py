@@ -13,6 +13,7 @@ from aiobotocore.session import get_session
 
 from local_stack.lambda_runtime import FakeLambdaContext
 from local_stack.moto_server import MotoServer
+from local_stack.poller import sqs_record
 from local_stack.provision import REGION, provision_stack
 from local_stack.simulator import SimulatorThread
 from shared.config import WorkerConfig
@@ -80,22 +81,21 @@ def test_a_slow_store_makes_records_go_back_to_sqs_before_the_function_times_out
 
     worker = loop.run_until_complete(setup())
     records = [
-        {
-            "messageId": f"m{i}",
-            "receiptHandle": f"h{i}",
-            "attributes": {"ApproximateReceiveCount": "1"},
-            "messageAttributes": {},
-            "eventSource": "aws:sqs",
-            "eventSourceARN": "arn:aws:sqs:us-east-1:1:q",
-            "body": RequestMessage(
-                v=1,
-                job_id="job-slow",
-                custom_id=f"c{i}",
-                line=i + 1,
-                url="/v1/embeddings",
-                body={"model": "m", "input": "x"},
-            ).encode(),
-        }
+        sqs_record(
+            {
+                "MessageId": f"m{i}",
+                "ReceiptHandle": f"h{i}",
+                "Body": RequestMessage(
+                    v=1,
+                    job_id="job-slow",
+                    custom_id=f"c{i}",
+                    line=i + 1,
+                    url="/v1/embeddings",
+                    body={"model": "m", "input": "x"},
+                ).encode(),
+            },
+            "arn:aws:sqs:us-east-1:1:q",
+        )
         for i in range(3)
     ]
     # WHEN a batch runs
