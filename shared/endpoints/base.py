@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -14,6 +15,28 @@ def invalid(message: str, code: str = "invalid_request") -> PermanentError:
     """A request no endpoint kind can send as it is, recorded with the status a server would
     answer (a translation refusing what the model's API cannot express, say)."""
     return PermanentError(message, status_code=HTTPStatus.BAD_REQUEST, code=code)
+
+
+def content_texts(content: Any, *, where: str, destination: str) -> list[str]:
+    """The texts of an OpenAI chat message's ``content``: a string, or a list of text parts.
+
+    Raises
+    ------
+    PermanentError
+        ``invalid_request`` for any other part (an image, say), naming ``where`` it is and
+        ``destination`` (what it cannot be put in).
+    """
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, list):
+        texts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+                raise invalid(f"{where}.content[{j}]: only text parts can be {destination}, got {kind!r}")
+            texts.append(part["text"])
+        return texts
+    raise invalid(f"{where}.content must be a string or a list of text parts")
 
 
 @dataclass(frozen=True)

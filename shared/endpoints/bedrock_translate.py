@@ -21,7 +21,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from shared.endpoints.base import invalid
+from shared.endpoints.base import content_texts, invalid
 from shared.errors import PermanentError
 from shared.results import Usage
 
@@ -115,7 +115,7 @@ def _split_messages(raw: Any) -> tuple[list[dict[str, str]], list[dict[str, Any]
         if not isinstance(message, Mapping):
             raise invalid(f"messages[{i}] must be an object")
         role = message.get("role")
-        texts = _texts(message.get("content"), where=f"messages[{i}]")
+        texts = content_texts(message.get("content"), where=f"messages[{i}]", destination="sent to Bedrock")
         if role in SYSTEM_ROLES:
             system.extend({"text": t} for t in texts if t)
         elif role in CONVERSATION_ROLES:
@@ -129,20 +129,6 @@ def _split_messages(raw: Any) -> tuple[list[dict[str, str]], list[dict[str, Any]
     if not messages:
         raise invalid("'messages' holds no user or assistant message")
     return system, messages
-
-
-def _texts(content: Any, *, where: str) -> list[str]:
-    if isinstance(content, str):
-        return [content]
-    if isinstance(content, list):
-        texts = []
-        for j, part in enumerate(content):
-            if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
-                raise invalid(f"{where}.content[{j}]: only text parts can be sent to Bedrock, got {kind!r}")
-            texts.append(part["text"])
-        return texts
-    raise invalid(f"{where}.content must be a string or a list of text parts")
 
 
 def _inference_config(body: Mapping[str, Any]) -> dict[str, Any]:

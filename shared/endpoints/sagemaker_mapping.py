@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Final, Protocol
 
-from shared.endpoints.base import invalid
+from shared.endpoints.base import content_texts, invalid
 from shared.endpoints.specs import CHAT_ROUTE, SageMakerMapping
 from shared.errors import ConfigError, PermanentError
 from shared.messages import SUPPORTED_URLS
@@ -171,17 +171,7 @@ def chat_prompt(messages: Any) -> str:
 
 
 def message_text(content: Any, *, where: str) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for j, part in enumerate(content):
-            if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
-                raise invalid(f"{where}.content[{j}]: only text parts can be put in a prompt, got {kind!r}")
-            texts.append(part["text"])
-        return "".join(texts)
-    raise invalid(f"{where}.content must be a string or a list of text parts")
+    return "".join(content_texts(content, where=where, destination="put in a prompt"))
 
 
 def completion_prompt(prompt: Any) -> str:
