@@ -134,50 +134,41 @@ class LimitsScreen(PollingScreen):
             except ValueError as e:
                 f.show_error(str(e))
                 return
-            try:
-                async with self._write_lock:
-                    await self._write(name, value)
-            except ConfigError as e:
-                f.show_error(str(e))
-                return
-            except Exception as e:
-                self.report(e)
-                return
-            f.show_error(None)
-            f.in_force = value  # so the read-back refills the input
-            self.notify(f"{f.label}: {'no limit' if value is None else number(value)}", title="Limit changed")
-            try:
-                await self.fetch()
-            except Exception as e:
-                self.report(e)
+            await self._write_and_read_back(f, name, value, "no limit" if value is None else number(value))
         finally:
             self.applied += 1
 
     @work(group="limits")
     async def apply_toggle(self, name: str, value: bool) -> None:
         """Write an on/off limit and read it back; on failure the switch shows what is in force."""
-        f = self.toggle(name)
         try:
-            try:
-                async with self._write_lock:
-                    current = await self.client.get_limits()
-                    await self.client.set_limits(current.with_changes(**{name: value}))
-            except ConfigError as e:
-                f.show_error(str(e))
-                return
-            except Exception as e:
-                self.report(e)
-                return
-            f.show_error(None)
-            self.notify(f"{f.label}: {'on' if value else 'off'}", title="Limit changed")
-            try:
-                await self.fetch()
-            except Exception as e:
-                self.report(e)
+            await self._write_and_read_back(self.toggle(name), name, value, "on" if value else "off")
         finally:
             self.applied += 1
 
-    async def _write(self, name: str, value: int | None) -> None:
+    async def _write_and_read_back(
+        self, f: LimitField | ToggleField, name: str, value: int | bool | None, shown: str
+    ) -> None:
+        """Write one limit (a refusal shown beside its field), then read them all back."""
+        try:
+            async with self._write_lock:
+                await self._write(name, value)
+        except ConfigError as e:
+            f.show_error(str(e))
+            return
+        except Exception as e:
+            self.report(e)
+            return
+        f.show_error(None)
+        if isinstance(f, LimitField):
+            f.in_force = value  # so the read-back refills the input
+        self.notify(f"{f.label}: {shown}", title="Limit changed")
+        try:
+            await self.fetch()
+        except Exception as e:
+            self.report(e)
+
+    async def _write(self, name: str, value: int | bool | None) -> None:
         if name == WORKER_CONCURRENCY:
             if value is None:
                 raise ConfigError("a value is required")
