@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from local_stack.endpoint_choice import LocalEndpoint
 from shared.errors import JobFileError, LlmbatchError
@@ -114,7 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     _stack_arg(t)
 
     d = sub.add_parser("drill", help="the fault drill: a job under injected faults, checked request by request")
-    d.add_argument("--requests", type=int, default=2000)
+    d.add_argument(
+        "--scenario",
+        choices=("faults", "backlog", "poison"),
+        default="faults",
+        help="faults: 429s, 5xx, hangs, duplicates and a killed container (default); backlog: a binding rate "
+        "limit far below what the workers pull; poison: malformed messages among a job's requests",
+    )
+    d.add_argument("--requests", type=int, default=None, help="default: 2,000 (faults), 1,200 (backlog), 300 (poison)")
 
     b = sub.add_parser("bench", help="the benchmark: our worker against two baselines (see docs/benchmarks.md)")
     b.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to the benchmark (try: bench -- --help)")
@@ -179,11 +187,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return bench_main([a for a in args.bench_args if a != "--"])
     if args.command == "drill":
-        from local_stack.drill import run_drill
-
-        report = run_drill(args.requests)
-        print("\n".join(report.lines()))
-        return 0 if report.ok else 1
+        return _drill(args.scenario, args.requests)
     if args.command == "local":
         return _local_up(args)
     if args.command == "tui":
@@ -210,6 +214,24 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "results":
         print(asyncio.run(commands.results(resources, args.job_id, args.out, args.errors)), file=sys.stderr)
     return 0
+
+
+def _drill(scenario: str, requests: int | None) -> int:
+    report: Any
+    if scenario == "backlog":
+        from local_stack.drill_backlog import run_backlog
+
+        report = run_backlog(requests or 1200)
+    elif scenario == "poison":
+        from local_stack.poison import run_poison_drill
+
+        report = run_poison_drill(requests or 300)
+    else:
+        from local_stack.drill import run_drill
+
+        report = run_drill(requests or 2000)
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
 
 
 def _local_up(args: argparse.Namespace) -> int:

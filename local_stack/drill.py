@@ -29,6 +29,7 @@ from shared.control import LlmbatchClient
 from shared.jobfile import read_job_file
 from shared.jobs import JobStatus
 from shared.messages import RequestMessage
+from shared.stack import StackResources
 
 DRILL_FUNCTION_TIMEOUT_S = 6
 DRILL_SIMULATOR = {
@@ -104,25 +105,7 @@ def run_drill(requests: int = 2000, *, seed: int = 1, timeout_s: float = 600.0) 
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        job_file = tmp_path / "drill.jsonl"
-        job_file.write_text(
-            "".join(
-                json.dumps(
-                    {
-                        "custom_id": f"drill-{i:05d}",
-                        "method": "POST",
-                        "url": "/v1/chat/completions",
-                        "body": {
-                            "model": "sim-model",
-                            "messages": [{"role": "user", "content": f"q{i}"}],
-                            "max_tokens": 8,
-                        },
-                    }
-                )
-                + "\n"
-                for i in range(requests)
-            )
-        )
+        job_file = write_chat_job(tmp_path / "drill.jsonl", requests, prefix="drill")
         stack = LocalStack(
             template_path=drill_template(tmp_path),
             simulator_config=DRILL_SIMULATOR,
@@ -134,18 +117,41 @@ def run_drill(requests: int = 2000, *, seed: int = 1, timeout_s: float = 600.0) 
             return asyncio.run(_drill(stack, job_file, requests, rng, timeout_s))
 
 
+def write_chat_job(path: Path, requests: int, *, prefix: str) -> Path:
+    """A job file of ``requests`` short chat requests, ``PREFIX-00000`` onwards."""
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "custom_id": f"{prefix}-{i:05d}",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {
+                        "model": "sim-model",
+                        "messages": [{"role": "user", "content": f"q{i}"}],
+                        "max_tokens": 8,
+                    },
+                }
+            )
+            + "\n"
+            for i in range(requests)
+        )
+    )
+    return path
+
+
 async def _drill(stack: LocalStack, job_file: Path, requests: int, rng: random.Random, timeout_s: float) -> DrillReport:
     res = stack.resources
-    sqs = boto3.client("sqs", **res.client_kwargs())
     started = time.monotonic()
     async with LlmbatchClient(res) as client:
         job_id = await client.submit(job_file)
-        # Duplicate deliveries: 5% of the requests enqueued a second time.
+        # Duplicate deliveries: 5% of the requests enqueued a second time (signed, as submit's).
+        sign_key = (await client.status(job_id)).meta.sign_key
         parsed = read_job_file(job_file).lines
         dup_lines = rng.sample(range(len(parsed)), k=max(1, requests // 20))
         dups = [
             RequestMessage.from_job_line(
-                parsed[i].request, job_id=job_id, line_no=parsed[i].line_no, endpoint="default"
+                parsed[i].request, job_id=job_id, line_no=parsed[i].line_no, endpoint="default", sign_key=sign_key
             ).encode()
             for i in dup_lines
         ]
@@ -159,14 +165,14 @@ async def _drill(stack: LocalStack, job_file: Path, requests: int, rng: random.R
         await client.enqueue(dups + malformed)
 
         killed = _kill_one_container_when_busy(stack)
-        final = await _wait(client, job_id, timeout_s)
+        final = await wait_finished(client, job_id, timeout_s)
         killed.join(timeout=1)
         results = await client.results(job_id)
         # Give the pollers a moment to delete the last batches' messages.
-        left = await _queue_settles(sqs, res.request_queue_url)
-        await _queue_settles(sqs, res.dead_letter_queue_url)
+        left = await queue_settles(res, res.request_queue_url)
+        await queue_settles(res, res.dead_letter_queue_url)
         kept = await client.dead_letters()
-    stats = _sim_stats(res.model_endpoint_url or "")
+    stats = sim_stats(res.model_endpoint_url or "")
     poller = stack.pollers[0].stats
     dlq = len(kept)
     faults = int(stats.get("rate_limited_429", 0)) + int(stats.get("injected_5xx", 0)) + int(stats.get("hangs", 0))
@@ -231,7 +237,7 @@ def _kill_one_container_when_busy(stack: LocalStack) -> _Killer:
     return k
 
 
-async def _wait(client: LlmbatchClient, job_id: str, timeout_s: float) -> JobStatus:
+async def wait_finished(client: LlmbatchClient, job_id: str, timeout_s: float) -> JobStatus:
     deadline = time.monotonic() + timeout_s
     while True:
         st = await client.status(job_id)
@@ -240,7 +246,9 @@ async def _wait(client: LlmbatchClient, job_id: str, timeout_s: float) -> JobSta
         await asyncio.sleep(0.5)
 
 
-async def _queue_settles(sqs: Any, queue_url: str, timeout_s: float = 15.0) -> int:
+async def queue_settles(res: StackResources, queue_url: str, timeout_s: float = 15.0) -> int:
+    """Messages left in the queue (visible or in flight) once it stops changing, or at the timeout."""
+    sqs = boto3.client("sqs", **res.client_kwargs())
     deadline = time.monotonic() + timeout_s
     while True:
         a = sqs.get_queue_attributes(
@@ -253,6 +261,6 @@ async def _queue_settles(sqs: Any, queue_url: str, timeout_s: float = 15.0) -> i
         await asyncio.sleep(0.25)
 
 
-def _sim_stats(model_url: str) -> dict[str, Any]:
+def sim_stats(model_url: str) -> dict[str, Any]:
     with urllib.request.urlopen(model_url.removesuffix("/v1") + "/_sim/stats", timeout=10) as resp:
         return dict(json.load(resp))

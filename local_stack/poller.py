@@ -110,6 +110,7 @@ class EventSourceMappingEmulator:
         """One poller thread per possible concurrent invocation; those above the mapping's
         current MaximumConcurrency wait, so a change takes effect without a restart."""
         self._max_slots = max_slots
+        ContainerProcess.prepare()
         self._grow_to(self.settings().max_concurrency)
 
     def _spawn_slot(self, index: int) -> None:

@@ -15,8 +15,9 @@ from typing import Any
 
 from local_stack.endpoint_choice import LocalEndpoint
 from local_stack.model_server import STACK_PARAMETERS as MODEL_SERVER_PARAMETERS
+from local_stack.lambda_runtime import ContainerProcess
 from local_stack.model_server import ModelServer
-from local_stack.moto_server import MotoServer
+from local_stack.moto_server import MotoServerProcess
 from local_stack.poller import EventSourceMappingEmulator
 from local_stack.provision import DEFAULT_TEMPLATE, ProvisionedStack, provision_stack
 from shared.stack import StackResources, state_path
@@ -90,7 +91,11 @@ class LocalStack:
         self.stack_name = stack_name
         self.write_state = write_state
         self.log_dir = log_dir
-        self.moto = MotoServer()
+        # moto in processes of their own: DynamoDB in one, every other service in the other
+        # (which passes DynamoDB calls on), apart from the pollers' process: each its own
+        # core and interpreter lock. The workers reach DynamoDB's directly.
+        self.dynamodb = MotoServerProcess()
+        self.moto: MotoServerProcess | None = None
         self.pollers: list[EventSourceMappingEmulator] = []
         self.provisioned: ProvisionedStack | None = None
 
@@ -107,7 +112,10 @@ class LocalStack:
             raise
 
     def _start(self) -> StackResources:
+        dynamodb_url = self.dynamodb.start()
+        self.moto = MotoServerProcess(forward_dynamodb=dynamodb_url)
         aws_url = self.moto.start()
+        container_env = {"AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url, **self.container_env}
         if self.model_server:
             model_url = self.model_server.start()
         elif self.simulator:
@@ -126,7 +134,7 @@ class LocalStack:
         for function in self.provisioned.functions.values():
             for source in function.event_sources:
                 poller = EventSourceMappingEmulator(
-                    function, source, aws_url, container_env=self.container_env, log_dir=self.log_dir
+                    function, source, aws_url, container_env=container_env, log_dir=self.log_dir
                 )
                 poller.start()
                 self.pollers.append(poller)
@@ -141,12 +149,16 @@ class LocalStack:
             with contextlib.suppress(Exception):
                 poller.stop()
         self.pollers.clear()
+        with contextlib.suppress(Exception):
+            ContainerProcess.shutdown()
         if self.simulator:
             self.simulator.stop()
         if self.model_server:
             self.model_server.stop()
-        with contextlib.suppress(Exception):
-            self.moto.stop()
+        for moto in (self.moto, self.dynamodb):
+            if moto is not None:
+                with contextlib.suppress(Exception):
+                    moto.stop()
         if self.write_state:
             with contextlib.suppress(FileNotFoundError):
                 state_path().unlink()

@@ -33,3 +33,25 @@ def retry_delay_s(
     draw = rng.uniform if rng else random.uniform
     ceiling = min(cap, base_s * 2 ** max(0, attempt - 1))
     return int(min(cap, max(1.0, draw(0, ceiling))))
+
+
+#: SQS's longest DelaySeconds for a message: a deferral waits at most this long.
+SQS_MAX_DELAY_S = 900
+
+
+def deferral_delay_s(error: TransientError, *, rng: random.Random | None = None) -> int:
+    """Seconds a deferred record's fresh copy stays invisible: until the capacity it waited
+    for (the rate limit's refill, the endpoint's Retry-After), spread by up to a quarter more
+    so the deferred records of many invocations do not all come back at once; at once when
+    only the invocation's deadline stopped it."""
+    if isinstance(error, BudgetExhaustedError) or not error.retry_after_s:
+        return 0
+    draw = rng.uniform if rng else random.uniform
+    wait = error.retry_after_s * (1.0 + draw(0.0, 0.25))
+    return int(min(SQS_MAX_DELAY_S, math.ceil(wait)))
+
+
+def exhausted_message(attempts: int, code: str, message: str) -> str:
+    """The error message of a request whose attempts are used up (the worker's and the
+    DeadLetter function's alike)."""
+    return f"retries exhausted after {attempts} attempts; last error: {code}: {message}"

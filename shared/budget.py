@@ -59,3 +59,32 @@ class Deadline:
                 code="budget_exhausted",
             )
         return min(call_timeout_s, left)
+
+
+class CallDurations:
+    """How long this container's recent successful calls took: the time a new call is
+    expected to need. A call is started only if the deadline leaves it that long, so calls
+    are rarely cut by the deadline (a cut call has gone out, may be billed, and counts as an
+    attempt); a record that cannot start is deferred instead, which does not count."""
+
+    #: Calls remembered, and the share of them a new call should be expected to outlast.
+    WINDOW = 200
+    QUANTILE = 0.9
+
+    def __init__(self) -> None:
+        self._recent: list[float] = []
+        self._next = 0
+
+    def observe(self, seconds: float) -> None:
+        if len(self._recent) < self.WINDOW:
+            self._recent.append(seconds)
+        else:
+            self._recent[self._next] = seconds
+            self._next = (self._next + 1) % self.WINDOW
+
+    def expected_s(self) -> float:
+        """The recent calls' 90th percentile; 0 before any call has finished."""
+        if not self._recent:
+            return 0.0
+        ordered = sorted(self._recent)
+        return ordered[min(len(ordered) - 1, int(self.QUANTILE * len(ordered)))]

@@ -116,6 +116,8 @@ class WorkerConfig:
     dead_letter_queue_url: str = ""
     retry_base_s: float = 2.0
     retry_max_s: float = 300.0
+    #: Model calls a request may use (the template's MaxAttempts, also the queue's maxReceiveCount).
+    max_attempts: int = 8
     #: The S3 bucket for payloads too big for a message or an item (the claim check).
     payload_bucket: str = ""
     #: Every endpoint a job may name: ``ENDPOINTS`` plus the original one (see ``from_env``).
@@ -155,6 +157,7 @@ class WorkerConfig:
             dead_letter_queue_url=env.get("DEAD_LETTER_QUEUE_URL", ""),
             retry_base_s=_number(env, "RETRY_BASE_S", 2.0),
             retry_max_s=_number(env, "RETRY_MAX_S", 300.0),
+            max_attempts=int(_number(env, "MAX_ATTEMPTS", 8)),
             payload_bucket=env.get("PAYLOAD_BUCKET", ""),
             log_payloads=env.get("LOG_PAYLOADS", "false").strip().lower() == "true",
         )

@@ -21,10 +21,11 @@ from shared.config import WorkerConfig
 from shared.endpoints.factory import EndpointFactory
 from shared.limits_source import LimitsSource
 from shared.payloads import PayloadStore
+from shared.queue_ops import QueueOps
 from shared.rate_bucket import DynamoRateBucket
 from shared.store import ResultStore
 from shared.throttle import Throttle
-from shared.worker import ContainerLoopBatchProcessor, QueueOps, Worker
+from shared.worker import ContainerLoopBatchProcessor, Worker
 
 if TYPE_CHECKING:
     from shared.deadletter import DeadLetterRecorder
@@ -102,9 +103,15 @@ class DeadLetterContainer:
         from shared.deadletter import DeadLetterRecorder
 
         async def build() -> DeadLetterRecorder:
-            ddb = await stack.enter_async_context(get_session().create_client("dynamodb"))
+            session = get_session()
+            ddb = await stack.enter_async_context(session.create_client("dynamodb"))
+            # Dead letters too big for an item are kept in the payload bucket by reference.
+            payloads = None
+            if env.get("PAYLOAD_BUCKET"):
+                s3 = await stack.enter_async_context(session.create_client("s3"))
+                payloads = PayloadStore(s3, env["PAYLOAD_BUCKET"])
             return DeadLetterRecorder(
-                ResultStore(ddb, jobs_table=env["JOBS_TABLE"], results_table=env["RESULTS_TABLE"])
+                ResultStore(ddb, jobs_table=env["JOBS_TABLE"], results_table=env["RESULTS_TABLE"], payloads=payloads)
             )
 
         return cls(loop, loop.run_until_complete(build()), stack)
@@ -115,3 +122,7 @@ class DeadLetterContainer:
         with processor(records=event.get("Records", []), handler=self.recorder.handle_record, lambda_context=context):
             processor.async_process()
         return dict(processor.response())
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self._stack.aclose())
+        self.loop.close()

@@ -20,11 +20,11 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from shared.config import RuntimeLimits
-from shared.deadletter import DeadLetter, is_redrivable, keep_dead_letters, list_dead_letters
-from shared.errors import ConfigError, TransientError
+from shared.deadletter import DeadLetter, dead_letter_body, is_redrivable, keep_dead_letters, list_dead_letters
+from shared.errors import ConfigError, PermanentError, TransientError
 from shared.jobfile import JobFile, read_job_file
-from shared.jobs import JobMeta, JobStatus, new_job_id
-from shared.messages import RequestMessage
+from shared.jobs import JobMeta, JobStatus, NewJob, new_job_id
+from shared.messages import RequestMessage, new_sign_key
 from shared.payloads import PayloadStore
 from shared.results import RequestResult, RequestStatus, utc_now_iso
 from shared.stack import StackResources
@@ -32,13 +32,16 @@ from shared.store import ResultStore
 
 SQS_BATCH_MAX_ENTRIES = 10
 SQS_BATCH_MAX_BYTES = 1_048_576
-#: SendMessageBatch calls in flight at once while submitting.
-SUBMIT_PARALLELISM = 8
+#: SendMessageBatch calls in flight at once while submitting (as many as the client's
+#: connection pool holds: each call waits mostly on the network, not on this process).
+SUBMIT_PARALLELISM = 32
 #: The largest request accepted at all: bigger than a message, it goes by the claim check.
 OFFLOAD_MAX_BYTES = 20 * 1024 * 1024
 #: Requests sent between two notes of progress in the job record (the resume points).
 SUBMIT_CHECKPOINT = 1000
 ESM_CONCURRENCY_BOUNDS = (2, 1000)
+#: The error code of a result line whose offloaded answer is no longer in the payload bucket.
+RESPONSE_EXPIRED = "response_expired"
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -136,18 +139,21 @@ class LlmbatchClient:
             job = await self.status(resume_job_id)
             if job.total != job_file.total:
                 raise ConfigError(f"{path} has {job_file.total} requests, job {resume_job_id} has {job.total}")
-            job_id, start = resume_job_id, job.meta.enqueued
+            # A job made before jobs had keys has none: its messages go unsigned, as before.
+            job_id, sign_key, start = resume_job_id, job.meta.sign_key, job.meta.enqueued
             if job.meta.sealed:
                 return job_id
         else:
-            job_id, start = new_job_id(), 0
-            await self.store.create_job(
-                JobMeta(job_id=job_id, total=job_file.total, name=name or path.name, endpoint=endpoint)
+            job_id, sign_key = await self.create_job(
+                job_file.total, name=name or path.name, endpoint=endpoint, sealed=False
             )
+            start = 0
         limit = job_file.max_message_bytes
         messages = []
         for n in job_file.lines:
-            msg = RequestMessage.from_job_line(n.request, job_id=job_id, line_no=n.line_no, endpoint=endpoint)
+            msg = RequestMessage.from_job_line(
+                n.request, job_id=job_id, line_no=n.line_no, endpoint=endpoint, sign_key=sign_key
+            )
             encoded = msg.encode()
             if len(encoded.encode()) > limit and self.payloads:  # the claim check
                 key = await self.payloads.put(f"requests/{job_id}/{n.line_no}.json", json.dumps(msg.body).encode())
@@ -162,9 +168,34 @@ class LlmbatchClient:
             await self.store.record_enqueued(job_id, len(messages), sealed=True)
         return job_id
 
+    async def create_job(self, total: int, *, name: str = "", endpoint: str = "default", sealed: bool = True) -> NewJob:
+        """Create a job of ``total`` requests for a program that enqueues its own messages.
+
+        Returns its id and signing key (``NewJob``, which unpacks as ``job_id, sign_key``):
+        each message must carry ``sig = NewJob.sign(custom_id, line)`` (see
+        ``shared.messages.sign``), or the workers treat it as a stranger's. ``sealed``
+        (the default) shows the job ``queued`` at once; pass False and call
+        ``store.record_enqueued`` when every message is sent to show ``submitting`` until then.
+        """
+        if total < 1:
+            raise ConfigError(f"a job has at least one request, got {total}")
+        job = NewJob(new_job_id(), new_sign_key())
+        await self.store.create_job(
+            JobMeta(
+                job_id=job.job_id,
+                total=total,
+                name=name,
+                endpoint=endpoint,
+                sealed=sealed,
+                enqueued=total if sealed else 0,
+                sign_key=job.sign_key,
+            )
+        )
+        return job
+
     async def enqueue(self, bodies: list[str], *, on_progress: ProgressCallback | None = None) -> None:
         """SendMessageBatch in batches of up to 10 entries and 1 MiB, several in flight."""
-        batches = _pack_batches(bodies)
+        batches = pack_batches(bodies)
         sent = 0
         gate = asyncio.Semaphore(SUBMIT_PARALLELISM)
 
@@ -215,14 +246,23 @@ class LlmbatchClient:
 
     async def redrive(self, job_id: str | None = None) -> int:
         """Move dead letters (of one job, or all) back to the request queue and reopen their
-        requests. Each step is safe to repeat: a redrive cut short can simply be run again."""
+        requests. Each step is safe to repeat: a redrive cut short can simply be run again.
+
+        A letter is forgotten only once its request is settled: reopened and re-sent, or
+        re-sent because it has no result (a consistent read), or left alone because it has
+        one that is not a failure. ``reopen`` retries a conflicting transaction rather than
+        take it for "nothing to reopen", and raises if it cannot tell: the letter then stays.
+        """
         moved = 0
         for letter in await self.dead_letters(job_id):
             if not is_redrivable(letter):
                 continue
+            body = await dead_letter_body(letter, self.payloads)
+            if not is_redrivable(replace(letter, body=body, body_ref=None)):
+                continue
             reopened = await self.store.reopen(letter.job_id, letter.key)
             if reopened or not await self.store.stored_results([(letter.job_id, letter.key)]):
-                await self.enqueue([letter.body])
+                await self.enqueue([body])
                 moved += 1
             await self.store.forget_dead_letter(letter.job_id, letter.key)
         return moved
@@ -231,17 +271,27 @@ class LlmbatchClient:
         """Send the job's failed requests again, as new attempts; the job reopens.
 
         The failures are first kept as dead letters (the resume point if this is cut
-        short), then redriven: each failure is taken back and its message re-sent.
+        short), then redriven: each failure is taken back and its message re-sent (a
+        message too big for its result item is read back from the payload bucket).
         """
         failed = [
             r
             for r in await self.results(job_id)
-            if r.status is RequestStatus.FAILED and r.request_message and r.error_code != "invalid_message"
+            if r.status is RequestStatus.FAILED
+            and (r.request_message or r.request_ref)
+            and r.error_code != "invalid_message"
         ]
         await keep_dead_letters(
             self.store,
             [
-                DeadLetter(job_id, r.custom_id, r.request_message or "", f"retry: {r.error_code}", utc_now_iso())
+                DeadLetter(
+                    job_id,
+                    r.custom_id,
+                    r.request_message or "",
+                    f"retry: {r.error_code}",
+                    utc_now_iso(),
+                    body_ref=None if r.request_message else r.request_ref,
+                )
                 for r in failed
             ],
         )
@@ -260,21 +310,38 @@ class LlmbatchClient:
                 break
         results.sort(key=lambda r: (r.line, r.custom_id))
         if self.payloads:
-            store = self.payloads
             for i, r in enumerate(results):
                 if r.response_ref:
-                    results[i] = replace(r, response_body=json.loads(await store.get(r.response_ref)))
+                    results[i] = await self._with_response(self.payloads, r)
         return results
 
+    @staticmethod
+    async def _with_response(payloads: PayloadStore, r: RequestResult) -> RequestResult:
+        """The result with its offloaded answer read back; an answer whose object is gone
+        (expired or deleted) is reported on its line as ``response_expired``."""
+        key = r.response_ref or ""
+        try:
+            return replace(r, response_body=json.loads(await payloads.get(key)))
+        except PermanentError as e:
+            if e.code != "body_missing":  # what PayloadStore.get says of a missing object
+                raise
+            return replace(
+                r,
+                response_body=None,
+                error_code=RESPONSE_EXPIRED,
+                error_message=f"the answer was stored in the payload bucket as {key!r}, which no longer holds it",
+            )
+
     async def export_results(self, job_id: str, out: Path, errors: Path | None = None) -> ExportSummary:
-        """Write the OpenAI Batch output format; failures go to ``errors`` when given."""
+        """Write the OpenAI Batch output format; failures (and answers that cannot be read
+        back) go to ``errors`` when given."""
         job = await self.status(job_id)
         results = await self.results(job_id)
         n_out = n_err = 0
         with out.open("w") as fo, (errors or Path(os.devnull)).open("w") as fe:
             for r in results:
                 line = json.dumps(r.to_output_line()) + "\n"
-                if errors is not None and r.status is not RequestStatus.SUCCEEDED:
+                if errors is not None and (r.status is not RequestStatus.SUCCEEDED or r.error_code):
                     fe.write(line)
                     n_err += 1
                 else:
@@ -358,7 +425,8 @@ def _offset(callback: ProgressCallback | None, base: int, total: int) -> Progres
     return lambda sent, _chunk_total: cb(base + sent, total)
 
 
-def _pack_batches(bodies: list[str]) -> list[list[str]]:
+def pack_batches(bodies: list[str]) -> list[list[str]]:
+    """Message bodies in SendMessageBatch-sized groups: up to 10 entries and 1 MiB each."""
     batches: list[list[str]] = []
     current: list[str] = []
     size = 0

@@ -66,10 +66,22 @@ class BudgetExhaustedError(TransientError):
 class InvalidMessageError(PermanentError):
     """An SQS message that does not follow the message schema."""
 
-    def __init__(self, message: str, *, job_id: str | None = None, custom_id: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: str | None = None,
+        custom_id: str | None = None,
+        line: int = 0,
+        sig: str | None = None,
+    ) -> None:
         super().__init__(message, code="invalid_message")
+        #: What could still be read of the message (each only if it passed its own rules),
+        #: so the failure can be recorded against its request, if the request is its job's.
         self.job_id = job_id
         self.custom_id = custom_id
+        self.line = line
+        self.sig = sig
 
 
 class UnreadableMessageError(TransientError):

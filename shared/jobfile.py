@@ -10,7 +10,6 @@ request on the ``bedrock:invoke-model`` route that only Bedrock endpoints serve.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,19 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.errors import JobFileError
-from shared.messages import SUPPORTED_URLS, BedrockRecordLine, JobLine, RequestMessage, describe_validation_error
+from shared.messages import (
+    JSON_SAFE_INT_MAX,
+    NOT_FINITE,
+    SIGN_KEY_HEX_LEN,
+    SUPPORTED_URLS,
+    BedrockRecordLine,
+    JobLine,
+    RequestMessage,
+    body_problem,
+    describe_validation_error,
+    parse_json,
+    readable,
+)
 
 #: How many problems are reported in full; the rest are counted.
 MAX_REPORTED_PROBLEMS = 50
@@ -82,9 +93,14 @@ def read_job_file(
         if not raw.strip():
             continue
         try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            problem(line_no, f"invalid JSON: {getattr(e, 'msg', str(e))}")
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            problem(line_no, f"invalid JSON: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})")
+            continue
+        try:
+            data, finite = parse_json(text)
+        except ValueError as e:
+            problem(line_no, f"invalid JSON: {e}")
             continue
         if not isinstance(data, dict):
             problem(line_no, "a line must be a JSON object")
@@ -105,9 +121,15 @@ def read_job_file(
             )
             continue
         seen[request.custom_id] = line_no
-        size = len(
-            RequestMessage.from_job_line(request, job_id="j" * 32, line_no=line_no, endpoint=endpoint).encode().encode()
-        )
+        bad_body = NOT_FINITE if not finite else body_problem(request.body, text)
+        if bad_body is not None:
+            problem(line_no, bad_body)
+            continue
+        try:
+            size = largest_message_bytes(request, line_no=line_no, endpoint=endpoint)
+        except Exception as e:  # body_problem knows every case we know of; the worker refuses the rest
+            problem(line_no, f"the request cannot be encoded as a message: {type(e).__name__}")
+            continue
         if size > max(max_message_bytes, offload_max_bytes or 0):
             problem(
                 line_no,
@@ -130,6 +152,16 @@ def read_job_file(
     return job
 
 
+def largest_message_bytes(request: JobLine, *, line_no: int, endpoint: str) -> int:
+    """The size of the request's message at its largest: with a job id longer than
+    ``new_job_id``'s, a signature, and the ``receives`` a worker may add when it sends a
+    fresh copy (which must fit the queue as well as the first)."""
+    msg = RequestMessage.from_job_line(
+        request, job_id="j" * 32, line_no=line_no, endpoint=endpoint, sign_key="0" * SIGN_KEY_HEX_LEN
+    )
+    return len(msg.model_copy(update={"receives": JSON_SAFE_INT_MAX}).encode().encode())
+
+
 def is_bedrock_record(data: dict[str, Any]) -> bool:
     """A line in Bedrock's batch-inference format (``recordId``, ``modelInput``) rather than
     OpenAI's; a line with ``custom_id`` is always read as OpenAI's, so its errors say so."""
@@ -139,9 +171,8 @@ def is_bedrock_record(data: dict[str, Any]) -> bool:
 def _explain(e: ValidationError) -> str:
     for err in e.errors():
         if err["loc"] and err["loc"][0] == "url" and err["type"] == "literal_error":
-            return f"unsupported url {err['input']!r}; expected one of {', '.join(SUPPORTED_URLS)}"
-        if err["type"] == "missing":
-            return f"missing field {'.'.join(str(p) for p in err['loc'])!r}"
-        if err["type"] == "extra_forbidden":
-            return f"unknown field {'.'.join(str(p) for p in err['loc'])!r}"
+            return f"unsupported url {readable(repr(err['input']))}; expected one of {', '.join(SUPPORTED_URLS)}"
+        if err["type"] in ("missing", "extra_forbidden"):
+            what = "missing" if err["type"] == "missing" else "unknown"
+            return f"{what} field {readable(repr('.'.join(str(p) for p in err['loc'])))}"
     return describe_validation_error(e)

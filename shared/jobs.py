@@ -6,7 +6,9 @@ import secrets
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
+
+from shared.messages import sign
 
 
 class JobState(StrEnum):
@@ -82,6 +84,25 @@ class JobMeta:
     sealed: bool = False
     enqueued: int = 0
     cancel_requested: bool = False
+    #: The job's signing key (``shared.messages.sign``): a message is the job's only if its
+    #: ``sig`` verifies with it. Empty for jobs made before jobs had one (they take any
+    #: message). A secret: never shown, logged or put in ``to_dict``.
+    sign_key: str = field(default="", repr=False)
+
+
+class NewJob(NamedTuple):
+    """A job just created for a program that enqueues its own messages: its id, and the
+    key that signs them (``sign``). Unpacks as ``job_id, sign_key``; never shows the key."""
+
+    job_id: str
+    sign_key: str
+
+    def __repr__(self) -> str:
+        return f"NewJob(job_id={self.job_id!r})"
+
+    def sign(self, custom_id: str, line: int) -> str:
+        """The ``sig`` of the job's request ``custom_id`` at ``line``."""
+        return sign(self.sign_key, self.job_id, custom_id, line)
 
 
 @dataclass(frozen=True)

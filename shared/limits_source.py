@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from shared.config import RuntimeLimits, WorkerConfig
 from shared.errors import ConfigError
 
 log = logging.getLogger("llmbatch.limits")
+
+#: Connect and read timeouts of the limits read, each.
+SSM_TIMEOUT_S = 1.0
 
 
 class LimitsSource:
@@ -17,14 +21,28 @@ class LimitsSource:
     def __init__(self, config: WorkerConfig) -> None:
         self._config = config
         self._last = config.default_limits
+        self._provider: Any = None
+
+    def _ssm(self) -> Any:
+        """Powertools' SSM provider (its cache honours ``max_age``) on a client whose calls
+        are bounded: the read happens inside the invocation's deadline, and a slow SSM must
+        cost at most a few seconds, after which the last good limits serve."""
+        if self._provider is None:
+            from aws_lambda_powertools.utilities.parameters import SSMProvider
+            from botocore.config import Config
+
+            self._provider = SSMProvider(
+                boto_config=Config(
+                    connect_timeout=SSM_TIMEOUT_S, read_timeout=SSM_TIMEOUT_S, retries={"max_attempts": 2}
+                )
+            )
+        return self._provider
 
     def __call__(self) -> RuntimeLimits:
         if not self._config.limits_parameter:
             return self._last
-        from aws_lambda_powertools.utilities import parameters
-
         try:
-            raw = parameters.get_parameter(self._config.limits_parameter, max_age=int(self._config.limits_max_age_s))
+            raw = self._ssm().get(self._config.limits_parameter, max_age=int(self._config.limits_max_age_s))
             self._last = RuntimeLimits.from_json(str(raw))
         except ConfigError as e:
             log.warning("ignoring invalid limits parameter: %s", e)

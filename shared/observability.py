@@ -11,12 +11,10 @@ an answer or an error's message.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import os
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -79,6 +77,7 @@ def endpoint_metrics(s: EndpointStats) -> list[tuple[str, MetricUnit, float]]:
         ("RequestsFailed", s.failed),
         ("RequestsRetried", s.retried),
         ("BudgetExhausted", s.budget_exhausted),
+        ("RequestsDeferred", s.deferred),
         ("DuplicatesSkipped", s.duplicates),
         ("RateLimitedCalls", s.rate_limited_calls),
         ("Throttled", s.throttled),
@@ -223,42 +222,28 @@ def split_by_share(total: int, shares: Mapping[str, int]) -> dict[str, int]:
     return parts
 
 
-def invocation_metering(records: Sequence[Mapping[str, Any]], duration_ms: int) -> dict[str, Metering]:
-    """Each job's part of one invocation: its messages, their size, its claim checks, and
-    the invocation's duration split by its share of the records. Records whose job cannot
-    be read are left out (the worker dead-letters them)."""
-    messages: Counter[str] = Counter()
-    size: Counter[str] = Counter()
-    claim_checks: Counter[str] = Counter()
-    for r in records:
-        body = str(r.get("body", ""))
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, TypeError):
-            continue
-        job_id = data.get("job_id") if isinstance(data, dict) else None
-        if not isinstance(job_id, str) or not job_id:
-            continue
-        messages[job_id] += 1
-        size[job_id] += len(body.encode())
-        claim_checks[job_id] += 1 if data.get("body_ref") else 0
-    compute = split_by_share(duration_ms, messages)
+def invocation_metering(stats: InvocationStats, duration_ms: int) -> dict[str, Metering]:
+    """Each job's part of one invocation: its messages, their size, its claim checks, and the
+    invocation's duration split by its share of the records. Only messages the worker took
+    as their job's count (``stats.deliveries``): a stranger's message naming a job, or one
+    nobody can read, moves no job's figures."""
+    compute = split_by_share(duration_ms, stats.deliveries)
     return {
         job_id: Metering(
             compute_ms=compute[job_id],
             invocations=1,
             deliveries=n,
-            delivered_bytes=size[job_id],
-            claim_checks=claim_checks[job_id],
+            delivered_bytes=stats.delivered_bytes[job_id],
+            claim_checks=stats.claim_checks[job_id],
         )
-        for job_id, n in messages.items()
+        for job_id, n in stats.deliveries.items()
     }
 
 
 def record_invocation_metering(
     loop: asyncio.AbstractEventLoop,
     store: ResultStore,
-    event: Mapping[str, Any],
+    stats: InvocationStats,
     context: Any,
     started: float,
 ) -> None:
@@ -268,7 +253,7 @@ def record_invocation_metering(
     lost record only makes an estimate a little low; it never fails the invocation.
     """
     duration_ms = math.ceil((time.monotonic() - started) * 1000)
-    usage = invocation_metering(list(event.get("Records", [])), duration_ms)
+    usage = invocation_metering(stats, duration_ms)
     budget_s = context.get_remaining_time_in_millis() / 1000 - HARD_STOP_MARGIN_S
     if not usage or budget_s <= 0:
         return

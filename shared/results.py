@@ -56,6 +56,8 @@ class RequestResult:
     error_message: str | None = None
     #: The request's message, kept with failures so ``retry`` can send it again.
     request_message: str | None = None
+    #: Set when that message was too big to keep in the item: its key in the payload bucket.
+    request_ref: str | None = None
     #: Set when the answer was too big for an item: its key in the payload bucket.
     response_ref: str | None = None
     usage: Usage = field(default_factory=Usage)
@@ -83,6 +85,7 @@ class RequestResult:
             "error_code": self.error_code,
             "error_message": self.error_message,
             "request_message": self.request_message,
+            "request_ref": self.request_ref,
             "response_ref": self.response_ref,
         }
         item.update({k: v for k, v in optional.items() if v is not None})
@@ -105,6 +108,7 @@ class RequestResult:
             error_code=item.get("error_code"),
             error_message=item.get("error_message"),
             request_message=item.get("request_message"),
+            request_ref=item.get("request_ref"),
             response_ref=item.get("response_ref"),
             usage=Usage(int(item.get("prompt_tokens", 0)), int(item.get("completion_tokens", 0))),
             finished_at=str(item.get("finished_at", "")),
@@ -120,7 +124,8 @@ class RequestResult:
                 "body": self.response_body,
             }
         error = None
-        if self.status is not RequestStatus.SUCCEEDED:
+        # A success has an error only when its stored answer could not be read back.
+        if self.status is not RequestStatus.SUCCEEDED or self.error_code:
             error = {"code": self.error_code or self.status.value, "message": self.error_message or ""}
         return {
             "id": f"batch_req_{self.job_id}_{self.line}",

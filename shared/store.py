@@ -2,85 +2,60 @@
 
 Tables (see the README's "Storage" section):
 
-* jobs table, key ``job_id`` + ``item``: ``meta`` (the job), ``count#N`` (counter shards,
-  summed on read so concurrent workers do not all write one hot item), ``retry#CUSTOM_ID``
-  (the last transient error of a request still being retried).
+* jobs table, key ``job_id`` + ``item``: ``meta`` (the job; it alone carries ``kind`` =
+  ``job``, the key of the sparse index ``jobs-by-created`` that lists jobs), ``count#N``
+  (counter shards, summed on read so concurrent workers do not all write one hot item),
+  ``retry#CUSTOM_ID`` (the last transient error of a request still being retried),
+  ``dead#KEY`` (dead letters). A job is read by key and by the ``count#`` prefix, never by
+  a range that would also read its dead letters.
 * results table, key ``job_id`` + ``custom_id``: one item per request in a terminal state.
 
 A terminal result and its counter increment are written in one transaction whose puts are
 conditional on the result not existing yet: a duplicate delivery can neither overwrite an
-answer nor count twice. (BatchWriteItem has no conditions, so it cannot make that promise;
-it is used for the retry notes, where last-writer-wins is what we want.)
+answer nor count twice (:mod:`shared.terminal_writes`). BatchWriteItem has no conditions,
+so it cannot make that promise; it is used for the retry notes and dead letters, where
+last-writer-wins is what we want.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
+import logging
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, fields
+from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from shared.errors import JobNotFoundError, TransientError
+from shared.errors import JobNotFoundError
+from shared.item_size import from_ddb as from_ddb
+from shared.item_size import item_bytes as item_bytes
+from shared.item_size import to_ddb as to_ddb
 from shared.jobs import Counts, JobMeta, JobStatus, Metering
 from shared.payloads import PayloadStore
-from shared.results import RequestResult, RequestStatus, utc_now_iso
+from shared.results import RequestResult
+from shared.store_retry import CONDITION_FAILED, VALIDATION_CODE, Backoff, error_parts, is_retryable
+from shared.terminal_writes import TRANSACTION_WRITE_UNITS_PER_KB as TRANSACTION_WRITE_UNITS_PER_KB
+from shared.terminal_writes import TerminalWrite, WriteOutcome
 
-_ser = TypeSerializer()
-_de = TypeDeserializer()
+log = logging.getLogger("llmbatch.store")
 
-#: DynamoDB's own limits.
-TRANSACTION_MAX_ITEMS = 100
-TRANSACTION_MAX_BYTES = 4_000_000
 BATCH_WRITE_MAX_ITEMS = 25
 BATCH_GET_MAX_KEYS = 100
-#: Write request units per KB of an item written in a transaction (twice a plain write's).
-TRANSACTION_WRITE_UNITS_PER_KB = 2
 #: What ``add_metering`` costs: a transactional condition check and update of small items.
 METERING_WRITE_UNITS = 2 * TRANSACTION_WRITE_UNITS_PER_KB
-
-RETRYABLE_CODES = frozenset(
-    {
-        "TransactionConflict",
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "TransactionInProgressException",
-    }
-)
-
-
-def to_ddb(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _ser.serialize(v) for k, v in item.items()}
-
-
-def from_ddb(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _de.deserialize(v) for k, v in item.items()}
+#: The sparse index of the jobs table listing jobs newest first (template.yaml): only
+#: ``meta`` items carry its partition key ``kind``.
+JOBS_INDEX = "jobs-by-created"
+JOB_KIND = "job"
 
 
 def _plain(value: Any) -> Any:
     """DynamoDB numbers come back as Decimal; our items hold whole numbers only."""
-    from decimal import Decimal
-
     return int(value) if isinstance(value, Decimal) else value
-
-
-async def backoff_sleep(attempt: int, *, base_s: float = 0.05, cap_s: float = 2.0) -> None:
-    """Full-jitter exponential backoff."""
-    await asyncio.sleep(random.uniform(0, min(cap_s, base_s * 2**attempt)))
-
-
-@dataclass(frozen=True)
-class WriteOutcome:
-    written: list[RequestResult]
-    duplicates: list[RequestResult]
 
 
 class ResultStore:
@@ -105,25 +80,27 @@ class ResultStore:
         #: Calls made, by operation: the benchmark reports AWS calls per request.
         self.calls: Counter[str] = Counter()
 
-    async def _call(self, op: str, **kwargs: Any) -> Any:
+    async def call(self, op: str, **kwargs: Any) -> Any:
+        """One DynamoDB call, counted."""
         self.calls[op] += 1
         return await getattr(self._ddb, op)(**kwargs)
+
+    def backoff(self, give_up_at: float | None = None) -> Backoff:
+        """Backoff for one operation: the store's ``max_attempts``, or until ``give_up_at``."""
+        return Backoff(self._max_attempts, give_up_at)
+
+    def counter_key(self, job_id: str) -> dict[str, Any]:
+        """A random counter shard of the job."""
+        return to_ddb({"job_id": job_id, "item": f"count#{random.randrange(self._shards)}"})
 
     # ---- jobs ---------------------------------------------------------------------------
 
     async def create_job(self, meta: JobMeta) -> None:
-        item = {
-            "job_id": meta.job_id,
-            "item": "meta",
-            "total": meta.total,
-            "name": meta.name,
-            "endpoint": meta.endpoint,
-            "created_at": meta.created_at,
-            "sealed": meta.sealed,
-            "enqueued": meta.enqueued,
-            "cancel_requested": meta.cancel_requested,
-        }
-        await self._call(
+        item = {k: v for k, v in asdict(meta).items() if v is not None}
+        item["item"] = "meta"
+        if meta.created_at:  # an index key may not be empty
+            item["kind"] = JOB_KIND
+        await self.call(
             "put_item",
             TableName=self.jobs_table,
             Item=to_ddb(item),
@@ -131,7 +108,7 @@ class ResultStore:
         )
 
     async def record_enqueued(self, job_id: str, count: int, *, sealed: bool) -> None:
-        await self._call(
+        await self.call(
             "update_item",
             TableName=self.jobs_table,
             Key=to_ddb({"job_id": job_id, "item": "meta"}),
@@ -142,7 +119,7 @@ class ResultStore:
     async def request_cancel(self, job_id: str) -> None:
         """Flag the job: workers record its remaining requests as cancelled, uncalled."""
         try:
-            await self._call(
+            await self.call(
                 "update_item",
                 TableName=self.jobs_table,
                 Key=to_ddb({"job_id": job_id, "item": "meta"}),
@@ -156,42 +133,76 @@ class ResultStore:
             raise
 
     async def get_job(self, job_id: str) -> JobStatus:
-        resp = await self._call(
-            "query",
-            TableName=self.jobs_table,
-            KeyConditionExpression="job_id = :j AND #i BETWEEN :lo AND :hi",
-            ExpressionAttributeNames={"#i": "item"},
-            ExpressionAttributeValues=to_ddb({":j": job_id, ":lo": "count#", ":hi": "meta"}),
-            ConsistentRead=True,
+        """The job's record and its summed counters, read consistently: the meta item by
+        key, the counter shards by their prefix (dead letters and retry notes, which sort
+        between them, are never read)."""
+        meta_resp, shards = await asyncio.gather(
+            self.call(
+                "get_item",
+                TableName=self.jobs_table,
+                Key=to_ddb({"job_id": job_id, "item": "meta"}),
+                ConsistentRead=True,
+            ),
+            self.items_with_prefix("count#", job_id, consistent=True),
         )
-        items = [from_ddb(i) for i in resp.get("Items", [])]
-        meta_items = [i for i in items if i["item"] == "meta"]
-        if not meta_items:
+        if "Item" not in meta_resp:
             raise JobNotFoundError(f"no job {job_id!r}")
         counts, metering = Counts(), Metering()
-        for i in items:
-            if i["item"].startswith("count#"):
-                counts = counts + _counts_from_item(i)
-                metering = metering + _metering_from_item(i)
-        return JobStatus(_meta_from_item(meta_items[0]), counts, metering)
+        for i in shards:
+            counts = counts + _counts_from_item(i)
+            metering = metering + _metering_from_item(i)
+        return JobStatus(_meta_from_item(from_ddb(meta_resp["Item"])), counts, metering)
 
     async def list_jobs(self, limit: int = 100) -> list[JobStatus]:
-        """Every job, newest first (the jobs table is small: one meta item per job)."""
-        metas: list[JobMeta] = []
+        """The newest ``limit`` jobs, newest first: from the jobs table's sparse index, or,
+        on a stack made before it existed, by scanning the table."""
+        try:
+            job_ids = await self._newest_jobs(limit)
+        except ClientError as e:
+            code, _ = error_parts(e)
+            # AWS says ValidationException, moto ResourceNotFoundException
+            if code not in (VALIDATION_CODE, "ResourceNotFoundException") or "index" not in str(e).lower():
+                raise
+            log.warning("the jobs table has no %s index: scanning it", JOBS_INDEX)
+            job_ids = await self._scan_jobs(limit)
+        return list(await asyncio.gather(*(self.get_job(j) for j in job_ids)))
+
+    async def _newest_jobs(self, limit: int) -> list[str]:
         kwargs: dict[str, Any] = {
             "TableName": self.jobs_table,
-            "FilterExpression": "#i = :m",
-            "ExpressionAttributeNames": {"#i": "item"},
-            "ExpressionAttributeValues": to_ddb({":m": "meta"}),
+            "IndexName": JOBS_INDEX,
+            "KeyConditionExpression": "#k = :k",
+            "ExpressionAttributeNames": {"#k": "kind"},
+            "ExpressionAttributeValues": to_ddb({":k": JOB_KIND}),
+            "ScanIndexForward": False,
         }
-        while True:
-            resp = await self._call("scan", **kwargs)
-            metas.extend(_meta_from_item(from_ddb(i)) for i in resp.get("Items", []))
+        found: list[dict[str, Any]] = []
+        while len(found) < limit:
+            resp = await self.call("query", **kwargs, Limit=limit - len(found))
+            found.extend(from_ddb(i) for i in resp.get("Items", []))
             if "LastEvaluatedKey" not in resp:
                 break
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-        metas.sort(key=lambda m: (m.created_at, m.job_id), reverse=True)
-        return list(await asyncio.gather(*(self.get_job(m.job_id) for m in metas[:limit])))
+        found.sort(key=lambda i: (i.get("created_at", ""), i["job_id"]), reverse=True)
+        return [i["job_id"] for i in found]
+
+    async def _scan_jobs(self, limit: int) -> list[str]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.jobs_table,
+            "FilterExpression": "#i = :m",
+            "ProjectionExpression": "job_id, created_at",
+            "ExpressionAttributeNames": {"#i": "item"},
+            "ExpressionAttributeValues": to_ddb({":m": "meta"}),
+        }
+        metas: list[dict[str, Any]] = []
+        while True:
+            resp = await self.call("scan", **kwargs)
+            metas.extend(from_ddb(i) for i in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        metas.sort(key=lambda i: (i.get("created_at", ""), i["job_id"]), reverse=True)
+        return [i["job_id"] for i in metas[:limit]]
 
     async def known_jobs(self, job_ids: Iterable[str]) -> dict[str, JobMeta]:
         keys = [{"job_id": j, "item": "meta"} for j in set(job_ids)]
@@ -201,7 +212,8 @@ class ResultStore:
     # ---- results ------------------------------------------------------------------------
 
     async def stored_results(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which (job_id, custom_id) pairs already have a terminal result."""
+        """Which (job_id, custom_id) pairs already have a terminal result (a consistent read:
+        it gates model calls and redrive)."""
         wanted = [{"job_id": j, "custom_id": c} for j, c in set(keys)]
         found = await self._batch_get(self.results_table, wanted, projection="job_id, custom_id")
         return {(i["job_id"], i["custom_id"]) for i in found}
@@ -209,124 +221,54 @@ class ResultStore:
     async def _batch_get(
         self, table: str, keys: list[dict[str, Any]], projection: str | None = None
     ) -> list[dict[str, Any]]:
+        """BatchGetItem, consistent, in chunks of 100 keys."""
         out: list[dict[str, Any]] = []
+
+        def collect(resp: dict[str, Any]) -> None:
+            out.extend(from_ddb(i) for i in resp.get("Responses", {}).get(table, []))
+
         for start in range(0, len(keys), BATCH_GET_MAX_KEYS):
-            request: dict[str, Any] = {"Keys": [to_ddb(k) for k in keys[start : start + BATCH_GET_MAX_KEYS]]}
+            request: dict[str, Any] = {
+                "Keys": [to_ddb(k) for k in keys[start : start + BATCH_GET_MAX_KEYS]],
+                "ConsistentRead": True,
+            }
             if projection:
                 request["ProjectionExpression"] = projection
-            pending: dict[str, Any] = {table: request}
-            attempt = 0
-            while pending:
-                resp = await self._call("batch_get_item", RequestItems=pending)
-                out.extend(from_ddb(i) for i in resp.get("Responses", {}).get(table, []))
-                pending = resp.get("UnprocessedKeys") or {}
-                if pending:
-                    attempt += 1
-                    if attempt >= self._max_attempts:
-                        raise TransientError("DynamoDB kept keys unprocessed", code="unprocessed_keys")
-                    await backoff_sleep(attempt)
+            await self._until_processed("batch_get_item", {table: request}, "UnprocessedKeys", collect)
         return out
 
-    async def write_terminal(self, job_id: str, results: Sequence[RequestResult]) -> WriteOutcome:
-        """Store first terminal results of one job and move its counters, atomically.
+    async def batch_write(self, table: str, requests: list[dict[str, Any]]) -> None:
+        """BatchWriteItem in chunks of 25, retrying UnprocessedItems with backoff."""
+        for start in range(0, len(requests), BATCH_WRITE_MAX_ITEMS):
+            chunk = {table: requests[start : start + BATCH_WRITE_MAX_ITEMS]}
+            await self._until_processed("batch_write_item", chunk, "UnprocessedItems", lambda _resp: None)
 
-        Results that already exist are duplicates: they are dropped, not counted.
-        At most 99 results per call (one action is the counter update).
+    async def _until_processed(
+        self, op: str, request: dict[str, Any], unprocessed: str, on_response: Callable[[dict[str, Any]], None]
+    ) -> None:
+        """Call a batch operation until DynamoDB has processed everything, handing back
+        what it left (``UnprocessedKeys``/``UnprocessedItems``) with backoff in between."""
+        backoff = self.backoff()
+        code = "unprocessed_keys" if unprocessed == "UnprocessedKeys" else "unprocessed_items"
+        pending = request
+        while pending:
+            resp = await self.call(op, RequestItems=pending)
+            on_response(resp)
+            pending = resp.get(unprocessed) or {}
+            if pending:
+                await backoff.wait(f"DynamoDB kept {code.removeprefix('unprocessed_')} unprocessed", code)
+
+    async def write_terminal(
+        self, job_id: str, results: Sequence[RequestResult], *, give_up_at: float | None = None
+    ) -> WriteOutcome:
+        """Store first terminal results of one job (at most 99) and move its counters.
+
+        Results that already exist are duplicates: neither stored nor counted. A result
+        DynamoDB refuses is stored as failed (``store_refused``) without costing the others
+        theirs; throttled writes are retried until ``give_up_at`` (monotonic time) when
+        given, else up to ``max_attempts``. See :mod:`shared.terminal_writes`.
         """
-        if len(results) > TRANSACTION_MAX_ITEMS - 1:
-            raise ValueError("at most 99 results per transaction")
-        # A message delivered twice in one batch: DynamoDB refuses two actions on one item
-        # in a transaction, so the later copies are duplicates before we even ask.
-        remaining: list[RequestResult] = []
-        duplicates: list[RequestResult] = []
-        seen: set[str] = set()
-        for r in results:
-            (duplicates if r.custom_id in seen else remaining).append(r)
-            seen.add(r.custom_id)
-        remaining = [await self._fit_item_limit(r) for r in remaining]
-        attempt = 0
-        while remaining:
-            try:
-                await self._call("transact_write_items", TransactItems=self._transaction(job_id, remaining))
-                return WriteOutcome(written=remaining, duplicates=duplicates)
-            except ClientError as e:
-                code = e.response.get("Error", {}).get("Code", "")
-                reasons = e.response.get("CancellationReasons") or []
-                if code == "TransactionCanceledException" and reasons:
-                    failed = {
-                        i for i, r in enumerate(reasons[: len(remaining)]) if r.get("Code") == "ConditionalCheckFailed"
-                    }
-                    if failed:
-                        duplicates += [r for i, r in enumerate(remaining) if i in failed]
-                        remaining = [r for i, r in enumerate(remaining) if i not in failed]
-                        continue
-                    retryable = any(r.get("Code") in RETRYABLE_CODES for r in reasons)
-                else:
-                    retryable = code in RETRYABLE_CODES
-                attempt += 1
-                if not retryable or attempt >= self._max_attempts:
-                    raise TransientError(f"DynamoDB write failed: {code}: {e}", code="store_write") from e
-                await backoff_sleep(attempt)
-        return WriteOutcome(written=[], duplicates=duplicates)
-
-    async def _fit_item_limit(self, result: RequestResult) -> RequestResult:
-        """An answer too big for one item goes to the payload bucket and the item keeps its
-        key (the claim check); with no bucket it is recorded as failed
-        (``response_too_large``) with its status code, rather than failing its whole
-        transaction again and again."""
-        body = result.to_item().get("response_body", "")
-        if len(body.encode()) + len(result.error_message or "") <= ITEM_BODY_LIMIT_BYTES:
-            return result
-        if self.payloads is not None:
-            key = await self.payloads.put(f"results/{result.job_id}/{result.custom_id}.json", body.encode())
-            return replace(result, response_body=None, response_ref=key)
-        return replace(
-            result,
-            status=RequestStatus.FAILED,
-            response_body=None,
-            error_code="response_too_large",
-            error_message=f"the response ({len(body)} bytes) is over DynamoDB's item limit",
-        )
-
-    def _transaction(self, job_id: str, results: Sequence[RequestResult]) -> list[dict[str, Any]]:
-        items = [r.to_item() for r in results]
-        actions: list[dict[str, Any]] = [
-            {
-                "Put": {
-                    "TableName": self.results_table,
-                    "Item": to_ddb(item),
-                    "ConditionExpression": "attribute_not_exists(custom_id)",
-                }
-            }
-            for item in items
-        ]
-        delta = Counter(r.status for r in results)
-        # What the transaction costs, for the job's estimate; the counter update itself is
-        # one more small transactional write.
-        write_units = TRANSACTION_WRITE_UNITS_PER_KB * (1 + sum(math.ceil(item_bytes(i) / 1024) for i in items))
-        actions.append(
-            {
-                "Update": {
-                    "TableName": self.jobs_table,
-                    "Key": to_ddb({"job_id": job_id, "item": f"count#{random.randrange(self._shards)}"}),
-                    "UpdateExpression": "ADD succeeded :s, failed :f, cancelled :c, "
-                    "prompt_tokens :p, completion_tokens :o, write_units :w, offloaded :k SET updated_at = :t",
-                    "ExpressionAttributeValues": to_ddb(
-                        {
-                            ":s": delta[RequestStatus.SUCCEEDED],
-                            ":f": delta[RequestStatus.FAILED],
-                            ":c": delta[RequestStatus.CANCELLED],
-                            ":p": sum(r.usage.prompt_tokens for r in results),
-                            ":o": sum(r.usage.completion_tokens for r in results),
-                            ":w": write_units,
-                            ":k": sum(1 for r in results if r.response_ref),
-                            ":t": utc_now_iso(),
-                        }
-                    ),
-                }
-            }
-        )
-        return actions
+        return await TerminalWrite(self, job_id, give_up_at).run(results)
 
     async def add_metering(self, usage: Mapping[str, Metering]) -> None:
         """Add one invocation's use of the stack to each job's counters (a random shard).
@@ -341,7 +283,7 @@ class ResultStore:
             if not values:
                 return
             try:
-                await self._call(
+                await self.call(
                     "transact_write_items",
                     TransactItems=[
                         {
@@ -354,7 +296,7 @@ class ResultStore:
                         {
                             "Update": {
                                 "TableName": self.jobs_table,
-                                "Key": to_ddb({"job_id": job_id, "item": f"count#{random.randrange(self._shards)}"}),
+                                "Key": self.counter_key(job_id),
                                 "UpdateExpression": "ADD " + ", ".join(f"{k} :{k}" for k in values),
                                 "ExpressionAttributeValues": to_ddb({f":{k}": v for k, v in values.items()}),
                             }
@@ -374,10 +316,13 @@ class ResultStore:
         requests = [{"PutRequest": {"Item": to_ddb({**n, "item": f"retry#{n['custom_id']}"})}} for n in notes]
         await self.batch_write(self.jobs_table, requests)
 
-    async def items_with_prefix(self, prefix: str, job_id: str | None = None) -> list[dict[str, Any]]:
-        """Jobs-table items whose ``item`` starts with ``prefix``: of one job (a query), or of
-        every job (a scan; the jobs table is small)."""
+    async def items_with_prefix(
+        self, prefix: str, job_id: str | None = None, *, consistent: bool = False
+    ) -> list[dict[str, Any]]:
+        """Jobs-table items whose ``item`` starts with ``prefix``: of one job (a query, every
+        page), or of every job (a scan)."""
         names = {"#i": "item"}
+        kwargs: dict[str, Any]
         if job_id:
             op, kwargs = (
                 "query",
@@ -395,70 +340,64 @@ class ResultStore:
                 },
             )
         kwargs.update(TableName=self.jobs_table, ExpressionAttributeNames=names)
+        if consistent:
+            kwargs["ConsistentRead"] = True
         items: list[dict[str, Any]] = []
         while True:
-            resp = await self._call(op, **kwargs)
+            resp = await self.call(op, **kwargs)
             items.extend(from_ddb(i) for i in resp.get("Items", []))
             if "LastEvaluatedKey" not in resp:
                 return items
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     async def retry_note(self, job_id: str, custom_id: str) -> dict[str, Any] | None:
-        resp = await self._call(
+        resp = await self.call(
             "get_item", TableName=self.jobs_table, Key=to_ddb({"job_id": job_id, "item": f"retry#{custom_id}"})
         )
         return from_ddb(resp["Item"]) if "Item" in resp else None
 
     async def reopen(self, job_id: str, custom_id: str) -> bool:
         """Take back a failure so the request can run again: delete its result and its
-        count in one transaction. False if there was no failure to reopen."""
-        try:
-            await self._call(
-                "transact_write_items",
-                TransactItems=[
-                    {
-                        "Delete": {
-                            "TableName": self.results_table,
-                            "Key": to_ddb({"job_id": job_id, "custom_id": custom_id}),
-                            "ConditionExpression": "#s = :f",
-                            "ExpressionAttributeNames": {"#s": "status"},
-                            "ExpressionAttributeValues": to_ddb({":f": "failed"}),
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self.jobs_table,
-                            "Key": to_ddb({"job_id": job_id, "item": f"count#{random.randrange(self._shards)}"}),
-                            "UpdateExpression": "ADD failed :m",
-                            "ExpressionAttributeValues": to_ddb({":m": -1}),
-                        }
-                    },
-                ],
-            )
-            return True
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") == "TransactionCanceledException":
-                return False
-            raise
+        count in one transaction. False only if there was no failure to reopen (the
+        condition failed); a conflicting or throttled transaction is tried again, and
+        ``TransientError`` raised if it keeps failing so."""
+        backoff = self.backoff()
+        while True:
+            try:
+                await self.call(
+                    "transact_write_items",
+                    TransactItems=[
+                        {
+                            "Delete": {
+                                "TableName": self.results_table,
+                                "Key": to_ddb({"job_id": job_id, "custom_id": custom_id}),
+                                "ConditionExpression": "#s = :f",
+                                "ExpressionAttributeNames": {"#s": "status"},
+                                "ExpressionAttributeValues": to_ddb({":f": "failed"}),
+                            }
+                        },
+                        {
+                            "Update": {
+                                "TableName": self.jobs_table,
+                                "Key": self.counter_key(job_id),
+                                "UpdateExpression": "ADD failed :m",
+                                "ExpressionAttributeValues": to_ddb({":m": -1}),
+                            }
+                        },
+                    ],
+                )
+                return True
+            except ClientError as e:
+                _, reasons = error_parts(e)
+                if reasons and reasons[0].get("Code") == CONDITION_FAILED:
+                    return False
+                if is_retryable(e):
+                    await backoff.wait(f"could not reopen {custom_id!r}: {e}", "store_reopen")
+                    continue
+                raise
 
     async def forget_dead_letter(self, job_id: str, key: str) -> None:
-        await self._call(
-            "delete_item", TableName=self.jobs_table, Key=to_ddb({"job_id": job_id, "item": f"dead#{key}"})
-        )
-
-    async def batch_write(self, table: str, requests: list[dict[str, Any]]) -> None:
-        """BatchWriteItem in chunks of 25, retrying UnprocessedItems with backoff."""
-        for start in range(0, len(requests), BATCH_WRITE_MAX_ITEMS):
-            pending: dict[str, Any] = {table: requests[start : start + BATCH_WRITE_MAX_ITEMS]}
-            attempt = 0
-            while pending:
-                resp = await self._call("batch_write_item", RequestItems=pending)
-                pending = resp.get("UnprocessedItems") or {}
-                if pending:
-                    attempt += 1
-                    if attempt >= self._max_attempts:
-                        raise TransientError("DynamoDB kept items unprocessed", code="unprocessed_items")
-                    await backoff_sleep(attempt)
+        await self.call("delete_item", TableName=self.jobs_table, Key=to_ddb({"job_id": job_id, "item": f"dead#{key}"}))
 
     async def iter_results(self, job_id: str) -> AsyncIterator[RequestResult]:
         kwargs: dict[str, Any] = {
@@ -467,7 +406,7 @@ class ResultStore:
             "ExpressionAttributeValues": to_ddb({":j": job_id}),
         }
         while True:
-            resp = await self._call("query", **kwargs)
+            resp = await self.call("query", **kwargs)
             for item in resp.get("Items", []):
                 yield RequestResult.from_item(from_ddb(item))
             if "LastEvaluatedKey" not in resp:
@@ -475,28 +414,8 @@ class ResultStore:
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
-#: DynamoDB's item limit is 400 KB; leave room for attribute names and the other fields.
-ITEM_BODY_LIMIT_BYTES = 390_000
-
-
-def item_bytes(item: Mapping[str, Any]) -> int:
-    """An item's size as DynamoDB counts it for capacity units, closely enough: each
-    attribute's name plus its value (text as UTF-8, a number about as many bytes as digits)."""
-    size = 0
-    for name, value in item.items():
-        size += len(name.encode())
-        size += len(value.encode()) if isinstance(value, str) else len(str(value))
-    return size
-
-
 def _counts_from_item(i: dict[str, Any]) -> Counts:
-    return Counts(
-        succeeded=_plain(i.get("succeeded", 0)),
-        failed=_plain(i.get("failed", 0)),
-        cancelled=_plain(i.get("cancelled", 0)),
-        prompt_tokens=_plain(i.get("prompt_tokens", 0)),
-        completion_tokens=_plain(i.get("completion_tokens", 0)),
-    )
+    return Counts(**{name: _plain(i.get(name, 0)) for name in asdict(Counts())})
 
 
 def _metering_from_item(i: dict[str, Any]) -> Metering:
@@ -504,13 +423,5 @@ def _metering_from_item(i: dict[str, Any]) -> Metering:
 
 
 def _meta_from_item(i: dict[str, Any]) -> JobMeta:
-    return JobMeta(
-        job_id=i["job_id"],
-        total=_plain(i["total"]),
-        name=i.get("name", ""),
-        endpoint=i.get("endpoint", "default"),
-        created_at=i.get("created_at", ""),
-        sealed=bool(i.get("sealed", False)),
-        enqueued=_plain(i.get("enqueued", 0)),
-        cancel_requested=bool(i.get("cancel_requested", False)),
-    )
+    """Every field of JobMeta the item holds (older items lack newer fields: their defaults)."""
+    return JobMeta(**{f.name: _plain(i[f.name]) for f in fields(JobMeta) if f.name in i})

@@ -10,7 +10,6 @@ The pieces, each in its own module: :mod:`shared.budget` (the deadline),
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -22,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 
 from shared.adaptive import AdaptiveConcurrency
-from shared.backoff import retry_delay_s
-from shared.budget import Deadline, LambdaContextLike
+from shared.backoff import deferral_delay_s, exhausted_message, retry_delay_s
+from shared.budget import CallDurations, Deadline, LambdaContextLike
 from shared.config import RuntimeLimits, WorkerConfig
 from shared.endpoints.base import Endpoint, EndpointReply
 from shared.errors import (
@@ -36,9 +35,10 @@ from shared.errors import (
 )
 from shared.jobs import JobMeta
 from shared.limiter import AdjustableLimiter
-from shared.messages import RequestMessage, decode_message
+from shared.messages import RequestMessage, belongs_to, decode_body, decode_message, signed_by
 from shared.packing import ListSupport, OutgoingCall, Packer
-from shared.payloads import PayloadStore
+from shared.payloads import OFFLOAD_MAX_BYTES, PayloadStore, request_body_prefix
+from shared.queue_ops import QueueOps, Requeuer
 from shared.request_log import RequestLog
 from shared.result_writer import ResultWriter
 from shared.results import RequestResult, RequestStatus, Usage, utc_now_iso
@@ -63,6 +63,16 @@ RESULT_WRITE_WAIT_S = 1.0
 CANCELLED = ("cancelled", "job cancelled")
 
 
+def _decode(body: Any) -> RequestMessage | InvalidMessageError:
+    """A record's message, or why it is not one; never raises, whatever the body holds."""
+    try:
+        return decode_message(body if isinstance(body, str) else "")
+    except InvalidMessageError as e:
+        return e
+    except Exception as e:  # decode_message should never get here; no message may fail its batch
+        return InvalidMessageError(f"unreadable message: {type(e).__name__}")
+
+
 class JobCancelledError(Exception):
     """Internal: the job was cancelled while this request waited for a slot."""
 
@@ -73,6 +83,8 @@ class Disposition:
     STORED = "stored"
     DUPLICATE = "duplicate"
     DEAD_LETTERED = "dead_lettered"
+    #: Not called (rate limit, Retry-After pause, deadline): a fresh copy is on the queue.
+    DEFERRED = "deferred"
 
 
 class ContainerLoopBatchProcessor(AsyncBatchProcessor):
@@ -114,6 +126,9 @@ class EndpointStats:
     retried: int = 0
     duplicates: int = 0
     budget_exhausted: int = 0
+    #: Records sent back as fresh copies without a call (shared/queue_ops.py): waiting for
+    #: capacity is not an attempt.
+    deferred: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latencies_ms: list[int] = field(default_factory=list)
@@ -138,44 +153,20 @@ class InvocationStats(EndpointStats):
     #: limiter serves every endpoint of the container.
     concurrency_limit: int = 0
     by_endpoint: dict[str, EndpointStats] = field(default_factory=dict)
+    #: Per job: the messages taken as that job's (its own, by signature), their bytes, and
+    #: how many came by claim check: what the job's cost estimate is metered from.
+    deliveries: Counter[str] = field(default_factory=Counter)
+    delivered_bytes: Counter[str] = field(default_factory=Counter)
+    claim_checks: Counter[str] = field(default_factory=Counter)
+
+    def delivered(self, job_id: str, body: str, *, claim_check: bool) -> None:
+        self.deliveries[job_id] += 1
+        self.delivered_bytes[job_id] += len(body.encode(errors="surrogatepass"))
+        self.claim_checks[job_id] += int(claim_check)
 
     def counters(self, endpoint: str) -> tuple[EndpointStats, EndpointStats]:
         """The two places a count goes: these totals and ``endpoint``'s own."""
         return self, self.by_endpoint.setdefault(endpoint, EndpointStats())
-
-
-class QueueOps:
-    """The worker's own SQS calls: retry-later visibility, and dead-lettering a message
-    nobody can record (its reason attached as a message attribute)."""
-
-    def __init__(self, sqs: Any, *, request_queue_url: str, dead_letter_queue_url: str) -> None:
-        self._sqs = sqs
-        self._queue_url = request_queue_url
-        self._dlq_url = dead_letter_queue_url
-        self.calls: Counter[str] = Counter()
-
-    async def dead_letter(self, body: str, reason: str) -> None:
-        if not self._dlq_url:
-            raise UnreadableMessageError(reason, code="unreadable")
-        self.calls["send_message"] += 1
-        await self._sqs.send_message(
-            QueueUrl=self._dlq_url,
-            MessageBody=body,
-            MessageAttributes={"llmbatch-reason": {"DataType": "String", "StringValue": reason[:1000]}},
-        )
-
-    async def retry_later(self, delays: dict[str, int]) -> None:
-        """``receipt handle -> seconds``, 10 per ChangeMessageVisibilityBatch."""
-        if not self._queue_url or not delays:
-            return
-        entries = [
-            {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": d} for i, (h, d) in enumerate(delays.items())
-        ]
-        for start in range(0, len(entries), 10):
-            self.calls["change_message_visibility_batch"] += 1
-            await self._sqs.change_message_visibility_batch(
-                QueueUrl=self._queue_url, Entries=entries[start : start + 10]
-            )
 
 
 class Worker:
@@ -205,6 +196,8 @@ class Worker:
         #: Which endpoints refuse packed inputs, learned once per container.
         self.list_support = ListSupport()
         self.request_log = RequestLog(payloads=config.log_payloads)
+        #: What a call is expected to take: one that the deadline would cut is not started.
+        self.call_durations = CallDurations()
         self.last_stats = InvocationStats()
 
     async def start(self, records: list[dict[str, Any]], context: LambdaContextLike) -> BatchRun:
@@ -258,7 +251,10 @@ class BatchRun:
         #: (their records go back to SQS) rather than let Lambda kill the whole batch.
         self.hard_stop = hard_stop or deadline
         self.limits = limits or worker.config.default_limits
-        self.writer = ResultWriter(worker.store, max_wait_s=RESULT_WRITE_WAIT_S)
+        # Throttled writes are retried until the hard stop, not for a fixed count.
+        self.writer = ResultWriter(
+            worker.store, max_wait_s=RESULT_WRITE_WAIT_S, give_up_at=time.monotonic() + self.hard_stop.remaining()
+        )
         self.stats = InvocationStats()
         #: Records still being handled; of them, those waiting for their result's write, and
         #: those whose model call is under way (the rest may still need a rate-limit permit).
@@ -275,33 +271,46 @@ class BatchRun:
         )
         self._jobs: dict[str, JobMeta] = {}
         self._stored: set[tuple[str, str]] = set()
+        #: Each record's message, decoded once (by message id), or why it could not be.
+        self._decoded: dict[str, RequestMessage | InvalidMessageError] = {}
+        #: Requests whose model call went out in this invocation: only those used an attempt.
+        self._called: set[tuple[str, str]] = set()
+        #: Set when the start-of-batch lookup failed: every record is deferred, none judged.
+        self._lookup_error: TransientError | None = None
+        queue = worker.queue
+        self.requeuer = Requeuer(queue) if queue is not None and queue.can_requeue else None
         self._retry_notes: list[dict[str, Any]] = []
         self._retry_delays: dict[str, int] = {}
         self._jobs_read_at = time.monotonic()
         self._jobs_lock = asyncio.Lock()
 
     async def prepare(self, records: list[dict[str, Any]]) -> None:
-        """One batched read for the whole batch: the jobs named, and the requests that
-        already have an answer (redelivered or enqueued twice) so they are not paid for twice."""
+        """Decode every record once, then one batched read for the whole batch: the jobs
+        named, and the requests that already have an answer (redelivered or enqueued twice)
+        so they are not paid for twice. Only ids that passed the schema (and so DynamoDB's
+        key rules) are looked up: no message can make this read fail for its neighbours."""
         self._open = len(records)
         keys: list[tuple[str, str]] = []
         for r in records:
-            try:
-                data = json.loads(r.get("body", ""))
-            except (json.JSONDecodeError, TypeError):
-                continue
-            if (
-                isinstance(data, dict)
-                and isinstance(data.get("job_id"), str)
-                and isinstance(data.get("custom_id"), str)
-            ):
-                keys.append((data["job_id"], data["custom_id"]))
+            decoded = _decode(r.get("body"))
+            self._decoded[str(r.get("messageId", id(r)))] = decoded
+            job_id, custom_id = decoded.job_id, decoded.custom_id
+            if job_id and custom_id:  # read (and checked) even when the rest is invalid
+                keys.append((job_id, custom_id))
         if not keys:
             return
         self._jobs_read_at = time.monotonic()
-        jobs, stored = await asyncio.gather(
-            self.worker.store.known_jobs(j for j, _ in keys), self.worker.store.stored_results(keys)
-        )
+        try:
+            async with asyncio.timeout(self.hard_stop.remaining()):
+                jobs, stored = await asyncio.gather(
+                    self.worker.store.known_jobs(j for j, _ in keys), self.worker.store.stored_results(keys)
+                )
+        except Exception as e:  # DynamoDB unreachable or slow: nobody is judged on it
+            log.warning("start-of-batch lookup failed; deferring the batch: %r", e)
+            self._lookup_error = TransientError(
+                f"the start-of-batch lookup failed: {type(e).__name__}", code="lookup_failed", retry_after_s=5.0
+            )
+            return
         self._jobs, self._stored = jobs, stored
 
     async def handle_record(self, record: SQSRecord) -> str:
@@ -312,55 +321,58 @@ class BatchRun:
             self._flush_if_all_waiting()
 
     async def _handle_record(self, record: SQSRecord) -> str:
-        attempt = int(record.attributes.approximate_receive_count or 1)
-        try:
-            msg = decode_message(record.body)
-        except InvalidMessageError as e:
-            return await self._invalid(record, e, attempt)
-        if msg.body_ref is not None:
-            if self.worker.payloads is None:
-                return await self._invalid(
-                    record,
-                    InvalidMessageError(
-                        "body_ref needs the stack's payload bucket", job_id=msg.job_id, custom_id=msg.custom_id
-                    ),
-                    attempt,
-                )
-            body = json.loads(await self.worker.payloads.get(msg.body_ref))
-            msg = msg.model_copy(update={"body": body, "body_ref": None})
-
-        job = self._jobs.get(msg.job_id)
+        receive_count = int(record.attributes.approximate_receive_count or 1)
+        decoded = self._decoded.get(record.message_id) or _decode(record.body)
+        if isinstance(decoded, InvalidMessageError):
+            return await self._invalid(record, decoded, receive_count)
+        wire = decoded
+        #: Receives of earlier copies that counted, and this one.
+        attempt = wire.receives + receive_count
+        if self._lookup_error is not None:
+            return await self._defer(wire, receive_count, self._lookup_error)
+        job = self._jobs.get(wire.job_id)
         if job is None:
-            return await self._dead_letter(record.body, f"unknown job {msg.job_id!r}")
-        if (msg.job_id, msg.custom_id) in self._stored:
-            for s in self._counters(msg.endpoint):
+            return await self._dead_letter(record.body, f"unknown job {wire.job_id!r}")
+        if not belongs_to(job.sign_key, wire):
+            return await self._dead_letter(record.body, f"not a request of job {wire.job_id!r} (signature)")
+        self.stats.delivered(job.job_id, record.body, claim_check=wire.body_ref is not None)
+        if (wire.job_id, wire.custom_id) in self._stored:
+            for s in self._counters(wire.endpoint):
                 s.duplicates += 1
             return Disposition.DUPLICATE
         if job.cancel_requested:
-            return await self._settle(msg, self._result(msg, attempt, RequestStatus.CANCELLED, error=CANCELLED))
+            return await self._settle(wire, self._result(wire, attempt, RequestStatus.CANCELLED, error=CANCELLED))
 
-        endpoint = self.worker.endpoints.get(msg.endpoint)
+        endpoint = self.worker.endpoints.get(wire.endpoint)
         if endpoint is None:
             return await self._settle(
-                msg,
+                wire,
                 self._result(
-                    msg,
+                    wire,
                     attempt,
                     RequestStatus.FAILED,
-                    error=("unknown_endpoint", f"no endpoint named {msg.endpoint!r}"),
+                    error=("unknown_endpoint", f"no endpoint named {wire.endpoint!r}"),
                 ),
             )
+        try:
+            msg = await self._with_body(wire)
+        except PermanentError as e:
+            return await self._settle(
+                wire, self._result(wire, attempt, RequestStatus.FAILED, error=(e.code or "failed", e.message))
+            )
+        except TransientError as e:
+            return await self._defer(wire, receive_count, e)
         started = time.monotonic()
         try:
             reply = await self._call(endpoint, msg)
         except JobCancelledError:
-            return await self._settle(msg, self._result(msg, attempt, RequestStatus.CANCELLED, error=CANCELLED))
+            return await self._settle(msg, self._result(wire, attempt, RequestStatus.CANCELLED, error=CANCELLED))
         except PermanentError as e:
             latency = int((time.monotonic() - started) * 1000)
             return await self._settle(
                 msg,
                 self._result(
-                    msg,
+                    wire,
                     attempt,
                     RequestStatus.FAILED,
                     status_code=e.status_code,
@@ -369,10 +381,14 @@ class BatchRun:
                 ),
             )
         except TransientError as e:
+            if (msg.job_id, msg.custom_id) not in self._called:
+                return await self._defer(wire, receive_count, e)
             for s in self._counters(msg.endpoint):
                 s.retried += 1
                 if isinstance(e, BudgetExhaustedError):
                     s.budget_exhausted += 1
+            if attempt >= self.worker.config.max_attempts:
+                return await self._settle(msg, self._exhausted(wire, attempt, e))
             self._retry_notes.append(
                 {
                     "job_id": msg.job_id,
@@ -394,7 +410,67 @@ class BatchRun:
         for s in self._counters(msg.endpoint):
             s.latencies_ms.append(latency)
         return await self._settle(
-            msg, self._result(msg, attempt, RequestStatus.SUCCEEDED, reply=reply, latency_ms=latency)
+            msg, self._result(wire, attempt, RequestStatus.SUCCEEDED, reply=reply, latency_ms=latency)
+        )
+
+    async def _with_body(self, wire: RequestMessage) -> RequestMessage:
+        """The message with its body, read from the payload bucket when it came as a
+        ``body_ref`` (the claim check): only under its own job's prefix, only up to the
+        largest body submit offloads, and only while the deadline lasts.
+
+        Raises
+        ------
+        PermanentError
+            The reference points outside the job, at nothing, or at something too big.
+        TransientError
+            The bucket did not answer in time (the record is deferred, not judged).
+        """
+        if wire.body_ref is None:
+            return wire
+        payloads = self.worker.payloads
+        if payloads is None:
+            raise InvalidMessageError("body_ref needs the stack's payload bucket")
+        if not wire.body_ref.startswith(request_body_prefix(wire.job_id)):
+            raise InvalidMessageError(f"body_ref must be under {request_body_prefix(wire.job_id)!r}")
+        try:
+            async with asyncio.timeout(self.deadline.remaining()):
+                raw = await payloads.get(wire.body_ref, max_bytes=OFFLOAD_MAX_BYTES)
+        except TimeoutError as e:
+            raise TransientError("the payload bucket did not answer in time", code="body_fetch") from e
+        return wire.model_copy(update={"body": decode_body(raw), "body_ref": None})
+
+    async def _defer(self, wire: RequestMessage, receive_count: int, error: TransientError) -> str:
+        """Send a fresh copy of a record that was not called, so SQS can delete this one
+        without counting the receive (shared/queue_ops.py). Without a queue to send to, the
+        record goes back to SQS as before."""
+        if self.requeuer is None:
+            raise error
+        copy = wire.model_copy(update={"receives": wire.receives + receive_count - 1}).encode()
+        self._writing += 1
+        self._flush_if_all_waiting()
+        try:
+            async with asyncio.timeout(self.hard_stop.remaining()):
+                await self.requeuer.put(copy, deferral_delay_s(error))
+        except TimeoutError as e:
+            raise TransientError("could not send the deferred copy before the timeout", code="requeue") from e
+        finally:
+            self._writing -= 1
+        for s in self._counters(wire.endpoint):
+            s.deferred += 1
+            if isinstance(error, BudgetExhaustedError):
+                s.budget_exhausted += 1
+        return Disposition.DEFERRED
+
+    def _exhausted(self, wire: RequestMessage, attempt: int, e: TransientError) -> RequestResult:
+        """The final failure of a request whose calls kept failing transiently: recorded
+        here, with the last error, as the DeadLetter function would after the queue's
+        ``maxReceiveCount`` (which stays the backstop for crashes and timeouts)."""
+        return self._result(
+            wire,
+            attempt,
+            RequestStatus.FAILED,
+            status_code=e.status_code,
+            error=("retries_exhausted", exhausted_message(attempt, e.code or "transient", e.message)),
         )
 
     async def _settle(self, msg: RequestMessage, result: RequestResult) -> str:
@@ -409,7 +485,10 @@ class BatchRun:
         async with self._jobs_lock:
             if time.monotonic() - self._jobs_read_at > JOB_REFRESH_S:
                 self._jobs_read_at = time.monotonic()
-                self._jobs.update(await self.worker.store.known_jobs(self._jobs))
+                try:
+                    self._jobs.update(await self.worker.store.known_jobs(self._jobs))
+                except Exception as e:  # a cancel is noticed on the next read instead
+                    log.warning("could not re-read the batch's jobs", extra={"error": type(e).__name__})
         job = self._jobs.get(job_id)
         return bool(job and job.cancel_requested)
 
@@ -480,14 +559,22 @@ class BatchRun:
         cfg = self.worker.config
         # Not call.timeout_s: every request asked for the same call timeout (less the packer's
         # few milliseconds of waiting), and the deadline is applied here.
-        timeout_s = self.deadline.timeout_for_call(cfg.call_timeout_s, min_call_s=cfg.min_call_s)
+        durations = self.worker.call_durations
+        timeout_s = self.deadline.timeout_for_call(
+            cfg.call_timeout_s, min_call_s=max(cfg.min_call_s, min(durations.expected_s(), cfg.call_timeout_s))
+        )
         endpoint = call.endpoint
         for s in self._counters(endpoint.name):
             s.calls += 1
+        # From here the request has used an attempt: the call goes out (and may be billed).
+        self._called.update((str(call.group), cid) for cid in call.custom_ids)
         try:
             async with self.worker.concurrency.measured():
                 try:
-                    return await endpoint.call(call.route, call.body, timeout_s=timeout_s, custom_id=call.custom_id)
+                    started = time.monotonic()
+                    reply = await endpoint.call(call.route, call.body, timeout_s=timeout_s, custom_id=call.custom_id)
+                    durations.observe(time.monotonic() - started)
+                    return reply
                 except EndpointTimeoutError as e:
                     if timeout_s < cfg.call_timeout_s:  # cut short by the deadline, not by the call timeout
                         raise BudgetExhaustedError(e.message, code="budget_exhausted") from e
@@ -524,7 +611,10 @@ class BatchRun:
             error_code=error[0] if error else None,
             error_message=error[1] if error else None,
             usage=reply.usage if reply else Usage(),
-            request_message=msg.encode() if status is RequestStatus.FAILED else None,
+            # As it came (a body_ref stays a reference), counting no receives: what retry re-sends.
+            request_message=(
+                msg.model_copy(update={"receives": 0}).encode() if status is RequestStatus.FAILED else None
+            ),
         )
 
     async def _store(self, result: RequestResult) -> str:
@@ -554,37 +644,41 @@ class BatchRun:
         return Disposition.STORED
 
     async def _invalid(self, record: SQSRecord, e: InvalidMessageError, attempt: int) -> str:
-        """A message that breaks the schema fails alone: recorded against its request
-        when its job and id can be read, dead-lettered with the reason when not."""
-        if e.job_id and e.custom_id and e.job_id in self._jobs:
-            line = 0
-            try:
-                raw_line = json.loads(record.body).get("line")
-                line = raw_line if isinstance(raw_line, int) and raw_line > 0 else 0
-            except (json.JSONDecodeError, AttributeError):
-                pass
-            result = RequestResult(
-                job_id=e.job_id,
+        """A message that breaks the schema fails alone: recorded against its request when
+        its job and id can be read and it is that job's (its signature verifies), and
+        dead-lettered with the reason when not."""
+        if self._lookup_error is not None and e.job_id:
+            raise self._lookup_error
+        job = self._jobs.get(e.job_id) if e.job_id else None
+        if job is None or not e.custom_id or not signed_by(job.sign_key, e.job_id or "", e.custom_id, e.line, e.sig):
+            return await self._dead_letter(record.body, e.message)
+        self.stats.delivered(job.job_id, record.body, claim_check=False)
+        if (job.job_id, e.custom_id) in self._stored:
+            for s in self._counters(NO_ENDPOINT):
+                s.duplicates += 1
+            return Disposition.DUPLICATE
+        return await self._store(
+            RequestResult(
+                job_id=job.job_id,
                 custom_id=e.custom_id,
-                line=line,
+                line=e.line,
                 status=RequestStatus.FAILED,
                 attempt=attempt,
                 endpoint="",
                 error_code="invalid_message",
                 error_message=e.message,
             )
-            if (e.job_id, e.custom_id) in self._stored:
-                for s in self._counters(result.endpoint):
-                    s.duplicates += 1
-                return Disposition.DUPLICATE
-            return await self._store(result)
-        return await self._dead_letter(record.body, e.message)
+        )
 
     async def _dead_letter(self, body: str, reason: str) -> str:
         log.warning("dead-lettering an unrecordable message", extra={"reason": reason, "body_bytes": len(body)})
         if self.worker.queue is None:
             raise UnreadableMessageError(reason, code="unreadable")
-        await self.worker.queue.dead_letter(body, reason)
+        try:
+            async with asyncio.timeout(self.hard_stop.remaining()):
+                await self.worker.queue.dead_letter(body, reason)
+        except TimeoutError as e:
+            raise TransientError("could not dead-letter the message before the timeout", code="dead_letter") from e
         self.stats.dead_lettered += 1
         return Disposition.DEAD_LETTERED
 
@@ -596,6 +690,8 @@ class BatchRun:
             asyncio.get_running_loop().call_soon(self._flush_now)
 
     def _flush_now(self) -> None:
+        if self.requeuer is not None:
+            self.requeuer.flush()
         task = asyncio.get_running_loop().create_task(self.writer.drain())
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
@@ -611,6 +707,8 @@ class BatchRun:
 
     async def _finish(self) -> None:
         await self.writer.drain()
+        if self.requeuer is not None:
+            await self.requeuer.drain()
         # Both below are best effort: the failed records go back to SQS regardless; at worst
         # they come back after the queue's own visibility timeout, without their last error.
         if self._retry_notes:

@@ -6,6 +6,7 @@ Wiring only; the logic is :mod:`shared.deadletter`.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -25,6 +26,13 @@ def container() -> DeadLetterContainer:
     if _container is None:
         _container = DeadLetterContainer.create()
     return _container
+
+
+# Clients are made during Lambda's init phase (full CPU, outside the invocation's timeout),
+# not in the first invocation, whose deadline they would eat into. Outside Lambda (tests
+# importing this module) the first invocation makes them.
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    container()
 
 
 @capture_handler(tracer)

@@ -7,6 +7,7 @@ pools, clients) is made on the first invocation and reused by the next ones.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -43,6 +44,13 @@ def container() -> Container:
     return _container
 
 
+# Clients are made during Lambda's init phase (full CPU, outside the invocation's timeout),
+# not in the first invocation, whose deadline they would eat into. Outside Lambda (tests
+# importing this module) the first invocation makes them.
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    container()
+
+
 @capture_handler(tracer)
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
@@ -51,5 +59,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     c = container()
     response = c.handle(event, context)
     publish_invocation(metrics, c.worker.last_stats)
-    record_invocation_metering(c.loop, c.worker.store, event, context, started)
+    record_invocation_metering(c.loop, c.worker.store, c.worker.last_stats, context, started)
     return response

@@ -22,7 +22,7 @@ from shared.endpoints.base import Endpoint, EndpointReply
 from shared.endpoints.openai_http import OpenAIHttpEndpoint
 from shared.endpoints.specs import BedrockSpec, EndpointSpec, OpenAISpec, SageMakerSpec
 from shared.errors import PermanentError
-from shared.secrets import resolve_api_key
+from shared.secrets import ApiKey, KeyResolver, resolve_api_key
 
 #: Longest wait for a TCP/TLS connection to an AWS model API (the call's own timeout caps it too).
 CONNECT_TIMEOUT_S: Final = 10.0
@@ -81,7 +81,7 @@ class EndpointFactory:
         *,
         call_timeout_s: float,
         aws_session: AioSession | None = None,
-        resolve_key: Callable[[str], str | None] = resolve_api_key,
+        resolve_key: KeyResolver = resolve_api_key,
     ) -> None:
         self._stack = stack
         self._aws = aws_session or get_session()
@@ -124,7 +124,9 @@ class EndpointFactory:
         return self._clients[key]
 
     async def _openai(self, name: str, spec: OpenAISpec) -> Endpoint:
-        return OpenAIHttpEndpoint(name, await self.http_session(), spec.url, self._resolve_key(spec.api_key_ref))
+        # The key is read once per container, and again when the endpoint refuses it (rotated).
+        key = ApiKey(spec.api_key_ref, self._resolve_key)
+        return OpenAIHttpEndpoint(name, await self.http_session(), spec.url, key)
 
     async def _bedrock(self, name: str, spec: BedrockSpec) -> Endpoint:
         # Imported here, as SageMaker's below: a stack without Bedrock endpoints never loads

@@ -16,17 +16,13 @@ Example::
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.errors import ConfigError
-from shared.messages import BEDROCK_RECORD_ROUTE, SUPPORTED_URLS
-
-#: An endpoint's name becomes a metrics dimension and a CLI argument: keep it plain.
-ENDPOINT_NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+from shared.messages import BEDROCK_RECORD_ROUTE, ENDPOINT_NAME_PATTERN, SUPPORTED_URLS
 
 CHAT_ROUTE: Final = "/v1/chat/completions"
 EMBEDDINGS_ROUTE: Final = "/v1/embeddings"

@@ -39,11 +39,12 @@ async def test_the_handler_returns_before_its_deadline_and_unfinished_records_co
             results = await client.results(job_id)
         poller = local.pollers[0].stats
 
-    # THEN no invocation ran into its Lambda timeout, yet some records were handed back ...
+    # THEN no invocation ran into its Lambda timeout, yet some records were left uncalled and
+    # came back (as fresh copies: waiting for the deadline is not an attempt) ...
     assert poller.timeouts == 0 and poller.crashes == 0 and poller.handler_errors == 0
     assert poller.longest_invocation_s < FUNCTION_TIMEOUT_S
-    assert poller.failed_records > 0
-    # ... and came back to complete: every request answered exactly once
+    assert poller.records > 30 and poller.failed_records == 0
+    # ... to complete: every request answered exactly once, on its first attempt
     assert (final.counts.succeeded, final.counts.failed, final.pending) == (30, 0, 0)
     assert sorted(r.custom_id for r in results) == sorted(f"r{i}" for i in range(30))
-    assert max(r.attempt for r in results) > 1
+    assert {r.attempt for r in results} == {1}

@@ -23,6 +23,7 @@ from shared.errors import ConfigError
 from shared.jobs import Counts, JobMeta, JobStatus, Metering
 from shared.observability import invocation_metering, split_by_share
 from shared.store import METERING_WRITE_UNITS
+from shared.worker import InvocationStats
 
 #: Round numbers, so every expected figure below can be checked by hand.
 PRICES = AwsPrices(
@@ -219,21 +220,19 @@ def test_a_duration_is_split_by_share_in_whole_units_that_add_up(total: int, sha
         assert math.floor(total * n / whole) <= parts[k] <= math.ceil(total * n / whole)
 
 
-def record(body: str) -> dict[str, str]:
-    return {"messageId": "m", "receiptHandle": "h", "body": body}
-
-
 def test_an_invocations_records_are_metered_per_job() -> None:
-    # GIVEN a batch of 3 messages of job A (one claim-checked), 1 of job B, and 2 unreadable ones
+    # GIVEN an invocation that took 3 messages of job A as A's (one claim-checked) and 1 of job B
     a = json.dumps({"job_id": "A", "custom_id": "1", "body": {"x": "y"}})
     a_ref = json.dumps({"job_id": "A", "custom_id": "2", "body": {}, "body_ref": "requests/A/2.json"})
     b = json.dumps({"job_id": "B", "custom_id": "1", "body": {}})
-    records = [record(a), record(a), record(a_ref), record(b), record("{not json"), record('{"custom_id": "x"}')]
+    stats = InvocationStats()
+    for body, job, ref in ((a, "A", False), (a, "A", False), (a_ref, "A", True), (b, "B", False)):
+        stats.delivered(job, body, claim_check=ref)
 
     # WHEN a 4001 ms invocation of it is metered
-    usage = invocation_metering(records, 4001)
+    usage = invocation_metering(stats, 4001)
 
-    # THEN each readable job gets its messages, bytes, claim checks and share of the time
+    # THEN each job gets its messages, bytes, claim checks and share of the time
     assert set(usage) == {"A", "B"}
     assert usage["A"] == Metering(
         compute_ms=usage["A"].compute_ms,

@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack
 import pytest
 from aiobotocore.session import get_session
 
+from local_stack.simulator import SimulatorConfig, start_simulator
 from shared.config import WorkerConfig
 from shared.container import Container
 from shared.endpoints.factory import EndpointFactory
@@ -96,3 +97,36 @@ def test_the_container_gives_the_worker_every_configured_endpoint(monkeypatch: p
     finally:
         container.close()
         asyncio.set_event_loop(None)  # the container set its own (now closed) loop as current
+
+
+async def test_an_openai_endpoints_key_is_read_from_its_store_again_when_refused() -> None:
+    # GIVEN a store whose key was rotated after the factory first read it, and a server that
+    # takes only the new key
+    reads: list[bool] = []
+
+    def store(ref: str, *, fresh: bool = False) -> str | None:
+        reads.append(fresh)
+        return "sk-new" if fresh else "sk-old"
+
+    server = await start_simulator(SimulatorConfig(api_key="sk-new", base_latency_s=0.0, jitter_s=0.0))
+    specs = parse_endpoints(
+        json.dumps({"vllm": {"kind": "openai", "url": server.url, "api_key_ref": "secretsmanager:vllm-key"}})
+    )
+    try:
+        async with AsyncExitStack() as stack:
+            factory = EndpointFactory(stack, call_timeout_s=10, resolve_key=store)
+            endpoint = (await factory.build(specs))["vllm"]
+
+            # WHEN it is called
+            reply = await endpoint.call(
+                "/v1/chat/completions",
+                {"model": "sim-model", "messages": [{"role": "user", "content": "hi"}]},
+                timeout_s=10,
+                custom_id="rotated",
+            )
+    finally:
+        await server.close()
+
+    # THEN the key was read once when built and once, fresh, after the refusal, and the call answered
+    assert reads == [False, True]
+    assert reply.status_code == 200

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from shared.errors import JobFileError
-from shared.jobfile import MAX_REPORTED_PROBLEMS, read_job_file
-from shared.messages import SUPPORTED_URLS
+from shared.jobfile import MAX_REPORTED_PROBLEMS, largest_message_bytes, read_job_file
+from shared.messages import MAX_BODY_NESTING, SUPPORTED_URLS, JobLine, RequestMessage, decode_message
 
 
 def job_line(custom_id: Any = "req-1", **overrides: Any) -> str:
@@ -23,6 +23,13 @@ def job_line(custom_id: Any = "req-1", **overrides: Any) -> str:
     }
     line.update(overrides)
     return json.dumps(line)
+
+
+def nested(levels: int) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": "m"}
+    for _ in range(levels - 1):
+        body = {"a": body}
+    return body
 
 
 def write_lines(tmp_path: Path, lines: list[str], name: str = "job.jsonl") -> Path:
@@ -112,6 +119,15 @@ BAD_LINES = [
     pytest.param(job_line(method="GET"), "method: must be 'POST'", id="method-not-post"),
     pytest.param(job_line(url="/v1/images/generations"), "unsupported url '/v1/images/generations'", id="bad-url"),
     pytest.param(job_line(""), "custom_id", id="empty-custom-id"),
+    # What the worker could not read or store is refused here, with the same rules.
+    pytest.param(job_line("x\ud800"), "custom_id: must be valid Unicode", id="custom-id-lone-surrogate"),
+    pytest.param(job_line("€" * 340), "at most 1018 bytes as UTF-8", id="custom-id-too-many-bytes"),
+    pytest.param("[" * 100_000, "invalid JSON: nested too deeply", id="deep-nesting"),
+    pytest.param('{"custom_id": ' + "9" * 5_000 + "}", "more than 4300 digits", id="huge-number"),
+    pytest.param(job_line(body={"t": "X"}).replace('"X"', "1e999"), "not finite", id="body-1e999"),
+    pytest.param(job_line(body={"t": float("nan")}), "not finite", id="body-nan"),
+    pytest.param(job_line(body={"m": "\udc00"}), "lone surrogate", id="body-lone-surrogate"),
+    pytest.param(job_line(body=nested(MAX_BODY_NESTING + 1)), f"more than {MAX_BODY_NESTING} levels", id="too-deep"),
 ]
 
 
@@ -274,3 +290,25 @@ def test_a_job_exactly_at_the_request_limit_is_accepted(tmp_path: Path) -> None:
 
     # THEN every request is kept
     assert job.total == 3
+
+
+def test_a_body_nested_to_the_limit_is_accepted_and_the_worker_reads_it(tmp_path: Path) -> None:
+    path = write_lines(tmp_path, [job_line("deep", body=nested(MAX_BODY_NESTING))])
+    line = read_job_file(path).lines[0]
+    message = RequestMessage.from_job_line(line.request, job_id="job-1", line_no=1, endpoint="default")
+    assert decode_message(message.encode()) == message
+
+
+def test_the_size_check_leaves_room_for_the_signature_and_a_workers_receives(tmp_path: Path) -> None:
+    # GIVEN a line, and the size of its message without a signature or receives
+    path = write_lines(tmp_path, [job_line("sized", body={"model": "m", "input": "x" * 5_000})])
+    request = JobLine.model_validate(json.loads(path.read_text()))
+    bare = len(RequestMessage.from_job_line(request, job_id="j" * 32, line_no=1, endpoint="default").encode())
+    largest = largest_message_bytes(request, line_no=1, endpoint="default")
+
+    # WHEN the queue's limit is the bare size, or the largest the message can become
+    # THEN only the largest fits: the signed message, re-sent by a worker with its receives,
+    # must still fit the queue
+    assert largest > bare
+    assert "over the queue's limit" in problems_of(path, max_message_bytes=bare).problems[0]
+    assert read_job_file(path, max_message_bytes=largest).total == 1

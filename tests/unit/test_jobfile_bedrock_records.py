@@ -73,8 +73,19 @@ def test_records_and_openai_lines_may_share_a_file(tmp_path: Path) -> None:
         (record(7), "recordId"),
         (record(""), "recordId"),
         (record("r1", modelOutput={}), "unknown field 'modelOutput'"),
+        (record("€" * 340), "recordId: must be at most 1018 bytes as UTF-8"),
+        (record("r\ud800"), "recordId"),
     ],
-    ids=["no-record-id", "no-model-input", "input-not-object", "id-not-string", "empty-id", "extra-field"],
+    ids=[
+        "no-record-id",
+        "no-model-input",
+        "input-not-object",
+        "id-not-string",
+        "empty-id",
+        "extra-field",
+        "id-too-many-bytes",
+        "id-lone-surrogate",
+    ],
 )
 def test_a_bad_record_is_refused_with_its_line_and_reason(tmp_path: Path, line: str, reason: str) -> None:
     # GIVEN a good record and then a bad one

@@ -97,9 +97,12 @@ def test_the_request_queue_dead_letters_after_at_least_five_receives(template: d
     # GIVEN the queue the worker reads
     queue = template["Resources"][ref_target(worker_sqs_event(template)["Queue"])]["Properties"]
 
-    # WHEN / THEN it has a redrive policy to a queue of this stack, after 5 or more receives
+    # WHEN / THEN it has a redrive policy to a queue of this stack, after 5 or more receives by
+    # default (the MaxAttempts parameter, which the worker counts its calls against too)
     policy = queue["RedrivePolicy"]
-    assert int(policy["maxReceiveCount"]) >= 5
+    default, _ = parameter_bounds(template, policy["maxReceiveCount"])
+    assert default >= 5
+    assert functions(template)["Worker"]["Environment"]["Variables"]["MAX_ATTEMPTS"] == policy["maxReceiveCount"]
     dlq = ref_target(policy["deadLetterTargetArn"])
     assert template["Resources"][dlq]["Type"] == "AWS::SQS::Queue"
 

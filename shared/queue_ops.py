@@ -1,0 +1,170 @@
+"""The worker's own SQS calls: retry-later visibility, fresh copies of deferred messages,
+and dead-lettering a message nobody can record.
+
+A *deferred* record is one whose model call never went out (the rate limit, a Retry-After
+pause or the invocation's deadline came first). Handing it back to SQS would count a receive
+toward the queue's ``maxReceiveCount``, so a deep backlog behind a rate limit would
+dead-letter requests that were never called. Instead the worker sends a fresh copy (its
+receive count starts again; the message's ``receives`` field carries the receives that did
+count) and lets SQS delete the original. If the copy is sent and the original is not deleted
+(the container dies in between), the request is delivered twice, which the conditional
+result write already absorbs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.backoff import SQS_MAX_DELAY_S
+from shared.errors import TransientError, UnreadableMessageError
+
+#: SQS's own limits for one SendMessageBatch, and for DelaySeconds.
+SQS_BATCH_MAX_ENTRIES = 10
+SQS_BATCH_MAX_BYTES = 1_048_576
+#: How long a deferred copy waits for others to share its SendMessageBatch.
+REQUEUE_WAIT_S = 0.2
+
+
+def pack_batches(bodies: Sequence[str]) -> list[list[int]]:
+    """Indexes of ``bodies`` grouped into SendMessageBatch calls: at most 10 entries and
+    1 MiB (UTF-8) per call, in order."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    size = 0
+    for i, body in enumerate(bodies):
+        n = len(body.encode())
+        if current and (len(current) == SQS_BATCH_MAX_ENTRIES or size + n > SQS_BATCH_MAX_BYTES):
+            batches.append(current)
+            current, size = [], 0
+        current.append(i)
+        size += n
+    if current:
+        batches.append(current)
+    return batches
+
+
+class QueueOps:
+    """Retry-later visibility, fresh copies, and dead-lettering (its reason attached as a
+    message attribute), on the request queue and its dead-letter queue."""
+
+    def __init__(self, sqs: Any, *, request_queue_url: str, dead_letter_queue_url: str) -> None:
+        self._sqs = sqs
+        self._queue_url = request_queue_url
+        self._dlq_url = dead_letter_queue_url
+        self.calls: Counter[str] = Counter()
+
+    @property
+    def can_requeue(self) -> bool:
+        return bool(self._queue_url)
+
+    async def dead_letter(self, body: str, reason: str) -> None:
+        if not self._dlq_url:
+            raise UnreadableMessageError(reason, code="unreadable")
+        self.calls["send_message"] += 1
+        await self._sqs.send_message(
+            QueueUrl=self._dlq_url,
+            MessageBody=body,
+            MessageAttributes={"llmbatch-reason": {"DataType": "String", "StringValue": reason[:1000] or "-"}},
+        )
+
+    async def retry_later(self, delays: dict[str, int]) -> None:
+        """``receipt handle -> seconds``, 10 per ChangeMessageVisibilityBatch."""
+        if not self._queue_url or not delays:
+            return
+        entries = [
+            {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": d} for i, (h, d) in enumerate(delays.items())
+        ]
+        for start in range(0, len(entries), SQS_BATCH_MAX_ENTRIES):
+            self.calls["change_message_visibility_batch"] += 1
+            await self._sqs.change_message_visibility_batch(
+                QueueUrl=self._queue_url, Entries=entries[start : start + SQS_BATCH_MAX_ENTRIES]
+            )
+
+    async def send_copies(self, copies: Sequence[tuple[str, int]]) -> list[bool]:
+        """Send ``(body, delay_s)`` copies to the request queue; which of them were sent."""
+        sent = [False] * len(copies)
+        bodies = [b for b, _ in copies]
+        for batch in pack_batches(bodies):
+            self.calls["send_message_batch"] += 1
+            resp = await self._sqs.send_message_batch(
+                QueueUrl=self._queue_url,
+                Entries=[
+                    {
+                        "Id": str(i),
+                        "MessageBody": copies[i][0],
+                        "DelaySeconds": max(0, min(SQS_MAX_DELAY_S, copies[i][1])),
+                    }
+                    for i in batch
+                ],
+            )
+            for ok in resp.get("Successful") or []:
+                sent[int(ok["Id"])] = True
+        return sent
+
+
+@dataclass
+class _Waiting:
+    copies: list[tuple[str, int]] = field(default_factory=list)
+    futures: list[asyncio.Future[None]] = field(default_factory=list)
+
+
+class Requeuer:
+    """Collects deferred records' fresh copies and sends them together, by count or by time;
+    each ``put`` returns once its copy is on the queue (only then may SQS delete the
+    original), or raises ``TransientError`` (the original then goes back to SQS instead)."""
+
+    def __init__(self, queue: QueueOps, *, max_wait_s: float = REQUEUE_WAIT_S) -> None:
+        self._queue = queue
+        self._max_wait_s = max_wait_s
+        self._waiting = _Waiting()
+        self._timer: asyncio.TimerHandle | None = None
+        self._sends: set[asyncio.Task[None]] = set()
+        self.sent = 0
+
+    async def put(self, body: str, delay_s: int) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.copies.append((body, delay_s))
+        self._waiting.futures.append(fut)
+        if len(self._waiting.copies) >= SQS_BATCH_MAX_ENTRIES:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._max_wait_s, self.flush)
+        await asyncio.shield(fut)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiting, self._waiting = self._waiting, _Waiting()
+        if not waiting.copies:
+            return
+        task = asyncio.get_running_loop().create_task(self._send(waiting))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _send(self, waiting: _Waiting) -> None:
+        try:
+            sent = await self._queue.send_copies(waiting.copies)
+        except Exception as e:  # every waiter learns of it; their originals go back to SQS
+            sent = [False] * len(waiting.copies)
+            error: BaseException | None = e
+        else:
+            error = None
+        for ok, fut in zip(sent, waiting.futures, strict=True):
+            if fut.done():
+                continue
+            if ok:
+                self.sent += 1
+                fut.set_result(None)
+            else:
+                exc = TransientError(f"could not send the deferred copy: {error or 'SQS refused it'}", code="requeue")
+                fut.set_exception(exc)
+
+    async def drain(self) -> None:
+        self.flush()
+        while self._sends:
+            await asyncio.gather(*self._sends, return_exceptions=True)
