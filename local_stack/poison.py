@@ -230,6 +230,8 @@ class PoisonReport:
     dead_lettered: int
     wall_s: float
     problems: list[str] = field(default_factory=list)
+    #: The same job without the poison, on the same stack (``llmbatch drill`` measures it).
+    clean_wall_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -243,7 +245,12 @@ class PoisonReport:
             f"terminal            succeeded {s['succeeded']}, failed {s['failed']}, cancelled {s['cancelled']}, "
             f"pending {s['pending']} -> {s['status']}",
             f"dead letters        {self.dead_lettered} kept under {UNASSIGNED}",
-            f"wall time           {self.wall_s:.1f}s",
+            f"wall time           {self.wall_s:.1f}s"
+            + (
+                f" ({self.wall_s / self.clean_wall_s:.2f}x the {self.clean_wall_s:.1f}s of the same job without poison)"
+                if self.clean_wall_s
+                else ""
+            ),
         ]
         out += [f"PROBLEM: {p}" for p in self.problems] or [
             "every message accounted for once; the job's counts its own"
@@ -254,7 +261,37 @@ class PoisonReport:
 def run_poison_drill(requests: int = 300, *, timeout_s: float = 300.0) -> PoisonReport:
     """``llmbatch drill --scenario poison``: the scenario on a local stack of its own."""
     with LocalStack(write_state=False) as stack:
-        return asyncio.run(run_poison(stack, requests, timeout_s=timeout_s))
+        clean_s = asyncio.run(_clean_run_s(stack, requests, timeout_s))
+        report = asyncio.run(run_poison(stack, requests, timeout_s=timeout_s))
+    report.clean_wall_s = clean_s
+    return report
+
+
+async def _clean_run_s(stack: LocalStack, requests: int, timeout_s: float) -> float:
+    """Seconds the same job takes without any poison: the baseline of the figure."""
+    res = stack.resources
+    sqs = boto3.client("sqs", **res.client_kwargs())
+    started = time.monotonic()
+    async with LlmbatchClient(res) as client:
+        job = await client.create_job(requests, name="poison drill baseline")
+        enqueue_among(sqs, res.request_queue_url, [m.encode() for m in _good_messages(job, requests)])
+        await wait_finished(client, job.job_id, timeout_s)
+    return time.monotonic() - started
+
+
+def _good_messages(job: NewJob, requests: int) -> list[RequestMessage]:
+    return [
+        RequestMessage(
+            v=MESSAGE_VERSION,
+            job_id=job.job_id,
+            custom_id=f"good-{i:05d}",
+            line=i,
+            url=CHAT,
+            body=_chat(f"q{i}"),
+            sig=job.sign(f"good-{i:05d}", i),
+        )
+        for i in range(1, requests + 1)
+    ]
 
 
 async def run_poison(stack: LocalStack, requests: int = 50, *, seed: int = 1, timeout_s: float = 180.0) -> PoisonReport:
@@ -271,18 +308,7 @@ async def run_poison(stack: LocalStack, requests: int = 50, *, seed: int = 1, ti
         probe = NewJob("job-probe", "")
         members = len(members_of(catalogue(probe, first_line=requests + 1, impostor_of="x")))
         job = await client.create_job(requests + members, name="poison drill")
-        good = [
-            RequestMessage(
-                v=MESSAGE_VERSION,
-                job_id=job.job_id,
-                custom_id=f"good-{i:05d}",
-                line=i,
-                url=CHAT,
-                body=_chat(f"q{i}"),
-                sig=job.sign(f"good-{i:05d}", i),
-            )
-            for i in range(1, requests + 1)
-        ]
+        good = _good_messages(job, requests)
         poisons = catalogue(job, first_line=requests + 1, impostor_of=good[0].custom_id)
         impostor = next(p for p in poisons if p.name == "impostor")
         rest = [p.body for p in poisons if p is not impostor] + [m.encode() for m in good]

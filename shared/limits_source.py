@@ -16,7 +16,8 @@ SSM_TIMEOUT_S = 1.0
 
 class LimitsSource:
     """Callable returning the limits in force; falls back to the last good value (or the
-    configured defaults) when the parameter is missing or unreadable."""
+    configured defaults) when the parameter is missing or unreadable, and to the configured
+    defaults for each limit the parameter does not name."""
 
     def __init__(self, config: WorkerConfig) -> None:
         self._config = config
@@ -43,7 +44,7 @@ class LimitsSource:
             return self._last
         try:
             raw = self._ssm().get(self._config.limits_parameter, max_age=int(self._config.limits_max_age_s))
-            self._last = RuntimeLimits.from_json(str(raw))
+            self._last = RuntimeLimits.from_json(str(raw), defaults=self._config.default_limits)
         except ConfigError as e:
             log.warning("ignoring invalid limits parameter: %s", e)
         except Exception as e:  # SSM unreachable: keep working with what we had
