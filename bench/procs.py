@@ -1,13 +1,12 @@
 """Helper processes of the benchmark: moto's server in a process of its own, so the CPU
-time the benchmark reports is the handlers' and not the AWS emulator's."""
+time the benchmark reports is the handlers' and not the AWS emulator's; CPU time of a process."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from local_stack.moto_server import MotoServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,64 +24,9 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-class MotoProcess:
-    """:class:`local_stack.moto_server.MotoServer` (with its DynamoDB/SQS locking), run by
-    ``python -m bench.procs``; it stops when its stdin closes."""
+class MotoProcess(MotoServerProcess):
+    """moto's server in a process of its own (``local_stack.moto_server.MotoServerProcess``);
+    ``faithful``: without the local stack's TransactWriteItems patch (``--faithful-moto``)."""
 
     def __init__(self, *, faithful: bool = False) -> None:
-        self._faithful = faithful
-        self._proc: subprocess.Popen[str] | None = None
-        self.url = ""
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def start(self) -> str:
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.procs", *(["--faithful-moto"] if self._faithful else [])],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=child_env(),
-            cwd=str(ROOT),
-        )
-        assert self._proc.stdout is not None
-        line = self._proc.stdout.readline()
-        if not line:
-            self.stop()
-            raise RuntimeError("moto's server did not start")
-        self.url = json.loads(line)["url"]
-        return self.url
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.stdin:
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
-
-
-def _serve_moto() -> None:
-    from local_stack.moto_server import MotoServer
-
-    server = MotoServer(copy_tables_once="--faithful-moto" not in sys.argv)
-    url = server.start()
-    print(json.dumps({"url": url}), flush=True)
-    sys.stdin.read()  # until the parent closes our stdin (or dies)
-    server.stop()
-
-
-if __name__ == "__main__":
-    _serve_moto()
+        super().__init__(patch_transactions=not faithful)

@@ -5,6 +5,8 @@ python -m bench --scenario rpm        # one scenario
 python -m bench --write-docs          # also write docs/benchmarks.md (and its chart beside it)
 python -m bench --scenario slots32 --skip-sweep --skip-parallel --skip-packing --skip-import-time
 python -m bench --json out.json       # the raw figures, for scripts and tests
+python -m bench --scenario local-e2e --write-docs   # only the local stack end to end (bench/e2e.py)
+python -m bench --scenario local-e2e --e2e-large 100000   # ... plus the 100,000-request job (~12 min)
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench import packing_scenario, parallel, sweep
+from bench import e2e, packing_scenario, parallel, sweep
 from bench.baselines import GatherBaseline, SequentialBaseline
-from bench.harness import SCENARIOS, Approach, BenchStack, OursApproach, RunResult, run_approach
+from bench.harness import SCENARIOS, Approach, BenchStack, OursApproach, RunResult, Scenario, run_approach
 from bench.importtime import TARGETS, heaviest_imports, measure_all
 from bench.procs import ROOT
-from bench.report import BenchReport, markdown_report, text_report
+from bench.report import BenchReport, markdown_report, splice_e2e_section, text_report
 
 APPROACHES: dict[str, Callable[[BenchStack], Approach]] = {
     "sequential": SequentialBaseline,
@@ -30,11 +32,19 @@ APPROACHES: dict[str, Callable[[BenchStack], Approach]] = {
     "ours": OursApproach,
 }
 DOCS_PATH = ROOT / "docs" / "benchmarks.md"
+#: The end-to-end scenario's name (``bench/e2e.py``): not an in-process scenario of ``SCENARIOS``.
+E2E = "local-e2e"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), help="repeatable; default: all")
+    p.add_argument(
+        "--scenario",
+        action="append",
+        choices=[*sorted(SCENARIOS), E2E],
+        help=f"repeatable; default: all. {E2E}: the local stack end to end (`local up`, `submit`, `status`); "
+        "chosen alone it runs nothing else, and --write-docs then replaces only its section of the docs",
+    )
     p.add_argument("--approach", action="append", choices=list(APPROACHES), help="repeatable; default: all three")
     p.add_argument("--requests", type=int, default=600, help="requests in the job (default 600)")
     p.add_argument(
@@ -87,6 +97,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--skip-packing", action="store_true", help="skip the packing comparison")
     p.add_argument("--skip-import-time", action="store_true", help="skip the cold-start import measurement")
+    p.add_argument(
+        "--e2e-requests",
+        type=_counts,
+        default=e2e.SIZES,
+        metavar="N,N,...",
+        help=f"{E2E}: the jobs' sizes, each on the endpoint's full capacity (default {_listed(e2e.SIZES)})",
+    )
+    p.add_argument(
+        "--e2e-rpm-requests",
+        type=int,
+        default=e2e.RPM_REQUESTS,
+        help=f"{E2E}: the RPM-bound job's size (RPM {e2e.RPM_LIMIT} in the limits parameter; 0: skip; "
+        "default %(default)s)",
+    )
+    p.add_argument(
+        "--e2e-large",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"{E2E}: one more job of N requests after the others, e.g. {e2e.LARGE} (about 12 minutes); "
+        "opt-in, too long for `make bench` (default: none)",
+    )
     p.add_argument("--import-repeat", type=int, default=3)
     p.add_argument(
         "--write-docs",
@@ -115,7 +147,32 @@ def _listed(values: Sequence[int]) -> str:
 
 
 def run_benchmark(args: argparse.Namespace, *, log: Callable[[str], None]) -> BenchReport:
-    scenarios = [SCENARIOS[name] for name in (args.scenario or list(SCENARIOS))]
+    chosen = args.scenario or [*SCENARIOS, E2E]
+    scenarios = [SCENARIOS[name] for name in chosen if name != E2E]
+    if not scenarios:  # the end-to-end runs alone
+        report = BenchReport(scenarios=[], results=[], settings=_settings(args, batch_size=None))
+    else:
+        report = _run_in_process(args, scenarios, log=log)
+    if E2E in chosen:
+        plan = e2e.E2EPlan(sizes=tuple(args.e2e_requests), rpm_requests=args.e2e_rpm_requests, large=args.e2e_large)
+        report.e2e = e2e.run_e2e(plan, log=log)
+    return report
+
+
+def _settings(args: argparse.Namespace, *, batch_size: int | None) -> dict[str, object]:
+    return {
+        "requests": args.requests,
+        "sequential_requests": min(args.requests, args.sequential_requests),
+        "concurrency": args.concurrency,
+        "batch_size": batch_size,
+        "latency_ms": args.latency_ms,
+        "faithful_moto": args.faithful_moto,
+        "cpus": os.cpu_count(),
+        "command": "python -m bench " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python -m bench",
+    }
+
+
+def _run_in_process(args: argparse.Namespace, scenarios: list[Scenario], *, log: Callable[[str], None]) -> BenchReport:
     approaches = args.approach or list(APPROACHES)
     latency_s = None if args.latency_ms is None else args.latency_ms / 1000.0
     results: list[RunResult] = []
@@ -161,16 +218,7 @@ def run_benchmark(args: argparse.Namespace, *, log: Callable[[str], None]) -> Be
     packing = [] if args.skip_packing else packing_scenario.run_packing_scenario(requests=args.packing_requests)
     if packing:
         log("packing:\n" + packing_scenario.text_table(packing))
-    settings = {
-        "requests": args.requests,
-        "sequential_requests": min(args.requests, args.sequential_requests),
-        "concurrency": args.concurrency,
-        "batch_size": stack.batch_size,
-        "latency_ms": args.latency_ms,
-        "faithful_moto": args.faithful_moto,
-        "cpus": os.cpu_count(),
-        "command": "python -m bench " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python -m bench",
-    }
+    settings = _settings(args, batch_size=stack.batch_size)
     report = BenchReport(
         scenarios=scenarios, results=results, settings=settings, sweep=points, parallel=several, packing=packing
     )
@@ -189,11 +237,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         or args.parallel_containers < 2
         or (args.parallel_requests or 1) < 1
         or args.parallel_batch_size < 0
+        or args.e2e_rpm_requests < 0
+        or args.e2e_large < 0
     ):
         print(
             "--requests, --sequential-requests, --concurrency, --sweep-requests, --packing-requests and "
             "--parallel-requests must be at least 1, --parallel-containers at least 2, "
-            "--parallel-batch-size at least 0",
+            "--parallel-batch-size, --e2e-rpm-requests and --e2e-large at least 0",
             file=sys.stderr,
         )
         return 2
@@ -218,12 +268,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for r in report.parallel
             ],
             "packing": [{**dataclasses.asdict(r), "requests_per_s": r.requests_per_s} for r in report.packing],
+            "e2e": [r.to_dict() for r in report.e2e],
         }
         Path(args.json).write_text(json.dumps(data, indent=2))
     if args.write_docs:
         path = Path(args.write_docs)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(markdown_report(report))
+        only_e2e = bool(report.e2e) and not (report.results or report.sweep or report.parallel or report.packing)
+        if only_e2e and path.exists():
+            path.write_text(splice_e2e_section(path.read_text(), report))
+        else:
+            path.write_text(markdown_report(report))
         print(f"wrote {path}", file=sys.stderr)
         if report.sweep:
             chart = path.parent / sweep.SVG_NAME

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from local_stack.endpoint_choice import LocalEndpoint
-from local_stack.model_server import STACK_PARAMETERS as MODEL_SERVER_PARAMETERS
 from local_stack.lambda_runtime import ContainerProcess
+from local_stack.model_server import STACK_PARAMETERS as MODEL_SERVER_PARAMETERS
 from local_stack.model_server import ModelServer
 from local_stack.moto_server import MotoServerProcess
 from local_stack.poller import EventSourceMappingEmulator

@@ -4,7 +4,6 @@ its accounting adds up. Figures are never asserted as timings."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest

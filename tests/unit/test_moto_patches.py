@@ -1,0 +1,433 @@
+"""The local stack's patches to moto keep moto's (and AWS's) semantics.
+
+``local_stack/moto_sqs.py`` makes standard queues O(1) in their depth and
+``local_stack/moto_dynamodb.py`` rolls transactions back item by item: each test here is a
+behaviour those patches must not change, checked over real HTTP against the patched server.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from local_stack.moto_server import MotoServer
+
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with MotoServer() as server:
+        yield server.url
+
+
+def client(service: str, url: str) -> Any:
+    return boto3.client(
+        service, region_name=REGION, endpoint_url=url, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+
+
+@pytest.fixture
+def sqs(url: str) -> Any:
+    return client("sqs", url)
+
+
+@pytest.fixture
+def ddb(url: str) -> Any:
+    return client("dynamodb", url)
+
+
+_names = iter(range(1_000_000))
+
+
+def new_queue(sqs: Any, **attributes: str) -> str:
+    return str(sqs.create_queue(QueueName=f"q{next(_names)}", Attributes=attributes)["QueueUrl"])
+
+
+def counts(sqs: Any, queue: str) -> tuple[int, int, int]:
+    a = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+    return (
+        int(a["ApproximateNumberOfMessages"]),
+        int(a["ApproximateNumberOfMessagesNotVisible"]),
+        int(a["ApproximateNumberOfMessagesDelayed"]),
+    )
+
+
+def receive(sqs: Any, queue: str, n: int = 10, **kw: Any) -> list[dict[str, Any]]:
+    resp = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=n, AttributeNames=["All"], **kw)
+    return list(resp.get("Messages", []))
+
+
+def wait_until(check: Any, timeout_s: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (got := check()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+    return got
+
+
+# ---- SQS ------------------------------------------------------------------------------------
+
+
+def test_a_message_is_given_once_until_its_visibility_timeout_ends_then_again_with_a_higher_count(sqs: Any) -> None:
+    q = new_queue(sqs, VisibilityTimeout="1")
+    sqs.send_message(QueueUrl=q, MessageBody="m")
+    (first,) = receive(sqs, q)
+    assert first["Attributes"]["ApproximateReceiveCount"] == "1"
+    assert receive(sqs, q) == []
+    assert counts(sqs, q) == (0, 1, 0)
+    again = wait_until(lambda: receive(sqs, q))
+    assert again[0]["MessageId"] == first["MessageId"]
+    assert again[0]["Attributes"]["ApproximateReceiveCount"] == "2"
+    assert again[0]["ReceiptHandle"] != first["ReceiptHandle"]
+
+
+def test_messages_come_oldest_first_and_each_to_one_receiver(sqs: Any) -> None:
+    q = new_queue(sqs)
+    for start in range(0, 30, 10):
+        sqs.send_message_batch(QueueUrl=q, Entries=[{"Id": str(i), "MessageBody": f"m{start + i}"} for i in range(10)])
+    assert counts(sqs, q) == (30, 0, 0)
+    bodies = [m["Body"] for _ in range(3) for m in receive(sqs, q)]
+    assert bodies == [f"m{i}" for i in range(30)]
+    assert receive(sqs, q) == []
+    assert counts(sqs, q) == (0, 30, 0)
+
+
+def test_delete_by_current_or_old_handle_and_a_second_delete_succeed_a_forged_handle_does_not(sqs: Any) -> None:
+    q = new_queue(sqs)
+    sqs.send_message(QueueUrl=q, MessageBody="a")
+    sqs.send_message(QueueUrl=q, MessageBody="b")
+    a, b = receive(sqs, q)
+    sqs.change_message_visibility(QueueUrl=q, ReceiptHandle=a["ReceiptHandle"], VisibilityTimeout=0)
+    (a2,) = wait_until(lambda: receive(sqs, q))
+    # an old handle of a message received again still deletes it (as in moto)
+    sqs.delete_message(QueueUrl=q, ReceiptHandle=a["ReceiptHandle"])
+    sqs.delete_message(QueueUrl=q, ReceiptHandle=b["ReceiptHandle"])
+    # deleting again succeeds
+    sqs.delete_message(QueueUrl=q, ReceiptHandle=a2["ReceiptHandle"])
+    resp = sqs.delete_message_batch(QueueUrl=q, Entries=[{"Id": "0", "ReceiptHandle": b["ReceiptHandle"]}])
+    assert [s["Id"] for s in resp["Successful"]] == ["0"]
+    assert counts(sqs, q) == (0, 0, 0)
+    with pytest.raises(ClientError) as e:
+        sqs.delete_message(QueueUrl=q, ReceiptHandle="not-a-handle")
+    assert e.value.response["Error"]["Code"] == "ReceiptHandleIsInvalid"
+    with pytest.raises(ClientError) as e:
+        sqs.change_message_visibility(QueueUrl=q, ReceiptHandle=a["ReceiptHandle"], VisibilityTimeout=5)
+    assert e.value.response["Error"]["Code"] == "ReceiptHandleIsInvalid"
+
+
+def test_a_message_received_max_receive_count_times_is_moved_to_the_dead_letter_queue(sqs: Any) -> None:
+    dlq = new_queue(sqs)
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    q = new_queue(sqs, RedrivePolicy=json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}))
+    sqs.send_message(QueueUrl=q, MessageBody="poison")
+    for expected in ("1", "2"):
+        (m,) = receive(sqs, q)
+        assert m["Attributes"]["ApproximateReceiveCount"] == expected
+        sqs.change_message_visibility(QueueUrl=q, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
+        wait_until(lambda: counts(sqs, q)[0] == 1)
+    # the third receive finds it past maxReceiveCount: it goes to the DLQ instead
+    assert receive(sqs, q) == []
+    assert counts(sqs, q) == (0, 0, 0)
+    (dead,) = receive(sqs, dlq)
+    assert dead["Body"] == "poison"
+
+
+def test_delayed_messages_are_counted_as_delayed_and_given_after_their_delay(sqs: Any) -> None:
+    q = new_queue(sqs)
+    sqs.send_message(QueueUrl=q, MessageBody="later", DelaySeconds=1)
+    assert counts(sqs, q) == (0, 0, 1)
+    assert receive(sqs, q) == []
+    (m,) = wait_until(lambda: receive(sqs, q))
+    assert m["Body"] == "later"
+
+
+def test_a_long_poll_returns_as_soon_as_a_message_is_sent(sqs: Any, url: str) -> None:
+    import threading
+
+    q = new_queue(sqs)
+    got: list[list[dict[str, Any]]] = []
+    t = threading.Thread(target=lambda: got.append(receive(client("sqs", url), q, WaitTimeSeconds=20)))
+    t.start()
+    sqs.send_message(QueueUrl=q, MessageBody="now")
+    t.join(timeout=15)
+    assert not t.is_alive(), "the long poll did not wake on the send"
+    assert [m["Body"] for m in got[0]] == ["now"]
+
+
+def test_purge_empties_the_queue_and_old_handles_no_longer_change_visibility(sqs: Any) -> None:
+    q = new_queue(sqs)
+    sqs.send_message_batch(QueueUrl=q, Entries=[{"Id": str(i), "MessageBody": str(i)} for i in range(5)])
+    (m, *_) = receive(sqs, q, 2)
+    sqs.purge_queue(QueueUrl=q)
+    assert counts(sqs, q) == (0, 0, 0)
+    with pytest.raises(ClientError) as e:
+        sqs.change_message_visibility(QueueUrl=q, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
+    assert e.value.response["Error"]["Code"] == "ReceiptHandleIsInvalid"
+    assert receive(sqs, q) == []
+    sqs.send_message(QueueUrl=q, MessageBody="after")
+    assert [x["Body"] for x in receive(sqs, q)] == ["after"]
+
+
+def test_a_fifo_queue_keeps_motos_own_deduplication(sqs: Any) -> None:
+    q = str(
+        sqs.create_queue(
+            QueueName=f"f{next(_names)}.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+        )["QueueUrl"]
+    )
+    for _ in range(2):
+        sqs.send_message(QueueUrl=q, MessageBody="same", MessageGroupId="g")
+    assert [m["Body"] for m in receive(sqs, q)] == ["same"]
+
+
+def test_a_send_costs_the_same_on_a_deep_queue(sqs: Any) -> None:
+    # Not a timing: the work a send and a receive do does not walk the queue. moto's own
+    # code read Queue.attributes (every message) on each; counting those reads shows it.
+    from moto.sqs import models
+
+    q = new_queue(sqs)
+    for _ in range(200):
+        sqs.send_message_batch(QueueUrl=q, Entries=[{"Id": str(i), "MessageBody": "x"} for i in range(10)])
+    walked = {"n": 0}
+    original = models.Message.visible
+
+    def counting(self: Any) -> bool:
+        walked["n"] += 1
+        return bool(original.fget(self))
+
+    models.Message.visible = property(counting)  # type: ignore[assignment]
+    try:
+        sqs.send_message_batch(QueueUrl=q, Entries=[{"Id": str(i), "MessageBody": "y"} for i in range(10)])
+        receive(sqs, q)
+    finally:
+        models.Message.visible = original  # type: ignore[assignment]
+    assert walked["n"] < 50
+
+
+# ---- DynamoDB transactions ------------------------------------------------------------------
+
+
+def new_table(ddb: Any) -> str:
+    name = f"t{next(_names)}"
+    ddb.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    )
+    return name
+
+
+def items(ddb: Any, table: str) -> dict[str, dict[str, Any]]:
+    return {i["sk"]["S"]: i for i in ddb.scan(TableName=table)["Items"]}
+
+
+def test_a_transaction_with_a_failed_condition_changes_nothing_and_says_which_failed(ddb: Any) -> None:
+    t = new_table(ddb)
+    ddb.put_item(TableName=t, Item={"pk": {"S": "j"}, "sk": {"S": "counter"}, "n": {"N": "1"}})
+    ddb.put_item(TableName=t, Item={"pk": {"S": "j"}, "sk": {"S": "gone"}, "v": {"S": "keep"}})
+    ddb.put_item(TableName=t, Item={"pk": {"S": "j"}, "sk": {"S": "taken"}})
+    before = items(ddb, t)
+    with pytest.raises(ClientError) as e:
+        ddb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": t, "Item": {"pk": {"S": "j"}, "sk": {"S": "new"}}}},
+                {
+                    "Update": {
+                        "TableName": t,
+                        "Key": {"pk": {"S": "j"}, "sk": {"S": "counter"}},
+                        "UpdateExpression": "ADD n :one",
+                        "ExpressionAttributeValues": {":one": {"N": "1"}},
+                    }
+                },
+                {"Delete": {"TableName": t, "Key": {"pk": {"S": "j"}, "sk": {"S": "gone"}}}},
+                {
+                    "Put": {
+                        "TableName": t,
+                        "Item": {"pk": {"S": "j"}, "sk": {"S": "taken"}},
+                        "ConditionExpression": "attribute_not_exists(sk)",
+                    }
+                },
+            ]
+        )
+    assert e.value.response["Error"]["Code"] == "TransactionCanceledException"
+    reasons = [r["Code"] for r in e.value.response["CancellationReasons"]]
+    assert reasons == ["None", "None", "None", "ConditionalCheckFailed"]
+    # all or nothing: the put, the update (in place) and the delete are undone
+    assert items(ddb, t) == before
+
+
+def test_a_transaction_that_succeeds_applies_every_action(ddb: Any) -> None:
+    t = new_table(ddb)
+    ddb.put_item(TableName=t, Item={"pk": {"S": "j"}, "sk": {"S": "counter"}, "n": {"N": "1"}})
+    ddb.transact_write_items(
+        TransactItems=[{"Put": {"TableName": t, "Item": {"pk": {"S": "j"}, "sk": {"S": f"r{i}"}}}} for i in range(50)]
+        + [
+            {
+                "Update": {
+                    "TableName": t,
+                    "Key": {"pk": {"S": "j"}, "sk": {"S": "counter"}},
+                    "UpdateExpression": "ADD n :k",
+                    "ExpressionAttributeValues": {":k": {"N": "50"}},
+                }
+            }
+        ]
+    )
+    after = items(ddb, t)
+    assert len(after) == 51 and after["counter"]["n"] == {"N": "51"}
+
+
+def test_a_transaction_refused_by_validation_part_way_changes_nothing(ddb: Any) -> None:
+    t = new_table(ddb)
+    with pytest.raises(ClientError):
+        ddb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": t, "Item": {"pk": {"S": "j"}, "sk": {"S": "a"}}}},
+                {"Put": {"TableName": t, "Item": {"pk": {"S": "j"}, "sk": {"S": "a"}, "x": {"S": "twice"}}}},
+            ]
+        )
+    assert items(ddb, t) == {}
+
+
+def test_a_transaction_does_not_copy_the_table(ddb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Not a timing: moto's own code deep-copies every table a transaction names.
+    import copy
+
+    from moto.dynamodb.models.table import Table
+
+    t = new_table(ddb)
+    copied: list[object] = []
+    real = copy.deepcopy
+
+    def spy(obj: object, memo: Any = None) -> object:
+        if isinstance(obj, Table):
+            copied.append(obj)
+        return real(obj, memo)
+
+    monkeypatch.setattr(copy, "deepcopy", spy)
+    ddb.transact_write_items(TransactItems=[{"Put": {"TableName": t, "Item": {"pk": {"S": "j"}, "sk": {"S": "a"}}}}])
+    assert copied == []
+    assert set(items(ddb, t)) == {"a"}
+
+
+def test_the_same_condition_is_judged_against_each_item_afresh(ddb: Any) -> None:
+    # The parsed condition is reused (local_stack/moto_dynamodb.py); its verdict is not.
+    t = new_table(ddb)
+    first_write = {"ConditionExpression": "attribute_not_exists(sk)"}
+    ddb.put_item(TableName=t, Item={"pk": {"S": "j"}, "sk": {"S": "a"}}, **first_write)
+    with pytest.raises(ClientError) as e:
+        ddb.put_item(TableName=t, Item={"pk": {"S": "j"}, "sk": {"S": "a"}}, **first_write)
+    assert e.value.response["Error"]["Code"] == "ConditionalCheckFailedException"
+    ddb.put_item(TableName=t, Item={"pk": {"S": "j"}, "sk": {"S": "b"}}, **first_write)
+    ddb.put_item(TableName=t, Item={"pk": {"S": "j"}, "sk": {"S": "c"}, "v": {"N": "3"}})
+    newer = {"ConditionExpression": "v < :v", "ExpressionAttributeValues": {":v": {"N": "5"}}}
+    ddb.put_item(TableName=t, Item={"pk": {"S": "j"}, "sk": {"S": "c"}, "v": {"N": "5"}}, **newer)
+    with pytest.raises(ClientError):  # the same expression and value, now false for the stored item
+        ddb.put_item(TableName=t, Item={"pk": {"S": "j"}, "sk": {"S": "c"}, "v": {"N": "5"}}, **newer)
+    assert set(items(ddb, t)) == {"a", "b", "c"} and items(ddb, t)["c"]["v"] == {"N": "5"}
+
+
+def test_an_item_over_the_size_limit_is_refused_and_one_under_it_is_stored(ddb: Any) -> None:
+    t = new_table(ddb)
+    key = {"pk": {"S": "j"}, "sk": {"S": "big"}}
+    ddb.put_item(TableName=t, Item={**key, "a": {"S": "x" * 200_000}, "b": {"S": "y" * 190_000}})
+    with pytest.raises(ClientError) as e:
+        ddb.put_item(TableName=t, Item={**key, "a": {"S": "x" * 200_000}, "b": {"S": "y" * 210_000}})
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    assert len(items(ddb, t)["big"]["b"]["S"]) == 190_000
+
+
+# ---- the server: routing and the DynamoDB process -------------------------------------------
+
+
+def test_each_service_is_found_for_every_request_on_one_server(url: str) -> None:
+    # The dispatcher's lookup is remembered per host name: requests of several services
+    # through one server, in turn, each still reach their own.
+    for _ in range(2):
+        client("sqs", url).list_queues()
+        assert isinstance(client("dynamodb", url).list_tables()["TableNames"], list)
+        assert client("ssm", url).describe_parameters()["Parameters"] is not None
+        assert client("lambda", url).list_functions()["Functions"] == []
+
+
+def test_dynamodb_calls_to_the_stacks_endpoint_reach_the_dynamodb_process_unchanged() -> None:
+    from local_stack.moto_server import MotoServerProcess
+
+    with MotoServerProcess() as dynamodb, MotoServerProcess(forward_dynamodb=dynamodb.url) as main:
+        # GIVEN a table made through the stack's one endpoint
+        t = new_table(client("dynamodb", main.url))
+        # THEN it lives in the DynamoDB process
+        assert t in client("dynamodb", dynamodb.url).list_tables()["TableNames"]
+        # ... errors come back as DynamoDB's own (a failed condition, through the forwarder)
+        via_main = client("dynamodb", main.url)
+        via_main.put_item(TableName=t, Item={"pk": {"S": "j"}, "sk": {"S": "a"}})
+        with pytest.raises(ClientError) as e:
+            via_main.put_item(
+                TableName=t,
+                Item={"pk": {"S": "j"}, "sk": {"S": "a"}},
+                ConditionExpression="attribute_not_exists(sk)",
+            )
+        assert e.value.response["Error"]["Code"] == "ConditionalCheckFailedException"
+        # ... and the other services stay in the stack's own process
+        q = client("sqs", main.url).create_queue(QueueName="stays")["QueueUrl"]
+        assert q in client("sqs", main.url).list_queues().get("QueueUrls", [])
+        assert client("sqs", dynamodb.url).list_queues().get("QueueUrls", []) == []
+
+
+def test_a_cached_condition_still_refuses_unused_names_and_values(ddb: Any) -> None:
+    # moto checks the names and values a condition used against the request's, from what
+    # the parser found: the cache must answer that too, every time.
+    t = new_table(ddb)
+    for _ in range(3):
+        ddb.update_item(
+            TableName=t,
+            Key={"pk": {"S": "j"}, "sk": {"S": "meta"}},
+            UpdateExpression="SET n = :n",
+            ConditionExpression="attribute_not_exists(#g) OR n < :n",
+            ExpressionAttributeNames={"#g": "gone"},
+            ExpressionAttributeValues={":n": {"N": "1"}},
+        )
+        with pytest.raises(ClientError) as e:
+            ddb.update_item(
+                TableName=t,
+                Key={"pk": {"S": "j"}, "sk": {"S": "meta"}},
+                UpdateExpression="SET n = :n",
+                ConditionExpression="attribute_not_exists(sk)",
+                ExpressionAttributeNames={"#unused": "x"},
+                ExpressionAttributeValues={":n": {"N": "1"}},
+            )
+        assert e.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_a_queue_keeps_nothing_of_the_messages_it_deleted() -> None:
+    # Memory flat with the job's size: deleted messages leave no entry behind in the index
+    # (moto itself kept every deleted receipt handle forever).
+    from moto.sqs.models import Message
+
+    from local_stack.moto_sqs import MessageIndex
+
+    ix = MessageIndex()
+    # GIVEN a backlog sent before any is received (as a submit runs ahead of the workers)
+    sent = [Message(f"{i:08d}-0000-0000-0000-000000000000", "body") for i in range(5000)]
+    for m in sent:
+        m.sent_timestamp = 0
+        ix.add(m)
+    ix.promote(float("inf"))
+    # WHEN each is received (in flight for long, as with the stack's 720 s) and deleted
+    for m in sent:
+        assert ix.take() is m
+        m.visible_at = 10**15
+        ix.received(m)
+        ix.remove(m)
+    # THEN nothing of them is left
+    assert ix.live == {} and ix.handles == {}
+    assert len(ix.ready) + len(ix.waiting) <= 1024 + 1
