@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -31,6 +32,10 @@ def test_without_the_extra_the_error_names_the_pip_command(monkeypatch: pytest.M
     assert INSTALL_HINT in str(caught.value)
 
 
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in model_server.SERVER_MODULES),
+    reason="needs the real llama.cpp server (the local-model extra); the test extra leaves it out",
+)
 def test_a_server_that_dies_while_starting_is_reported_with_its_log(tmp_path: Path) -> None:
     # GIVEN a file that is not a GGUF model, so the real llama.cpp server fails to load it
     bogus = tmp_path / "bogus.gguf"
@@ -56,8 +61,12 @@ class _Silent(ModelServer):
         return [sys.executable, "-c", "import time; time.sleep(600)"]
 
 
-def test_a_server_that_never_answers_is_stopped_after_the_startup_wait(tmp_path: Path) -> None:
-    # GIVEN a model file and a server process that never answers
+def test_a_server_that_never_answers_is_stopped_after_the_startup_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a model file and a server process that never answers (a stand-in: llama.cpp need
+    # not be installed)
+    monkeypatch.setattr(model_server, "SERVER_MODULES", ())
     model = tmp_path / "model.gguf"
     model.write_bytes(b"GGUF")
     server = _Silent(model_path=model, log_path=tmp_path / "model-server.log", startup_timeout_s=1.0)

@@ -160,16 +160,19 @@ def test_every_table_is_on_demand_encrypted_and_recoverable(template: dict[str, 
         assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True, name
 
 
-def test_every_function_and_layer_runs_python_3_11(template: dict[str, Any]) -> None:
-    # GIVEN every function (Globals merged) and layer
+def test_every_function_and_layer_runs_the_python_runtime_parameter(template: dict[str, Any]) -> None:
+    # GIVEN every function (Globals merged) and layer, and the PythonRuntime parameter
     specs = functions(template)
     layers = resources_of(template, "AWS::Serverless::LayerVersion")
+    runtime = template["Parameters"]["PythonRuntime"]
     assert specs and layers
 
-    # WHEN / THEN all are on python3.11, the version the code is written for
-    assert {name: spec["Runtime"] for name, spec in specs.items()} == dict.fromkeys(specs, "python3.11")
+    # WHEN / THEN all take their Python from it: 3.11 by default, 3.12 and 3.13 as Lambda offers them
+    assert runtime["Default"] == "python3.11"
+    assert runtime["AllowedValues"] == ["python3.11", "python3.12", "python3.13"]
+    assert {name: spec["Runtime"] for name, spec in specs.items()} == {name: {"Ref": "PythonRuntime"} for name in specs}
     for name, layer in layers.items():
-        assert "python3.11" in layer["Properties"]["CompatibleRuntimes"], name
+        assert layer["Properties"]["CompatibleRuntimes"] == [{"Ref": "PythonRuntime"}], name
 
 
 def test_no_iam_statement_grants_every_action_or_every_resource(template: dict[str, Any]) -> None:
