@@ -141,7 +141,10 @@ class LocalStack:
         if self.write_state:
             path = state_path()
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(self.provisioned.resources.to_json())
+            # Written whole, then renamed: a reader polling for the file never sees it half written.
+            partial = path.with_suffix(".partial")
+            partial.write_text(self.provisioned.resources.to_json())
+            partial.replace(path)
         return self.provisioned.resources
 
     def stop(self) -> None:

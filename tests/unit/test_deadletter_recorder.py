@@ -210,7 +210,7 @@ class BrokenWrites:
 
 
 async def test_an_unexpected_error_is_retried_then_let_go_with_its_hash_logged(
-    resources: StackResources, clients: tuple[Any, Any], caplog: pytest.LogCaptureFixture
+    resources: StackResources, clients: tuple[Any, Any], llmbatch_logs: pytest.LogCaptureFixture
 ) -> None:
     # GIVEN a DeadLetter function whose writes fail unexpectedly, and an unreadable message
     recorder = DeadLetterRecorder(make_store(resources, BrokenWrites(clients[0]), None))
@@ -222,9 +222,9 @@ async def test_an_unexpected_error_is_retried_then_let_go_with_its_hash_logged(
             await recorder.handle_record(record(body, receives=receives))
 
     # THEN the third time it is acknowledged, logged at ERROR with the body's hash and size only
-    with caplog.at_level(logging.ERROR, logger="llmbatch.deadletter"):
+    with llmbatch_logs.at_level(logging.ERROR, logger="llmbatch.deadletter"):
         assert await recorder.handle_record(record(body, receives=3)) == "dropped"
-    (entry,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    (entry,) = [r for r in llmbatch_logs.records if r.levelno == logging.ERROR]
     assert entry.body_sha256 == hashlib.sha256(body.encode()).hexdigest()  # type: ignore[attr-defined]
     assert entry.body_bytes == len(body)  # type: ignore[attr-defined]
     assert body not in entry.getMessage()

@@ -170,7 +170,7 @@ async def call(endpoint: OpenAIHttpEndpoint, custom_id: str) -> Any:
 
 
 async def test_a_rotated_key_is_used_after_one_refusal_and_calls_succeed(
-    aws: None, caplog: pytest.LogCaptureFixture
+    aws: None, llmbatch_logs: pytest.LogCaptureFixture
 ) -> None:
     # GIVEN an endpoint whose key was read from Secrets Manager, and a server that now takes
     # only the new key (the key was rotated after the container read it)
@@ -184,7 +184,7 @@ async def test_a_rotated_key_is_used_after_one_refusal_and_calls_succeed(
             endpoint = OpenAIHttpEndpoint("default", session, server.url, api_key=key)
 
             # WHEN it makes a call, and then another
-            with caplog.at_level("DEBUG", logger="llmbatch"):
+            with llmbatch_logs.at_level("DEBUG", logger="llmbatch"):
                 first = await call(endpoint, "after-rotation")
                 second = await call(endpoint, "next")
             stats = server.simulator.stats()
@@ -197,7 +197,7 @@ async def test_a_rotated_key_is_used_after_one_refusal_and_calls_succeed(
     assert resolver.fresh_reads == 1
     assert stats["calls_by_custom_id"] == {"after-rotation": 2, "next": 1}
     # ... and our logs noted the rotation without either key
-    ours = [r.getMessage() for r in caplog.records if r.name.startswith("llmbatch")]
+    ours = [r.getMessage() for r in llmbatch_logs.records if r.name.startswith("llmbatch")]
     assert any("changed" in m for m in ours)
     assert not any(OLD in m or NEW in m for m in ours)
 
