@@ -1,0 +1,1 @@
+"""The OpenAI-compatible endpoint simulator (:mod:`.core`)."""

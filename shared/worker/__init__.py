@@ -1,0 +1,1 @@
+"""Processing one SQS batch (:mod:`.batch_run`)."""
