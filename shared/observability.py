@@ -1,6 +1,6 @@
 """What an invocation reports: CloudWatch metrics (EMF, through Powertools Metrics), X-Ray
 traces when the stack turns them on (Powertools Tracer), and what it used of the stack per
-job (the counters behind the cost estimate, :mod:`shared.cost`).
+job (the counters behind the cost estimate, :mod:`llmbatch.client.cost`).
 
 Only counts, timings and ids leave the worker; prompt and response text never do. Traces
 carry no captured response (``capture_response=False``) and a model call's subsegment holds
@@ -24,8 +24,8 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from shared.endpoints.base import Endpoint, EndpointReply
 from shared.errors import LlmbatchError
 from shared.jobs import Metering
-from shared.store import ResultStore
-from shared.worker import HARD_STOP_MARGIN_S, EndpointStats, InvocationStats, Worker
+from shared.store.tables import ResultStore
+from shared.worker.batch_run import HARD_STOP_MARGIN_S, EndpointStats, InvocationStats, Worker
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
@@ -115,7 +115,7 @@ def make_tracer(service: str) -> Tracer | None:
     """A Powertools Tracer when tracing is on, else None.
 
     Asked before any Tracer exists because making one imports the X-Ray SDK, about 0.2 s of
-    cold start (bench/importtime.py) that a function with tracing off should not pay. Not
+    cold start (llmbatch/bench/importtime.py) that a function with tracing off should not pay. Not
     auto-patched: the SDK's patches keep one stack of open subsegments per thread, which
     concurrent model calls and DynamoDB writes on one event loop would tangle; model calls
     get subsegments of their own (:class:`TracedEndpoint`).

@@ -1,9 +1,9 @@
 """What the console needs from a stack, and small adapters over ``LlmbatchClient``.
 
 The console talks to any object with the async methods of
-:class:`shared.control.LlmbatchClient` (:class:`ConsoleClient`); the tests and the
+:class:`llmbatch.client.client.LlmbatchClient` (:class:`ConsoleClient`); the tests and the
 screenshot script hand in an in-memory one. Anything the client does not offer yet is read
-here, through the client's own AWS clients, until ``shared/control.py`` grows it.
+here, through the client's own AWS clients, until ``llmbatch/client/client.py`` grows it.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from llmbatch.client.client import ExportSummary, ProgressCallback, QueueStats
+from llmbatch.client.jobfile import JobFile
 from shared.config import RuntimeLimits
-from shared.control import ExportSummary, ProgressCallback, QueueStats
 from shared.deadletter import DeadLetter
-from shared.jobfile import JobFile
 from shared.jobs import JobStatus
 from shared.results import RequestResult
 

@@ -21,17 +21,17 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import boto3
 
-from bench.procs import MotoProcess, cpu_seconds
-from local_stack.poller import sqs_record
-from local_stack.provision import DEFAULT_TEMPLATE, REGION, LocalFunction, provision_stack
-from local_stack.runner import SimulatorProcess
-from local_stack.template import Resolver, load_template, parameter_values
+from llmbatch.bench.procs import MotoProcess, cpu_seconds
+from llmbatch.local.poller import sqs_record
+from llmbatch.local.provision import DEFAULT_TEMPLATE, REGION, LocalFunction, provision_stack
+from llmbatch.local.runner import SimulatorProcess
+from llmbatch.local.template import Resolver, load_template, parameter_values
+from llmbatch.stats import percentile
 from shared.jobs import JobMeta, new_job_id
 from shared.messages import MESSAGE_VERSION, RequestMessage
-from shared.stats import percentile
 
 if TYPE_CHECKING:
-    from shared.worker import InvocationStats, Worker
+    from shared.worker.batch_run import InvocationStats, Worker
 
 #: The endpoint every scenario starts from: 32 slots, 200 ms a call (± 20 ms), no faults.
 BASE_SIMULATOR: dict[str, Any] = {
@@ -466,7 +466,7 @@ class BenchStack:
         """A job record, created through :meth:`ResultStore.create_job`."""
         from aiobotocore.session import get_session
 
-        from shared.store import ResultStore
+        from shared.store.tables import ResultStore
 
         env = self.worker_env
         job_id = new_job_id()
@@ -594,7 +594,7 @@ class OursApproach:
         self.concurrency_limit: int | None = None
 
     def handle(self, event: dict[str, Any]) -> BatchOutcome:
-        from local_stack.lambda_runtime import FakeLambdaContext
+        from llmbatch.local.lambda_runtime import FakeLambdaContext
 
         fn = self._function
         ctx = FakeLambdaContext(fn.name, fn.memory_mb, fn.timeout_s)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from bench.procs import ROOT, child_env
+from llmbatch.bench.procs import ROOT, child_env
 
 #: What each measurement imports (after the interpreter itself has started).
 TARGETS: dict[str, str] = {

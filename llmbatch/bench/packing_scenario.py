@@ -9,7 +9,7 @@ single one but far less than its inputs sent one by one (as batching servers beh
 Only the packing is measured (no AWS, no result writes): the figures show what packing
 changes, calls made and wall time, with everything else held equal.
 
-``python -m bench.packing_scenario`` prints the comparison.
+``python -m llmbatch.bench.packing_scenario`` prints the comparison.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from typing import Any
 
 import aiohttp
 
-from local_stack.simulator import SimulatorConfig, start_simulator
+from llmbatch.local.simulator.core import SimulatorConfig, start_simulator
 from shared.endpoints.base import EndpointReply
 from shared.endpoints.openai_http import OpenAIHttpEndpoint
-from shared.limiter import AdjustableLimiter
+from shared.limits.limiter import AdjustableLimiter
 from shared.packing import OutgoingCall, Packer, send_directly
 
 ROUTE = "/v1/embeddings"
@@ -114,7 +114,9 @@ def text_table(runs: Sequence[PackingRun]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.packing_scenario", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m llmbatch.bench.packing_scenario", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--requests", type=int, default=REQUESTS)
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
     parser.add_argument("--cap", type=int, action="append", help="repeatable; default: 1 and 16")

@@ -4,7 +4,7 @@ The other scenarios invoke one container, one batch after another, so every batc
 last partial wave of calls and final writes leave the endpoint's slots idle. In AWS the event
 source mapping runs up to ``WorkerMaxConcurrency`` invocations at once, so one container's
 gaps overlap another's calls. Here each container is a process of its own
-(``local_stack.lambda_runtime.ContainerProcess``, as the local stack's poller makes them),
+(``llmbatch.local.lambda_runtime.ContainerProcess``, as the local stack's poller makes them),
 and each takes the next batch as soon as it is free, as the mapping's pollers keep every
 container busy while the queue has a backlog.
 """
@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.harness import (
+from llmbatch.bench.harness import (
     BASE_SIMULATOR,
     SCENARIOS,
     BatchOutcome,
@@ -30,10 +30,10 @@ from bench.harness import (
     Scenario,
     run_approach,
 )
-from bench.procs import cpu_seconds
-from local_stack.lambda_runtime import ContainerProcess
+from llmbatch.bench.procs import cpu_seconds
+from llmbatch.local.lambda_runtime import ContainerProcess
 
-HANDLER = "bench.worker_entry.handler"
+HANDLER = "llmbatch.bench.worker_entry.handler"
 #: Containers at once: the fewest that overlap.
 CONTAINERS = 2
 #: The bigger BatchSize (the stack's ``BatchSize`` parameter) compared with the template's: fewer,

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def child_env() -> dict[str, str]:
@@ -26,8 +26,8 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 class MotoProcess:
-    """:class:`local_stack.moto_server.MotoServer` (with its DynamoDB/SQS locking), run by
-    ``python -m bench.procs``; it stops when its stdin closes."""
+    """:class:`llmbatch.local.moto_server.MotoServer` (with its DynamoDB/SQS locking), run by
+    ``python -m llmbatch.bench.procs``; it stops when its stdin closes."""
 
     def __init__(self, *, faithful: bool = False) -> None:
         self._faithful = faithful
@@ -40,7 +40,7 @@ class MotoProcess:
 
     def start(self) -> str:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.procs", *(["--faithful-moto"] if self._faithful else [])],
+            [sys.executable, "-m", "llmbatch.bench.procs", *(["--faithful-moto"] if self._faithful else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -75,7 +75,7 @@ class MotoProcess:
 
 
 def _serve_moto() -> None:
-    from local_stack.moto_server import MotoServer
+    from llmbatch.local.moto_server import MotoServer
 
     server = MotoServer(copy_tables_once="--faithful-moto" not in sys.argv)
     url = server.start()

@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.harness import ADAPTIVE_CEILING, RunResult, Scenario
-from bench.importtime import ImportTime
-from bench.packing_scenario import CONCURRENCY as PACKING_CONCURRENCY
-from bench.packing_scenario import SIMULATOR as PACKING_SIM
-from bench.packing_scenario import PackingRun
-from bench.parallel import ParallelRun
-from bench.sweep import SVG_NAME, SweepPoint
-from bench.time_budget import TimeBudget, time_budget
+from llmbatch.bench.harness import ADAPTIVE_CEILING, RunResult, Scenario
+from llmbatch.bench.importtime import ImportTime
+from llmbatch.bench.packing_scenario import CONCURRENCY as PACKING_CONCURRENCY
+from llmbatch.bench.packing_scenario import SIMULATOR as PACKING_SIM
+from llmbatch.bench.packing_scenario import PackingRun
+from llmbatch.bench.parallel import ParallelRun
+from llmbatch.bench.sweep import SVG_NAME, SweepPoint
+from llmbatch.bench.time_budget import TimeBudget, time_budget
 
 SERVICES = ("dynamodb", "sqs", "ssm")
 
@@ -296,15 +296,15 @@ def markdown_report(report: BenchReport) -> str:
     out = [
         "# Benchmarks",
         "",
-        "<!-- Written by `python -m bench --write-docs`; edit bench/report.py, not this file. -->",
+        "<!-- Written by `python -m llmbatch.bench --write-docs`; edit llmbatch/bench/report.py, not this file. -->",
         "",
         f"Latest run: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}, Python {platform.python_version()}, "
-        f"{platform.machine()}, {s.get('cpus', '?')} CPUs. Command: `{s.get('command', 'python -m bench')}`.",
+        f"{platform.machine()}, {s.get('cpus', '?')} CPUs. Command: `{s.get('command', 'python -m llmbatch.bench')}`.",
         "",
         "## What is measured",
         "",
         "One process drives three handlers over the **same job** (the same chat-completion lines; a new job id per "
-        "run) against the **same endpoint** (the simulator, `local_stack/simulator.py`, in its own process, reset "
+        "run) against the **same endpoint** (the simulator, `llmbatch/local/simulator/core.py`, in its own process, reset "
         "and reseeded before every run) and the same DynamoDB tables (moto's server, in its own process):",
         "",
         f"- **ours**: the real worker: `Container.create(WorkerConfig.from_env(...))` with the Worker function's "
@@ -382,8 +382,8 @@ def markdown_report(report: BenchReport) -> str:
         "- moto stands in for DynamoDB and SQS. Its TransactWriteItems deep-copies the whole table once per "
         "*action* (a 99-item transaction copied the results table 99 times, making our writes cost O(table x "
         "items) in the emulator); the benchmark's moto process copies each table once per call instead, which "
-        "is the same behaviour (`bench/procs.py`; `--faithful-moto` turns it off), and empties the tables "
-        "between runs; the local stack (`local_stack/moto_server.py`) makes the same one-copy-per-table change.",
+        "is the same behaviour (`llmbatch/bench/procs.py`; `--faithful-moto` turns it off), and empties the tables "
+        "between runs; the local stack (`llmbatch.local/moto_server.py`) makes the same one-copy-per-table change.",
         "",
     ]
     return "\n".join(out).rstrip() + "\n"
@@ -398,7 +398,7 @@ def _md_sweep(report: BenchReport) -> list[str]:
         "",
         f"Our worker alone, one container as above, on the slots32 endpoint, {first.requests} requests per point; "
         "only the model calls allowed per invocation (the limits parameter's `max_concurrency`) change. "
-        "Written by `bench/sweep.py`.",
+        "Written by `llmbatch/bench/sweep.py`.",
         "",
         f"![Throughput and p99 latency against model calls per invocation]({SVG_NAME})",
         "",
@@ -421,7 +421,7 @@ def _md_parallel(report: BenchReport) -> list[str]:
         "",
         *_md_table(COLUMNS, rows),
         "",
-        "Where the containers' time went (shares of containers x wall; `bench/time_budget.py`):",
+        "Where the containers' time went (shares of containers x wall; `llmbatch/bench/time_budget.py`):",
         "",
         *_md_table(BUDGET_COLUMNS, _budget_rows(_budgets(report))),
         "",
@@ -462,8 +462,8 @@ def _parallel_intro(report: BenchReport) -> list[str]:
         else:
             settings.append(f"{label}: {pr.per_container} model calls per container.")
     return [
-        f"The slots32 endpoint again, with our worker in {n} container processes at once (`bench/parallel.py`; "
-        "each a `local_stack.lambda_runtime.ContainerProcess` as the local stack's poller makes them, running "
+        f"The slots32 endpoint again, with our worker in {n} container processes at once (`llmbatch/bench/parallel.py`; "
+        "each a `llmbatch.local.lambda_runtime.ContainerProcess` as the local stack's poller makes them, running "
         "`Container.create` and `container.handle`), each taking the next batch of the same job as soon as it "
         "is free, as the event source mapping keeps its containers busy while the queue has a backlog. "
         f"The one-container run of slots32 is the first row. {' '.join(settings)} CPU ms/req here is the "
@@ -528,7 +528,7 @@ def _md_packing(report: BenchReport) -> list[str]:
         "## Request packing",
         "",
         "Single-input `/v1/embeddings` requests through the worker's packer (`shared/packing.py`) to the "
-        "simulator, with packing off (cap 1) and on (`bench/packing_scenario.py`): every batch's records at once, "
+        "simulator, with packing off (cap 1) and on (`llmbatch/bench/packing_scenario.py`): every batch's records at once, "
         f"each call holding one of {PACKING_CONCURRENCY} slots of a limiter, on an endpoint of "
         f"{PACKING_SIM['slots']} slots that takes {PACKING_SIM['base_latency_s'] * 1000:.0f} ms per call plus "
         f"{PACKING_SIM['per_prompt_token_s'] * 1000:g} ms per prompt token (a packed call costs more than one "

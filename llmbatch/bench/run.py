@@ -1,10 +1,10 @@
-"""``python -m bench`` (``llmbatch bench`` once wired): run the scenarios and print figures.
+"""``python -m llmbatch.bench`` (``llmbatch bench`` once wired): run the scenarios and print figures.
 
-python -m bench                       # every scenario, every approach, import times
-python -m bench --scenario rpm        # one scenario
-python -m bench --write-docs          # also write docs/benchmarks.md (and its chart beside it)
-python -m bench --scenario slots32 --skip-sweep --skip-parallel --skip-packing --skip-import-time
-python -m bench --json out.json       # the raw figures, for scripts and tests
+python -m llmbatch.bench                       # every scenario, every approach, import times
+python -m llmbatch.bench --scenario rpm        # one scenario
+python -m llmbatch.bench --write-docs          # also write docs/benchmarks.md (and its chart beside it)
+python -m llmbatch.bench --scenario slots32 --skip-sweep --skip-parallel --skip-packing --skip-import-time
+python -m llmbatch.bench --json out.json       # the raw figures, for scripts and tests
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench import packing_scenario, parallel, sweep
-from bench.baselines import GatherBaseline, SequentialBaseline
-from bench.harness import SCENARIOS, Approach, BenchStack, OursApproach, RunResult, run_approach
-from bench.importtime import TARGETS, heaviest_imports, measure_all
-from bench.procs import ROOT
-from bench.report import BenchReport, markdown_report, text_report
+from llmbatch.bench import packing_scenario, parallel, sweep
+from llmbatch.bench.baselines import GatherBaseline, SequentialBaseline
+from llmbatch.bench.harness import SCENARIOS, Approach, BenchStack, OursApproach, RunResult, run_approach
+from llmbatch.bench.importtime import TARGETS, heaviest_imports, measure_all
+from llmbatch.bench.procs import ROOT
+from llmbatch.bench.report import BenchReport, markdown_report, text_report
 
 APPROACHES: dict[str, Callable[[BenchStack], Approach]] = {
     "sequential": SequentialBaseline,
@@ -33,7 +33,9 @@ DOCS_PATH = ROOT / "docs" / "benchmarks.md"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p = argparse.ArgumentParser(
+        prog="python -m llmbatch.bench", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
     p.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), help="repeatable; default: all")
     p.add_argument("--approach", action="append", choices=list(APPROACHES), help="repeatable; default: all three")
     p.add_argument("--requests", type=int, default=600, help="requests in the job (default 600)")
@@ -169,7 +171,7 @@ def run_benchmark(args: argparse.Namespace, *, log: Callable[[str], None]) -> Be
         "latency_ms": args.latency_ms,
         "faithful_moto": args.faithful_moto,
         "cpus": os.cpu_count(),
-        "command": "python -m bench " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python -m bench",
+        "command": "python -m llmbatch.bench " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python -m llmbatch.bench",
     }
     report = BenchReport(
         scenarios=scenarios, results=results, settings=settings, sweep=points, parallel=several, packing=packing

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bench.harness import SCENARIOS, BenchStack, OursApproach, RunResult, Scenario, run_approach
-from bench.svg_chart import Panel, line_chart_svg
+from llmbatch.bench.harness import SCENARIOS, BenchStack, OursApproach, RunResult, Scenario, run_approach
+from llmbatch.bench.svg_chart import Panel, line_chart_svg
 
 #: Doubling, to twice the endpoint's 32 slots.
 CONCURRENCY = (4, 8, 16, 32, 64)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bench.harness import RunResult
+from llmbatch.bench.harness import RunResult
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""The handler each container process of :mod:`bench.parallel` runs: our worker, built as
-:class:`bench.harness.OursApproach` builds it in-process, with its figures sent back beside
+"""The handler each container process of :mod:`llmbatch.bench.parallel` runs: our worker, built as
+:class:`llmbatch.bench.harness.OursApproach` builds it in-process, with its figures sent back beside
 its response (the real handler returns only the response)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from bench.harness import counting_sync_calls, worker_aws_calls, worker_outcome
+from llmbatch.bench.harness import counting_sync_calls, worker_aws_calls, worker_outcome
 from shared.budget import LambdaContextLike
 from shared.config import WorkerConfig
 from shared.container import Container

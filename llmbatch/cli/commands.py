@@ -12,11 +12,11 @@ from typing import TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.control import LlmbatchClient
-from shared.cost import CostEstimate, Pricing, estimate_cost
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.client.cost import CostEstimate, Pricing, estimate_cost
+from llmbatch.client.stack import StackResources
 from shared.errors import ConfigError
 from shared.jobs import JobStatus
-from shared.stack import StackResources
 
 
 def progress_line(status: JobStatus, elapsed_s: float) -> str:

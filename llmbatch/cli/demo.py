@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cli.commands import wait_for
-from cli.sample_job import QUESTIONS, write_question_job, write_sample_job
-from local_stack.endpoint_choice import LocalEndpoint
-from local_stack.model_server import SMOLLM_MODEL
-from local_stack.runner import LocalStack
-from shared.control import LlmbatchClient
+from llmbatch.cli.commands import wait_for
+from llmbatch.cli.sample_job import QUESTIONS, write_question_job, write_sample_job
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.local.endpoint_choice import LocalEndpoint
+from llmbatch.local.model_server import SMOLLM_MODEL
+from llmbatch.local.runner import LocalStack
+from llmbatch.stats import RunSummary
 from shared.results import RequestResult, RequestStatus
-from shared.stats import RunSummary
 
 #: The simulator the demo runs against: 16 slots, ~0.1 s per call plus a little per token.
 DEMO_SIMULATOR = {"slots": 16, "base_latency_s": 0.08, "per_output_token_s": 0.002, "jitter_s": 0.02, "seed": 7}

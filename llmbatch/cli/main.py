@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from local_stack.endpoint_choice import LocalEndpoint
+from llmbatch.client.stack import locate_stack
+from llmbatch.local.endpoint_choice import LocalEndpoint
 from shared.errors import JobFileError, LlmbatchError
-from shared.stack import locate_stack
 
 #: How often `local up` looks whether Ctrl-C (or SIGTERM) asked it to stop.
 STOP_POLL_S = 0.2
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"] and argv[1:2] not in (["-h"], ["--help"]):
         # Every later argument is the benchmark's, in order (`llmbatch bench --write-docs`):
         # argparse's REMAINDER does not take a first argument that looks like an option.
-        from bench.run import main as bench_main
+        from llmbatch.bench.run import main as bench_main
 
         return bench_main([a for a in argv[1:] if a != "--"])
     args = build_parser().parse_args(argv)
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from cli import commands
+    from llmbatch.cli import commands
 
     if args.command == "schema":
         from shared.messages import message_json_schema
@@ -166,7 +166,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps(message_json_schema(), indent=2))
         return 0
     if args.command == "demo":
-        from cli.demo import default_model, run_demo
+        from llmbatch.cli.demo import default_model, run_demo
 
         if args.endpoint_url and not args.model:
             print("llmbatch demo: --endpoint-url needs --model (the name that server knows)", file=sys.stderr)
@@ -183,7 +183,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         summary = outcome.summary
         return 0 if summary.succeeded + summary.failed == summary.requests else 1
     if args.command == "bench":
-        from bench.run import main as bench_main
+        from llmbatch.bench.run import main as bench_main
 
         return bench_main([a for a in args.bench_args if a != "--"])
     if args.command == "drill":
@@ -219,15 +219,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _drill(scenario: str, requests: int | None) -> int:
     report: Any
     if scenario == "backlog":
-        from local_stack.drill_backlog import run_backlog
+        from llmbatch.local.drill_backlog import run_backlog
 
         report = run_backlog(requests or 1200)
     elif scenario == "poison":
-        from local_stack.poison import run_poison_drill
+        from llmbatch.local.poison import run_poison_drill
 
         report = run_poison_drill(requests or 300)
     else:
-        from local_stack.drill import run_drill
+        from llmbatch.local.drill import run_drill
 
         report = run_drill(requests or 2000)
     print("\n".join(report.lines()))
@@ -235,16 +235,16 @@ def _drill(scenario: str, requests: int | None) -> int:
 
 
 def _local_up(args: argparse.Namespace) -> int:
-    from local_stack.runner import LocalStack
-    from shared.stack import state_path
+    from llmbatch.client.stack import state_path
+    from llmbatch.local.runner import LocalStack
 
     # The handlers only note the request: a handler that took a lock (Event.set) could run
     # while the main thread holds that same lock, and Ctrl-C would hang the stack forever.
     stop_requested: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: stop_requested.append(signum))
-    from local_stack.provision import DEFAULT_TEMPLATE
-    from local_stack.template import load_template
+    from llmbatch.local.provision import DEFAULT_TEMPLATE
+    from llmbatch.local.template import load_template
 
     known = load_template(DEFAULT_TEMPLATE).get("Parameters", {})
     unknown = sorted({name for name, _ in args.parameter if name not in known})

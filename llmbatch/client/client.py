@@ -19,16 +19,16 @@ from typing import Any
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from llmbatch.client.jobfile import JobFile, read_job_file
+from llmbatch.client.stack import StackResources
 from shared.config import RuntimeLimits
 from shared.deadletter import DeadLetter, dead_letter_body, is_redrivable, keep_dead_letters, list_dead_letters
 from shared.errors import ConfigError, PermanentError, TransientError
-from shared.jobfile import JobFile, read_job_file
 from shared.jobs import JobMeta, JobStatus, NewJob, new_job_id
 from shared.messages import RequestMessage, new_sign_key
 from shared.payloads import PayloadStore
 from shared.results import RequestResult, RequestStatus, utc_now_iso
-from shared.stack import StackResources
-from shared.store import ResultStore
+from shared.store.tables import ResultStore
 
 SQS_BATCH_MAX_ENTRIES = 10
 SQS_BATCH_MAX_BYTES = 1_048_576

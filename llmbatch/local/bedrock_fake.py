@@ -20,7 +20,7 @@ time, ``[[bedrock:fail-first-2:ThrottlingException]]`` the first two attempts of
 request, ``[[bedrock:sleep-1.5]]`` answers after 1.5 s. ``GET /_fake/stats`` counts calls,
 attempts and answers per request (its last user text or input text).
 
-It binds to 127.0.0.1 only. ``python -m local_stack.bedrock_fake --port 0`` prints
+It binds to 127.0.0.1 only. ``python -m llmbatch.local.bedrock_fake --port 0`` prints
 ``{"url": "http://127.0.0.1:PORT"}`` once listening.
 """
 

@@ -23,13 +23,13 @@ from typing import Any
 
 import boto3
 
-from local_stack.provision import template_copy
-from local_stack.runner import LocalStack
-from shared.control import LlmbatchClient
-from shared.jobfile import read_job_file
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.client.jobfile import read_job_file
+from llmbatch.client.stack import StackResources
+from llmbatch.local.provision import template_copy
+from llmbatch.local.runner import LocalStack
 from shared.jobs import JobStatus
 from shared.messages import RequestMessage
-from shared.stack import StackResources
 
 DRILL_FUNCTION_TIMEOUT_S = 6
 DRILL_SIMULATOR = {

@@ -17,9 +17,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from local_stack.drill import DRILL_ENV, drill_template, queue_settles, sim_stats, wait_finished, write_chat_job
-from local_stack.runner import LocalStack
-from shared.control import LlmbatchClient
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.local.drill import DRILL_ENV, drill_template, queue_settles, sim_stats, wait_finished, write_chat_job
+from llmbatch.local.runner import LocalStack
 
 #: The endpoint is fast and never refuses: only the rate limit holds requests back.
 BACKLOG_SIMULATOR = {"slots": 64, "base_latency_s": 0.02, "per_output_token_s": 0.0, "jitter_s": 0.005, "seed": 5}

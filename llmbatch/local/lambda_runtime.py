@@ -18,9 +18,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from local_stack.provision import ACCOUNT_ID, REGION, LocalFunction
+from llmbatch.local.provision import ACCOUNT_ID, REGION, LocalFunction
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass

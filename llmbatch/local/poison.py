@@ -29,9 +29,9 @@ from typing import Any, Final
 
 import boto3
 
-from local_stack.drill import wait_finished
-from local_stack.runner import LocalStack
-from shared.control import LlmbatchClient, pack_batches
+from llmbatch.client.client import LlmbatchClient, pack_batches
+from llmbatch.local.drill import wait_finished
+from llmbatch.local.runner import LocalStack
 from shared.deadletter import UNASSIGNED, DeadLetter, dead_letter_body
 from shared.errors import TransientError
 from shared.jobs import NewJob

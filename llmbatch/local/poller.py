@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local_stack.lambda_runtime import ContainerProcess
-from local_stack.provision import REGION, EventSource, LocalFunction, aws_client
+from llmbatch.local.lambda_runtime import ContainerProcess
+from llmbatch.local.provision import REGION, EventSource, LocalFunction, aws_client
 
 log = logging.getLogger("llmbatch.local.poller")
 

@@ -18,18 +18,18 @@ from typing import Any
 
 import boto3
 
-from local_stack.template import (
+from llmbatch.client.stack import StackResources
+from llmbatch.local.template import (
     Resolver,
     creation_order,
     function_spec,
     load_template,
     parameter_values,
 )
-from shared.stack import StackResources
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TEMPLATE = ROOT / "template.yaml"
 
 

@@ -13,14 +13,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from local_stack.endpoint_choice import LocalEndpoint
-from local_stack.model_server import STACK_PARAMETERS as MODEL_SERVER_PARAMETERS
-from local_stack.lambda_runtime import ContainerProcess
-from local_stack.model_server import ModelServer
-from local_stack.moto_server import MotoServerProcess
-from local_stack.poller import EventSourceMappingEmulator
-from local_stack.provision import DEFAULT_TEMPLATE, ProvisionedStack, provision_stack
-from shared.stack import StackResources, state_path
+from llmbatch.client.stack import StackResources, state_path
+from llmbatch.local.endpoint_choice import LocalEndpoint
+from llmbatch.local.lambda_runtime import ContainerProcess
+from llmbatch.local.model_server import STACK_PARAMETERS as MODEL_SERVER_PARAMETERS
+from llmbatch.local.model_server import ModelServer
+from llmbatch.local.moto_server import MotoServerProcess
+from llmbatch.local.poller import EventSourceMappingEmulator
+from llmbatch.local.provision import DEFAULT_TEMPLATE, ProvisionedStack, provision_stack
 
 log = logging.getLogger("llmbatch.local")
 
@@ -37,10 +37,10 @@ class SimulatorProcess:
         self.url = ""
 
     def start(self) -> str:
-        cmd = [sys.executable, "-m", "local_stack.simulator", "--port", "0"]
+        cmd = [sys.executable, "-m", "llmbatch.local.simulator.core", "--port", "0"]
         if self._config:
             cmd += ["--config-json", json.dumps(self._config)]
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
         assert self._proc.stdout is not None

@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from shared.errors import EndpointTimeoutError, TransientError
-from shared.limiter import AdjustableLimiter
+from shared.limits.limiter import AdjustableLimiter
 
 #: Where the limit of a new container starts (below most endpoints' capacity, so the first
 #: windows measure latency without a queue).

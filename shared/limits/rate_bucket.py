@@ -4,8 +4,8 @@ Per-invocation limiters multiply the limit by the number of invocations; so ever
 invocation, in every container, takes its calls from one bucket per endpoint: an item of
 the jobs table (``job_id`` = ``ratelimit#ENDPOINT``, ``item`` = ``bucket``; ``list_jobs``
 reads ``meta`` items only, so jobs listings never see it). It holds one time per limit
-(see :mod:`shared.rate_math`), so a take is one conditional UpdateItem and refilling costs
-nothing. Invocations take leases of several calls at once (:mod:`shared.throttle`), so the
+(see :mod:`shared.limits.rate_math`), so a take is one conditional UpdateItem and refilling costs
+nothing. Invocations take leases of several calls at once (:mod:`shared.limits.throttle`), so the
 bucket costs a few writes per second per container, not one per call.
 """
 
@@ -20,8 +20,16 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from shared.errors import TransientError
-from shared.rate_math import MICROS_PER_S, REQUESTS_ATTR, TOKENS_ATTR, Dimension, TakePlan, apply_steps, plan_take
-from shared.store import from_ddb, to_ddb
+from shared.limits.rate_math import (
+    MICROS_PER_S,
+    REQUESTS_ATTR,
+    TOKENS_ATTR,
+    Dimension,
+    TakePlan,
+    apply_steps,
+    plan_take,
+)
+from shared.store.tables import from_ddb, to_ddb
 
 BUCKET_ITEM = "bucket"
 BUCKET_ATTRS = frozenset({REQUESTS_ATTR, TOKENS_ATTR})

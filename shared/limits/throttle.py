@@ -2,7 +2,7 @@
 rate limits, and the endpoint's own ``Retry-After``.
 
 A container leases calls (and their tokens) from the endpoint's DynamoDB bucket
-(:mod:`shared.rate_bucket`) several at a time and spends them locally. Lease sizes start at
+(:mod:`shared.limits.rate_bucket`) several at a time and spends them locally. Lease sizes start at
 one call and double with each lease up to half the bucket (half a second of the limit),
 so a fresh container, or a fresh bucket, starts at once and a busy one writes rarely; a
 lease is never bigger than the records still waiting in the invocation.
@@ -27,8 +27,8 @@ from typing import Any
 
 from shared.config import RuntimeLimits
 from shared.errors import PermanentError, TransientError
-from shared.rate_bucket import DynamoRateBucket
-from shared.rate_math import Dimension, RateLimits, TokenEstimate, dimensions, estimate_tokens
+from shared.limits.rate_bucket import DynamoRateBucket
+from shared.limits.rate_math import Dimension, RateLimits, TokenEstimate, dimensions, estimate_tokens
 from shared.results import Usage
 
 log = logging.getLogger("llmbatch.throttle")

@@ -4,7 +4,7 @@ An item holds at most 400 KB (names and values, UTF-8). A failed request keeps i
 so ``retry`` can send it again, and an answer can be big: what does not fit goes to the
 payload bucket and the item keeps its key (the claim check). Without a bucket the item is
 stored without it, and says so in its error message. Sizes are those of
-:func:`shared.item_size.item_bytes`, the one function every limit check uses.
+:func:`shared.store.item_size.item_bytes`, the one function every limit check uses.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import hashlib
 import json
 from dataclasses import replace
 
-from shared.item_size import ITEM_MAX_BYTES, item_bytes, utf8_bytes
 from shared.payloads import PayloadStore
 from shared.results import RequestResult, RequestStatus, Usage
+from shared.store.item_size import ITEM_MAX_BYTES, item_bytes, utf8_bytes
 
 #: A failed request's message is kept in its item up to this size (UTF-8); a bigger one is
 #: put in the payload bucket. A message whose body is already there (``body_ref``) is small.

@@ -2,7 +2,7 @@
 
 A throttled or conflicting call (or transaction cancellation reason) is retried with
 full-jitter backoff; a request DynamoDB refuses as invalid is not (the result writes split
-it instead, see :mod:`shared.terminal_writes`); anything else is raised.
+it instead, see :mod:`shared.store.terminal_writes`); anything else is raised.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Tables (see the README's "Storage" section):
 
 A terminal result and its counter increment are written in one transaction whose puts are
 conditional on the result not existing yet: a duplicate delivery can neither overwrite an
-answer nor count twice (:mod:`shared.terminal_writes`). BatchWriteItem has no conditions,
+answer nor count twice (:mod:`shared.store.terminal_writes`). BatchWriteItem has no conditions,
 so it cannot make that promise; it is used for the retry notes and dead letters, where
 last-writer-wins is what we want.
 """
@@ -31,15 +31,15 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from shared.errors import JobNotFoundError
-from shared.item_size import from_ddb as from_ddb
-from shared.item_size import item_bytes as item_bytes
-from shared.item_size import to_ddb as to_ddb
 from shared.jobs import Counts, JobMeta, JobStatus, Metering
 from shared.payloads import PayloadStore
 from shared.results import RequestResult
-from shared.store_retry import CONDITION_FAILED, VALIDATION_CODE, Backoff, error_parts, is_retryable
-from shared.terminal_writes import TRANSACTION_WRITE_UNITS_PER_KB as TRANSACTION_WRITE_UNITS_PER_KB
-from shared.terminal_writes import TerminalWrite, WriteOutcome
+from shared.store.item_size import from_ddb as from_ddb
+from shared.store.item_size import item_bytes as item_bytes
+from shared.store.item_size import to_ddb as to_ddb
+from shared.store.retry import CONDITION_FAILED, VALIDATION_CODE, Backoff, error_parts, is_retryable
+from shared.store.terminal_writes import TRANSACTION_WRITE_UNITS_PER_KB as TRANSACTION_WRITE_UNITS_PER_KB
+from shared.store.terminal_writes import TerminalWrite, WriteOutcome
 
 log = logging.getLogger("llmbatch.store")
 
@@ -266,7 +266,7 @@ class ResultStore:
         Results that already exist are duplicates: neither stored nor counted. A result
         DynamoDB refuses is stored as failed (``store_refused``) without costing the others
         theirs; throttled writes are retried until ``give_up_at`` (monotonic time) when
-        given, else up to ``max_attempts``. See :mod:`shared.terminal_writes`.
+        given, else up to ``max_attempts``. See :mod:`shared.store.terminal_writes`.
         """
         return await TerminalWrite(self, job_id, give_up_at).run(results)
 

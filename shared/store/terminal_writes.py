@@ -2,9 +2,9 @@
 
 A result and its counter increment go in one transaction whose put is conditional on the
 result not existing yet, so a duplicate delivery can neither overwrite an answer nor count
-twice. Results are first fitted to DynamoDB's item limit (:mod:`shared.result_fit`), then
+twice. Results are first fitted to DynamoDB's item limit (:mod:`shared.store.result_fit`), then
 packed into transactions within its 100 actions and 4 MB (sizes in UTF-8 bytes, by
-:func:`shared.item_size.item_bytes`). A transaction DynamoDB refuses as invalid is split
+:func:`shared.store.item_size.item_bytes`). A transaction DynamoDB refuses as invalid is split
 until the refused result is alone; that one is stored as failed (``store_refused``, the
 reason kept, no bodies) and counted once. Throttled or conflicting transactions are tried
 again with backoff, within the caller's deadline.
@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from shared.errors import TransientError
-from shared.item_size import ITEM_MAX_BYTES, TRANSACTION_MAX_BYTES, TRANSACTION_MAX_ITEMS, item_bytes, to_ddb
-from shared.result_fit import fit_item, refused_item, result_bytes
 from shared.results import RequestResult, RequestStatus, utc_now_iso
-from shared.store_retry import CONDITION_FAILED, RETRYABLE_CODES, VALIDATION_CODE, error_parts, reason_text
+from shared.store.item_size import ITEM_MAX_BYTES, TRANSACTION_MAX_BYTES, TRANSACTION_MAX_ITEMS, item_bytes, to_ddb
+from shared.store.result_fit import fit_item, refused_item, result_bytes
+from shared.store.retry import CONDITION_FAILED, RETRYABLE_CODES, VALIDATION_CODE, error_parts, reason_text
 
 if TYPE_CHECKING:
-    from shared.store import ResultStore
+    from shared.store.tables import ResultStore
 
 log = logging.getLogger("llmbatch.store")
 

@@ -2,9 +2,9 @@
 one deadline, store every answer, and hand the rest back to SQS.
 
 The pieces, each in its own module: :mod:`shared.budget` (the deadline),
-:mod:`shared.limiter` (calls in flight) and :mod:`shared.adaptive` (its size, when adaptive),
-:mod:`shared.throttle` (the endpoint's global rate limits and Retry-After),
-:mod:`shared.endpoints` (the model), :mod:`shared.result_writer` (batched, conditional writes).
+:mod:`shared.limits.limiter` (calls in flight) and :mod:`shared.limits.adaptive` (its size, when adaptive),
+:mod:`shared.limits.throttle` (the endpoint's global rate limits and Retry-After),
+:mod:`shared.endpoints` (the model), :mod:`shared.store.result_writer` (batched, conditional writes).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 
-from shared.adaptive import AdaptiveConcurrency
 from shared.backoff import deferral_delay_s, exhausted_message, retry_delay_s
 from shared.budget import CallDurations, Deadline, LambdaContextLike
 from shared.config import RuntimeLimits, WorkerConfig
@@ -34,16 +33,17 @@ from shared.errors import (
     UnreadableMessageError,
 )
 from shared.jobs import JobMeta
-from shared.limiter import AdjustableLimiter
+from shared.limits.adaptive import AdaptiveConcurrency
+from shared.limits.limiter import AdjustableLimiter
+from shared.limits.throttle import Permit, Throttle
 from shared.messages import RequestMessage, belongs_to, decode_body, decode_message, signed_by
 from shared.packing import ListSupport, OutgoingCall, Packer
 from shared.payloads import OFFLOAD_MAX_BYTES, PayloadStore, request_body_prefix
 from shared.queue_ops import QueueOps, Requeuer
 from shared.request_log import RequestLog
-from shared.result_writer import ResultWriter
 from shared.results import RequestResult, RequestStatus, Usage, utc_now_iso
-from shared.store import ResultStore
-from shared.throttle import Permit, Throttle
+from shared.store.result_writer import ResultWriter
+from shared.store.tables import ResultStore
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse

@@ -4,14 +4,13 @@ its accounting adds up. Figures are never asserted as timings."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
+from llmbatch.bench.e2e import E2ERun
+from llmbatch.bench.e2e_report import END, START, splice
 
-from bench.e2e import E2ERun
-from bench.e2e_report import END, START, splice
-from bench.run import main
+from llmbatch.bench.run import main
 
 REQUESTS = 60
 RPM_REQUESTS = 30

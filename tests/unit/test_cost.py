@@ -1,4 +1,4 @@
-"""The cost estimate (shared/cost.py) and the per-invocation metering behind it
+"""The cost estimate (llmbatch/client/cost.py) and the per-invocation metering behind it
 (shared/observability.py): pure arithmetic, no AWS."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from shared.control import SQS_BATCH_MAX_ENTRIES
-from shared.cost import (
+from llmbatch.client.client import SQS_BATCH_MAX_ENTRIES
+from llmbatch.client.cost import (
     PRICES_ENV,
     SQS_BILLED_CHUNK_BYTES,
     AwsPrices,
@@ -22,8 +22,8 @@ from shared.cost import (
 from shared.errors import ConfigError
 from shared.jobs import Counts, JobMeta, JobStatus, Metering
 from shared.observability import invocation_metering, split_by_share
-from shared.store import METERING_WRITE_UNITS
-from shared.worker import InvocationStats
+from shared.store.tables import METERING_WRITE_UNITS
+from shared.worker.batch_run import InvocationStats
 
 #: Round numbers, so every expected figure below can be checked by hand.
 PRICES = AwsPrices(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from local_stack import model_server
-from local_stack.model_server import INSTALL_HINT, ModelServer, ModelServerError
+from llmbatch.local import model_server
+from llmbatch.local.model_server import INSTALL_HINT, ModelServer, ModelServerError
 
 
 def test_a_missing_model_file_is_named_and_nothing_is_started(tmp_path: Path) -> None:

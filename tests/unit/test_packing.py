@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bench.packing_scenario import run_once
-from local_stack.simulator import SimulatorConfig, start_simulator
+from llmbatch.bench.packing_scenario import run_once
+from llmbatch.local.simulator.core import SimulatorConfig, start_simulator
 from shared.config import RuntimeLimits
 from shared.endpoints.base import EndpointReply
 from shared.endpoints.openai_http import OpenAIHttpEndpoint

@@ -11,8 +11,8 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Input, Static, Switch
 
+from llmbatch.client.client import ESM_CONCURRENCY_BOUNDS
 from shared.config import RuntimeLimits
-from shared.control import ESM_CONCURRENCY_BOUNDS
 from shared.errors import ConfigError
 from tui.backend import limits_changed_at, worker_concurrency_changed_at
 from tui.formatting import number

@@ -17,7 +17,7 @@ shows up against a server that behaves like a real one under load.  This simulat
 
 It binds to 127.0.0.1 only: it has no real authentication and must never face a network.
 
-Run it with ``python -m local_stack.simulator --port 0 --slots 8``; it prints one JSON line
+Run it with ``python -m llmbatch.local.simulator.core --port 0 --slots 8``; it prints one JSON line
 ``{"url": "http://127.0.0.1:PORT/v1", "port": PORT}`` once listening.
 """
 
@@ -1399,7 +1399,7 @@ def _parse_cli_value(name: str, hint: Any, text: str) -> Any:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m local_stack.simulator",
+        prog="python -m llmbatch.local.simulator.core",
         description="OpenAI-compatible endpoint simulator (listens on 127.0.0.1 only).",
     )
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0 = any free port)")
