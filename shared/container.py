@@ -25,7 +25,7 @@ from shared.limits.throttle import Throttle
 from shared.payloads import PayloadStore
 from shared.queue_ops import QueueOps
 from shared.store.tables import ResultStore
-from shared.worker.batch_run import ContainerLoopBatchProcessor, Worker
+from shared.worker.processor import ContainerLoopBatchProcessor, Worker
 
 if TYPE_CHECKING:
     from shared.deadletter import DeadLetterRecorder

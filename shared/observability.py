@@ -25,7 +25,8 @@ from shared.endpoints.base import Endpoint, EndpointReply
 from shared.errors import LlmbatchError
 from shared.jobs import Metering
 from shared.store.tables import ResultStore
-from shared.worker.batch_run import HARD_STOP_MARGIN_S, EndpointStats, InvocationStats, Worker
+from shared.worker.processor import HARD_STOP_MARGIN_S, Worker
+from shared.worker.stats import EndpointStats, InvocationStats
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer

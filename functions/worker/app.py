@@ -1,6 +1,6 @@
 """Worker Lambda: an SQS batch of requests in, results in DynamoDB, failures back to SQS.
 
-Wiring only; the logic is :mod:`shared.worker.batch_run`. The container (event loop, connection
+Wiring only; the logic is :mod:`shared.worker`. The container (event loop, connection
 pools, clients) is made on the first invocation and reused by the next ones.
 """
 

@@ -31,7 +31,8 @@ from shared.jobs import JobMeta, new_job_id
 from shared.messages import MESSAGE_VERSION, RequestMessage
 
 if TYPE_CHECKING:
-    from shared.worker.batch_run import InvocationStats, Worker
+    from shared.worker.processor import Worker
+    from shared.worker.stats import InvocationStats
 
 #: The endpoint every scenario starts from: 32 slots, 200 ms a call (± 20 ms), no faults.
 BASE_SIMULATOR: dict[str, Any] = {

@@ -13,16 +13,11 @@ import asyncio
 import logging
 import math
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
-
 from shared.backoff import deferral_delay_s, exhausted_message, retry_delay_s
-from shared.budget import CallDurations, Deadline, LambdaContextLike
-from shared.config import RuntimeLimits, WorkerConfig
+from shared.budget import Deadline
+from shared.config import RuntimeLimits
 from shared.endpoints.base import Endpoint, EndpointReply
 from shared.errors import (
     BudgetExhaustedError,
@@ -33,26 +28,22 @@ from shared.errors import (
     UnreadableMessageError,
 )
 from shared.jobs import JobMeta
-from shared.limits.adaptive import AdaptiveConcurrency
-from shared.limits.limiter import AdjustableLimiter
-from shared.limits.throttle import Permit, Throttle
+from shared.limits.throttle import Permit
 from shared.messages import RequestMessage, belongs_to, decode_body, decode_message, signed_by
-from shared.packing import ListSupport, OutgoingCall, Packer
-from shared.payloads import OFFLOAD_MAX_BYTES, PayloadStore, request_body_prefix
-from shared.queue_ops import QueueOps, Requeuer
-from shared.request_log import RequestLog
+from shared.packing import OutgoingCall, Packer
+from shared.payloads import OFFLOAD_MAX_BYTES, request_body_prefix
+from shared.queue_ops import Requeuer
 from shared.results import RequestResult, RequestStatus, Usage, utc_now_iso
 from shared.store.result_writer import ResultWriter
-from shared.store.tables import ResultStore
+from shared.worker.stats import NO_ENDPOINT, EndpointStats, InvocationStats
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+    from shared.worker.processor import Worker
 
 log = logging.getLogger("llmbatch.worker")
 
-#: Stop all work this long before Lambda's own timeout, whatever is still unwritten.
-HARD_STOP_MARGIN_S = 0.5
 #: How often a running invocation re-reads its jobs (to notice a cancel).
 JOB_REFRESH_S = 2.0
 #: How long a result waits for others to share its transaction. Under a rate limit answers
@@ -85,153 +76,6 @@ class Disposition:
     DEAD_LETTERED = "dead_lettered"
     #: Not called (rate limit, Retry-After pause, deadline): a fresh copy is on the queue.
     DEFERRED = "deferred"
-
-
-class ContainerLoopBatchProcessor(AsyncBatchProcessor):
-    """Powertools' SQS batch processor, run on the container's own event loop.
-
-    Outside Lambda, ``AsyncBatchProcessor.async_process`` falls back to ``asyncio.run``,
-    which makes a new loop per invocation and breaks the connection pools made on the
-    container's loop; so this processor always runs on the loop it is given. It keeps
-    Powertools' record conversion, failure collection and partial batch response. Its
-    gather is unbounded by design: the record handler itself waits for a slot of the
-    limiter and respects the invocation's deadline (Powertools has neither:
-    powertools-lambda-python#1242).
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-        self._loop = loop
-
-    def async_process(self) -> list[tuple]:
-        async def all_records() -> list[Any]:
-            return list(await asyncio.gather(*(self._async_process_record(r) for r in self.records)))
-
-        return self._loop.run_until_complete(all_records())
-
-
-#: Where requests that name no endpoint this worker serves (a mistyped name, an invalid
-#: message) are counted: one fixed key, so a job cannot add metric dimensions, and one no
-#: endpoint can have (names start with a letter or digit, shared/endpoints/specs.py).
-NO_ENDPOINT = "(none)"
-
-
-@dataclass
-class EndpointStats:
-    """What an invocation did on one endpoint: its model calls and the requests naming it."""
-
-    calls: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    retried: int = 0
-    duplicates: int = 0
-    budget_exhausted: int = 0
-    #: Records sent back as fresh copies without a call (shared/queue_ops.py): waiting for
-    #: capacity is not an attempt.
-    deferred: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latencies_ms: list[int] = field(default_factory=list)
-    #: Calls held back by a rate limit (the global bucket or a Retry-After), and how long.
-    rate_limited_calls: int = 0
-    rate_limit_wait_s: float = 0.0
-    #: 429s the endpoint answered.
-    throttled: int = 0
-
-
-@dataclass
-class InvocationStats(EndpointStats):
-    """The invocation's totals over all endpoints, each endpoint's own (``by_endpoint``), and
-    what belongs to the container rather than to an endpoint."""
-
-    #: Messages nobody can record (unreadable, or of an unknown job): the container's, not
-    #: an endpoint's, as what they name cannot be trusted.
-    dead_lettered: int = 0
-    #: Seconds spent preparing, running the records, and writing what was left.
-    phases_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    #: Model calls allowed in flight when the invocation ended (moves when adaptive); one
-    #: limiter serves every endpoint of the container.
-    concurrency_limit: int = 0
-    by_endpoint: dict[str, EndpointStats] = field(default_factory=dict)
-    #: Per job: the messages taken as that job's (its own, by signature), their bytes, and
-    #: how many came by claim check: what the job's cost estimate is metered from.
-    deliveries: Counter[str] = field(default_factory=Counter)
-    delivered_bytes: Counter[str] = field(default_factory=Counter)
-    claim_checks: Counter[str] = field(default_factory=Counter)
-
-    def delivered(self, job_id: str, body: str, *, claim_check: bool) -> None:
-        self.deliveries[job_id] += 1
-        self.delivered_bytes[job_id] += len(body.encode(errors="surrogatepass"))
-        self.claim_checks[job_id] += int(claim_check)
-
-    def counters(self, endpoint: str) -> tuple[EndpointStats, EndpointStats]:
-        """The two places a count goes: these totals and ``endpoint``'s own."""
-        return self, self.by_endpoint.setdefault(endpoint, EndpointStats())
-
-
-class Worker:
-    """Container-scoped: one per Lambda container, reused by every invocation."""
-
-    def __init__(
-        self,
-        config: WorkerConfig,
-        store: ResultStore,
-        endpoints: Mapping[str, Endpoint],
-        *,
-        queue: QueueOps | None = None,
-        limits: Callable[[], RuntimeLimits] | None = None,
-        payloads: PayloadStore | None = None,
-        throttle: Throttle | None = None,
-    ) -> None:
-        self.payloads = payloads
-        self.config = config
-        self.store = store
-        self.endpoints = endpoints
-        self.queue = queue
-        self._limits = limits or (lambda: config.default_limits)
-        self.limiter = AdjustableLimiter(config.default_limits.max_concurrency)
-        self.concurrency = AdaptiveConcurrency(self.limiter)
-        #: Without a bucket (tests that build a Worker by hand), rate limits are not enforced.
-        self.throttle = throttle or Throttle(None)
-        #: Which endpoints refuse packed inputs, learned once per container.
-        self.list_support = ListSupport()
-        self.request_log = RequestLog(payloads=config.log_payloads)
-        #: What a call is expected to take: one that the deadline would cut is not started.
-        self.call_durations = CallDurations()
-        self.last_stats = InvocationStats()
-
-    async def start(self, records: list[dict[str, Any]], context: LambdaContextLike) -> BatchRun:
-        """Everything an invocation needs before its records run: the deadline (taken
-        first, so setup counts against it), live limits, and one lookup of what is done."""
-        deadline = Deadline.from_context(context, reserve_s=self.config.write_reserve_s)
-        hard_stop = Deadline.from_context(context, reserve_s=HARD_STOP_MARGIN_S)
-        limits = self._limits()
-        await self.concurrency.configure(enabled=limits.adaptive_concurrency, max_concurrency=limits.max_concurrency)
-        run = BatchRun(self, deadline, hard_stop, limits=limits)
-        await run.prepare(records)
-        return run
-
-    def process(
-        self, event: Mapping[str, Any], context: LambdaContextLike, loop: asyncio.AbstractEventLoop
-    ) -> PartialItemFailureResponse:
-        records = list(event.get("Records", []))
-        t0 = time.monotonic()
-        run = loop.run_until_complete(self.start(records, context))
-        t1 = time.monotonic()
-        processor = ContainerLoopBatchProcessor(loop)
-        with processor(records=records, handler=run.handle_record, lambda_context=context):  # type: ignore[arg-type]
-            processor.async_process()
-        t2 = time.monotonic()
-        loop.run_until_complete(run.finish())
-        t3 = time.monotonic()
-        run.stats.phases_s = (t1 - t0, t2 - t1, t3 - t2)
-        if run.deadline.expired and context.get_remaining_time_in_millis() < 1000:
-            log.warning(
-                "invocation ended close to its timeout",
-                extra={"phases_s": [round(x, 3) for x in run.stats.phases_s], "records": len(records)},
-            )
-        self.last_stats = run.stats
-        return processor.response()
 
 
 class BatchRun:

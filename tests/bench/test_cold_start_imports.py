@@ -48,7 +48,7 @@ def loaded() -> set[str]:
 
 def test_the_handler_and_the_core_it_runs_are_loaded(loaded: set[str]) -> None:
     # The measurement itself worked: the worker's own modules are there.
-    assert {HANDLER, "shared.container", "shared.worker.batch_run", "shared.endpoints.openai_http"} <= loaded
+    assert {HANDLER, "shared.container", "shared.worker.processor", "shared.endpoints.openai_http"} <= loaded
 
 
 def test_nothing_a_cold_start_does_not_need_is_loaded(loaded: set[str]) -> None:

@@ -19,7 +19,7 @@ from shared.jobs import JobMeta, new_job_id
 from shared.messages import RequestMessage
 from shared.observability import ENDPOINT_DIMENSION
 from shared.request_log import body_fingerprint
-from shared.worker.batch_run import NO_ENDPOINT
+from shared.worker.stats import NO_ENDPOINT
 
 SECRET_PROMPT = "the launch code is 0000"
 QUEUE_ARN = "arn:aws:sqs:us-east-1:1:q"

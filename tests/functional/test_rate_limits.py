@@ -31,7 +31,7 @@ from shared.limits.throttle import Throttle
 from shared.messages import RequestMessage
 from shared.results import Usage
 from shared.store.tables import ResultStore, from_ddb
-from shared.worker.batch_run import Worker
+from shared.worker.processor import Worker
 
 pytestmark = pytest.mark.functional
 

@@ -23,7 +23,7 @@ from shared.errors import ConfigError
 from shared.jobs import Counts, JobMeta, JobStatus, Metering
 from shared.observability import invocation_metering, split_by_share
 from shared.store.tables import METERING_WRITE_UNITS
-from shared.worker.batch_run import InvocationStats
+from shared.worker.stats import InvocationStats
 
 #: Round numbers, so every expected figure below can be checked by hand.
 PRICES = AwsPrices(

@@ -13,7 +13,7 @@ from aws_lambda_powertools import Metrics
 from llmbatch.local.provision import DEFAULT_TEMPLATE
 from llmbatch.local.template import Resolver, load_template, parameter_values
 from shared.observability import ENDPOINT_DIMENSION, publish_invocation
-from shared.worker.batch_run import EndpointStats, InvocationStats
+from shared.worker.stats import EndpointStats, InvocationStats
 
 TEMPLATE = load_template(DEFAULT_TEMPLATE)
 RESOURCES = TEMPLATE["Resources"]

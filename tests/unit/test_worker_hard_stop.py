@@ -58,7 +58,7 @@ def test_a_slow_store_makes_records_go_back_to_sqs_before_the_function_times_out
     exits: list[Any] = []
 
     async def setup() -> Any:
-        from shared.worker.batch_run import Worker
+        from shared.worker.processor import Worker
 
         ddb_cm = get_session().create_client(
             "dynamodb", region_name=REGION, endpoint_url=aws_url, aws_access_key_id="t", aws_secret_access_key="t"
