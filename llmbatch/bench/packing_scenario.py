@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from llmbatch.local.simulator.core import SimulatorConfig, start_simulator
+from llmbatch.local.simulator import SimulatorConfig, start_simulator
 from shared.endpoints.base import EndpointReply
 from shared.endpoints.openai_http import OpenAIHttpEndpoint
 from shared.limits.limiter import AdjustableLimiter

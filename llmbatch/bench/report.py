@@ -304,7 +304,7 @@ def markdown_report(report: BenchReport) -> str:
         "## What is measured",
         "",
         "One process drives three handlers over the **same job** (the same chat-completion lines; a new job id per "
-        "run) against the **same endpoint** (the simulator, `llmbatch/local/simulator/core.py`, in its own process, reset "
+        "run) against the **same endpoint** (the simulator, `llmbatch/local/simulator/`, in its own process, reset "
         "and reseeded before every run) and the same DynamoDB tables (moto's server, in its own process):",
         "",
         f"- **ours**: the real worker: `Container.create(WorkerConfig.from_env(...))` with the Worker function's "

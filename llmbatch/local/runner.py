@@ -37,7 +37,7 @@ class SimulatorProcess:
         self.url = ""
 
     def start(self) -> str:
-        cmd = [sys.executable, "-m", "llmbatch.local.simulator.core", "--port", "0"]
+        cmd = [sys.executable, "-m", "llmbatch.local.simulator", "--port", "0"]
         if self._config:
             cmd += ["--config-json", json.dumps(self._config)]
         root = str(Path(__file__).resolve().parents[2])

@@ -10,7 +10,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from llmbatch.local.simulator.core import SimulatorConfig, start_simulator
+from llmbatch.local.simulator import SimulatorConfig, start_simulator
 from shared.endpoints.openai_http import OpenAIHttpEndpoint
 from shared.limits.adaptive import AdaptiveConcurrency, queue_allowance
 from shared.limits.limiter import AdjustableLimiter

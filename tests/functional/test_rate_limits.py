@@ -21,7 +21,7 @@ from llmbatch.local.lambda_runtime import FakeLambdaContext
 from llmbatch.local.moto_server import MotoServer
 from llmbatch.local.poller import sqs_record
 from llmbatch.local.provision import REGION, provision_stack
-from llmbatch.local.simulator.core import SimulatorConfig, SimulatorThread
+from llmbatch.local.simulator import SimulatorConfig, SimulatorThread
 from shared.config import RuntimeLimits, WorkerConfig
 from shared.endpoints.openai_http import OpenAIHttpEndpoint
 from shared.jobs import JobMeta

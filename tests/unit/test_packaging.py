@@ -81,7 +81,7 @@ def test_the_import_scan_sees_every_form_of_import() -> None:
         "import textual\n"
         "import tui.app as a\n"
         "from llmbatch.cli import main\n"
-        "def f():\n    from llmbatch.local.simulator.core import start_simulator\n"
+        "def f():\n    from llmbatch.local.simulator import start_simulator\n"
         "from . import sibling\n"
         "from ..endpoints import base\n"
     )
@@ -94,7 +94,7 @@ def test_the_import_scan_sees_every_form_of_import() -> None:
         "textual",
         "tui.app",
         "llmbatch.cli",
-        "llmbatch.local.simulator.core",
+        "llmbatch.local.simulator",
         "shared.sub",
         "shared.endpoints",
     } <= modules

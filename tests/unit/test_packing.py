@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from llmbatch.bench.packing_scenario import run_once
-from llmbatch.local.simulator.core import SimulatorConfig, start_simulator
+from llmbatch.local.simulator import SimulatorConfig, start_simulator
 from shared.config import RuntimeLimits
 from shared.endpoints.base import EndpointReply
 from shared.endpoints.openai_http import OpenAIHttpEndpoint

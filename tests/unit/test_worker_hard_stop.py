@@ -15,7 +15,7 @@ from llmbatch.local.lambda_runtime import FakeLambdaContext
 from llmbatch.local.moto_server import MotoServer
 from llmbatch.local.poller import sqs_record
 from llmbatch.local.provision import REGION, provision_stack
-from llmbatch.local.simulator.core import SimulatorThread
+from llmbatch.local.simulator import SimulatorThread
 from shared.config import WorkerConfig
 from shared.endpoints.openai_http import OpenAIHttpEndpoint
 from shared.jobs import JobMeta
