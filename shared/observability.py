@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
+from shared.apportion import apportion
 from shared.endpoints.base import Endpoint, EndpointReply
 from shared.errors import LlmbatchError
 from shared.jobs import Metering
@@ -210,25 +211,13 @@ def trace_model_calls(worker: Worker, tracer: Tracer) -> None:
 # ---- metering ---------------------------------------------------------------------------
 
 
-def split_by_share(total: int, shares: Mapping[str, int]) -> dict[str, int]:
-    """``total`` split in proportion to ``shares``, in whole units that add up to it
-    (largest remainders get the units left over)."""
-    whole = sum(shares.values())
-    if whole <= 0:
-        return dict.fromkeys(shares, 0)
-    parts = {k: total * n // whole for k, n in shares.items()}
-    by_remainder = sorted(shares, key=lambda k: total * shares[k] % whole, reverse=True)
-    for k in by_remainder[: total - sum(parts.values())]:
-        parts[k] += 1
-    return parts
-
-
 def invocation_metering(stats: InvocationStats, duration_ms: int) -> dict[str, Metering]:
     """Each job's part of one invocation: its messages, their size, its claim checks, and the
     invocation's duration split by its share of the records. Only messages the worker took
     as their job's count (``stats.deliveries``): a stranger's message naming a job, or one
     nobody can read, moves no job's figures."""
-    compute = split_by_share(duration_ms, stats.deliveries)
+    jobs = list(stats.deliveries)
+    compute = dict(zip(jobs, apportion(duration_ms, [stats.deliveries[j] for j in jobs]), strict=True))
     return {
         job_id: Metering(
             compute_ms=compute[job_id],

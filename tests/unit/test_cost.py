@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
@@ -21,7 +20,7 @@ from llmbatch.client.cost import (
 )
 from shared.errors import ConfigError
 from shared.jobs import Counts, JobMeta, JobStatus, Metering
-from shared.observability import invocation_metering, split_by_share
+from shared.observability import invocation_metering
 from shared.store.tables import METERING_WRITE_UNITS
 from shared.worker.stats import InvocationStats
 
@@ -206,18 +205,6 @@ def test_dollars_show_the_digits_that_matter(amount: float, text: str) -> None:
 # --------------------------------------------------------------------------------------------
 # Metering one invocation
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("total", "shares"),
-    [(1000, {"a": 2, "b": 1}), (7, {"a": 1, "b": 1, "c": 1}), (0, {"a": 5}), (5, {"a": 1}), (101, {"a": 3, "b": 97})],
-)
-def test_a_duration_is_split_by_share_in_whole_units_that_add_up(total: int, shares: dict[str, int]) -> None:
-    parts = split_by_share(total, shares)
-    assert sum(parts.values()) == total
-    whole = sum(shares.values())
-    for k, n in shares.items():
-        assert math.floor(total * n / whole) <= parts[k] <= math.ceil(total * n / whole)
 
 
 def test_an_invocations_records_are_metered_per_job() -> None:
