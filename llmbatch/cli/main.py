@@ -17,6 +17,18 @@ from shared.errors import JobFileError, LlmbatchError
 
 #: How often `local up` looks whether Ctrl-C (or SIGTERM) asked it to stop.
 STOP_POLL_S = 0.2
+#: What the `local` extra installs for `local up`, `demo`, `drill` and `bench` (moto's server
+#: and its web stack, PyYAML for template.yaml); `pip install llmbatch` alone lacks them.
+LOCAL_EXTRA_MODULES = frozenset({"moto", "yaml", "werkzeug", "flask", "flask_cors"})
+LOCAL_EXTRA_HINT = "pip install 'llmbatch[local]'"
+
+
+def missing_extra(e: ModuleNotFoundError, command: str) -> str | None:
+    """The one line that says which extra ``command`` needs, when ``e`` is a module of the
+    ``local`` extra; None for any other missing module (a real bug, raised as it is)."""
+    if (e.name or "").split(".")[0] not in LOCAL_EXTRA_MODULES:
+        return None
+    return f"llmbatch {command}: needs the local extra ({e.name} is not installed): {LOCAL_EXTRA_HINT}"
 
 
 def _stack_arg(p: argparse.ArgumentParser) -> None:
@@ -136,12 +148,23 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"] and argv[1:2] not in (["-h"], ["--help"]):
         # Every later argument is the benchmark's, in order (`llmbatch bench --write-docs`):
         # argparse's REMAINDER does not take a first argument that looks like an option.
-        from llmbatch.bench.run import main as bench_main
+        try:
+            from llmbatch.bench.run import main as bench_main
 
-        return bench_main([a for a in argv[1:] if a != "--"])
+            return bench_main([a for a in argv[1:] if a != "--"])
+        except ModuleNotFoundError as e:
+            if (hint := missing_extra(e, "bench")) is None:
+                raise
+            print(hint, file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
+    except ModuleNotFoundError as e:
+        if (hint := missing_extra(e, args.command)) is None:
+            raise
+        print(hint, file=sys.stderr)
+        return 2
     except JobFileError as e:
         for line in e.problems:
             print(line, file=sys.stderr)

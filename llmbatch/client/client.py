@@ -396,6 +396,20 @@ class LlmbatchClient:
             Name=self.resources.limits_parameter, Value=limits.to_json(), Type="String", Overwrite=True
         )
 
+    async def limits_changed_at(self) -> datetime | None:
+        """When the limits parameter last changed (SSM's LastModifiedDate)."""
+        resp = await self.ssm.get_parameter(Name=self.resources.limits_parameter)
+        changed: datetime | None = resp["Parameter"].get("LastModifiedDate")
+        return changed
+
+    async def worker_concurrency_changed_at(self) -> datetime | None:
+        """When the worker's event source mapping last changed (its LastModified); None
+        when the function has no mapping."""
+        resp = await self.lambda_.list_event_source_mappings(FunctionName=self.resources.worker_function)
+        mappings = resp.get("EventSourceMappings") or []
+        changed: datetime | None = mappings[0].get("LastModified") if mappings else None
+        return changed
+
     async def _worker_mapping(self) -> dict[str, Any]:
         resp = await self.lambda_.list_event_source_mappings(FunctionName=self.resources.worker_function)
         mappings = resp.get("EventSourceMappings", [])

