@@ -22,7 +22,7 @@ from pydantic.fields import FieldInfo
 
 from shared.endpoints.specs import EndpointSpec, parse_endpoints, with_legacy_endpoint
 from shared.errors import ConfigError
-from shared.rate_math import RateLimits
+from shared.limits.rate_math import RateLimits
 
 #: Model calls in flight at once within one invocation: a live limit, and the worker's
 #: default for it (``MAX_CONCURRENCY``).
@@ -59,7 +59,7 @@ class RuntimeLimits(_Settings):
 
     #: Model calls in flight at once within one invocation.
     max_concurrency: Concurrency = 16
-    #: Let the calls in flight follow the endpoint (shared/adaptive.py), up to max_concurrency.
+    #: Let the calls in flight follow the endpoint (shared/limits/adaptive.py), up to max_concurrency.
     adaptive_concurrency: bool = False
     #: Requests and tokens per minute allowed at the endpoint (None: no limit).
     rpm_limit: int | None = Field(default=None, ge=1, le=10_000_000)

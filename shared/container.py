@@ -19,13 +19,13 @@ from aiobotocore.session import get_session
 
 from shared.config import WorkerConfig
 from shared.endpoints.factory import EndpointFactory
-from shared.limits_source import LimitsSource
+from shared.limits.rate_bucket import DynamoRateBucket
+from shared.limits.source import LimitsSource
+from shared.limits.throttle import Throttle
 from shared.payloads import PayloadStore
 from shared.queue_ops import QueueOps
-from shared.rate_bucket import DynamoRateBucket
-from shared.store import ResultStore
-from shared.throttle import Throttle
-from shared.worker import ContainerLoopBatchProcessor, Worker
+from shared.store.tables import ResultStore
+from shared.worker.processor import ContainerLoopBatchProcessor, Worker
 
 if TYPE_CHECKING:
     from shared.deadletter import DeadLetterRecorder
@@ -78,7 +78,7 @@ async def _build_worker(config: WorkerConfig, stack: AsyncExitStack) -> Worker:
     queue = QueueOps(
         sqs, request_queue_url=config.request_queue_url, dead_letter_queue_url=config.dead_letter_queue_url
     )
-    # One bucket per endpoint, in the jobs table, shared by every container (shared/rate_bucket.py).
+    # One bucket per endpoint, in the jobs table, shared by every container (shared/limits/rate_bucket.py).
     throttle = Throttle(DynamoRateBucket(ddb, config.jobs_table), overrides=config.rate_limit_overrides())
     return Worker(
         config, store, endpoints, queue=queue, limits=LimitsSource(config), payloads=payloads, throttle=throttle

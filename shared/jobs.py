@@ -51,7 +51,7 @@ class Counts:
 @dataclass(frozen=True)
 class Metering:
     """What a job used of the stack, summed from its counter shards like :class:`Counts`:
-    the inputs of its cost estimate (:mod:`shared.cost`)."""
+    the inputs of its cost estimate (:mod:`llmbatch.client.cost`)."""
 
     #: Worker invocation time spent on the job (ms): each invocation's duration, split
     #: across the jobs of its batch by their share of its records.

@@ -1,6 +1,6 @@
 """What an invocation reports: CloudWatch metrics (EMF, through Powertools Metrics), X-Ray
 traces when the stack turns them on (Powertools Tracer), and what it used of the stack per
-job (the counters behind the cost estimate, :mod:`shared.cost`).
+job (the counters behind the cost estimate, :mod:`llmbatch.client.cost`).
 
 Only counts, timings and ids leave the worker; prompt and response text never do. Traces
 carry no captured response (``capture_response=False``) and a model call's subsegment holds
@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
+from shared.apportion import apportion
 from shared.endpoints.base import Endpoint, EndpointReply
 from shared.errors import LlmbatchError
 from shared.jobs import Metering
-from shared.store import ResultStore
-from shared.worker import HARD_STOP_MARGIN_S, EndpointStats, InvocationStats, Worker
+from shared.store.tables import ResultStore
+from shared.worker.processor import HARD_STOP_MARGIN_S, Worker
+from shared.worker.stats import EndpointStats, InvocationStats
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
@@ -115,7 +117,7 @@ def make_tracer(service: str) -> Tracer | None:
     """A Powertools Tracer when tracing is on, else None.
 
     Asked before any Tracer exists because making one imports the X-Ray SDK, about 0.2 s of
-    cold start (bench/importtime.py) that a function with tracing off should not pay. Not
+    cold start (llmbatch/bench/importtime.py) that a function with tracing off should not pay. Not
     auto-patched: the SDK's patches keep one stack of open subsegments per thread, which
     concurrent model calls and DynamoDB writes on one event loop would tangle; model calls
     get subsegments of their own (:class:`TracedEndpoint`).
@@ -209,25 +211,13 @@ def trace_model_calls(worker: Worker, tracer: Tracer) -> None:
 # ---- metering ---------------------------------------------------------------------------
 
 
-def split_by_share(total: int, shares: Mapping[str, int]) -> dict[str, int]:
-    """``total`` split in proportion to ``shares``, in whole units that add up to it
-    (largest remainders get the units left over)."""
-    whole = sum(shares.values())
-    if whole <= 0:
-        return dict.fromkeys(shares, 0)
-    parts = {k: total * n // whole for k, n in shares.items()}
-    by_remainder = sorted(shares, key=lambda k: total * shares[k] % whole, reverse=True)
-    for k in by_remainder[: total - sum(parts.values())]:
-        parts[k] += 1
-    return parts
-
-
 def invocation_metering(stats: InvocationStats, duration_ms: int) -> dict[str, Metering]:
     """Each job's part of one invocation: its messages, their size, its claim checks, and the
     invocation's duration split by its share of the records. Only messages the worker took
     as their job's count (``stats.deliveries``): a stranger's message naming a job, or one
     nobody can read, moves no job's figures."""
-    compute = split_by_share(duration_ms, stats.deliveries)
+    jobs = list(stats.deliveries)
+    compute = dict(zip(jobs, apportion(duration_ms, [stats.deliveries[j] for j in jobs]), strict=True))
     return {
         job_id: Metering(
             compute_ms=compute[job_id],

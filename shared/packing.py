@@ -48,11 +48,11 @@ import asyncio
 import copy
 import json
 import logging
-import math
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.apportion import apportion
 from shared.endpoints.base import Endpoint, EndpointReply
 from shared.errors import PermanentError, TransientError
 from shared.results import Usage
@@ -196,22 +196,6 @@ def _packable(route: str, body: Any) -> _Request | None:
 # --------------------------------------------------------------------------------------------
 # Splitting an answer
 # --------------------------------------------------------------------------------------------
-
-
-def apportion(total: int, weights: Sequence[float]) -> list[int]:
-    """Whole-number shares of ``total`` in proportion to ``weights``, adding up to ``total``
-    exactly (largest remainder; ties to the earlier share). No weight at all: equal shares."""
-    if not weights:
-        return []
-    cleaned = [w if w > 0 and math.isfinite(w) else 0.0 for w in weights]
-    whole = sum(cleaned)
-    if whole <= 0:
-        cleaned, whole = [1.0] * len(weights), float(len(weights))
-    exact = [max(0, total) * w / whole for w in cleaned]
-    parts = [math.floor(x) for x in exact]
-    for i in sorted(range(len(parts)), key=lambda i: (parts[i] - exact[i], i))[: max(0, total) - sum(parts)]:
-        parts[i] += 1
-    return parts
 
 
 def input_weight(item: PromptItem) -> float:
@@ -581,7 +565,6 @@ __all__ = [
     "RouteShape",
     "Send",
     "UnpackError",
-    "apportion",
     "completion_shares",
     "input_weight",
     "send_directly",

@@ -122,8 +122,8 @@ def create_app(
 
 def run(stack_name: str | None = None) -> None:
     """Open the console on the named deployed stack, or on the running local stack."""
-    from shared.control import LlmbatchClient
-    from shared.stack import locate_stack
+    from llmbatch.client.client import LlmbatchClient
+    from llmbatch.client.stack import locate_stack
 
     resources = locate_stack(stack_name)
     app = create_app(lambda: LlmbatchClient(resources), stack_label=f"stack {resources.name} ({resources.region})")

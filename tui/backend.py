@@ -1,9 +1,9 @@
 """What the console needs from a stack, and small adapters over ``LlmbatchClient``.
 
 The console talks to any object with the async methods of
-:class:`shared.control.LlmbatchClient` (:class:`ConsoleClient`); the tests and the
-screenshot script hand in an in-memory one. Anything the client does not offer yet is read
-here, through the client's own AWS clients, until ``shared/control.py`` grows it.
+:class:`llmbatch.client.client.LlmbatchClient` (:class:`ConsoleClient`); the tests and the
+screenshot script hand in an in-memory one. The console calls the client's public methods
+only, never its AWS clients.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from llmbatch.client.client import ExportSummary, ProgressCallback, QueueStats
+from llmbatch.client.jobfile import JobFile
 from shared.config import RuntimeLimits
-from shared.control import ExportSummary, ProgressCallback, QueueStats
 from shared.deadletter import DeadLetter
-from shared.jobfile import JobFile
 from shared.jobs import JobStatus
 from shared.results import RequestResult
 
@@ -35,6 +35,8 @@ class ConsoleClient(Protocol):
     async def set_limits(self, limits: RuntimeLimits) -> None: ...
     async def get_worker_concurrency(self) -> int | None: ...
     async def set_worker_concurrency(self, value: int) -> None: ...
+    async def limits_changed_at(self) -> datetime | None: ...
+    async def worker_concurrency_changed_at(self) -> datetime | None: ...
     async def check_file(self, path: Path, *, endpoint: str = "default") -> JobFile: ...
     async def dead_letters(self, job_id: str | None = None) -> list[DeadLetter]: ...
     async def redrive(self, job_id: str | None = None) -> int: ...
@@ -56,32 +58,3 @@ def supports(client: object, method: str) -> bool:
     """Whether the client offers an optional action (``cancel``, ``retry_failed``); the
     in-memory demo stack offers neither."""
     return callable(getattr(client, method, None))
-
-
-async def limits_changed_at(client: object) -> datetime | None:
-    """When the limits parameter last changed (SSM's LastModifiedDate)."""
-    own = getattr(client, "limits_changed_at", None)
-    if callable(own):
-        value: datetime | None = await own()
-        return value
-    ssm, resources = getattr(client, "ssm", None), getattr(client, "resources", None)
-    if ssm is None or resources is None:
-        return None
-    resp = await ssm.get_parameter(Name=resources.limits_parameter)
-    changed: datetime | None = resp["Parameter"].get("LastModifiedDate")
-    return changed
-
-
-async def worker_concurrency_changed_at(client: object) -> datetime | None:
-    """When the worker's event source mapping last changed (its LastModified)."""
-    own = getattr(client, "worker_concurrency_changed_at", None)
-    if callable(own):
-        value: datetime | None = await own()
-        return value
-    lambda_, resources = getattr(client, "lambda_", None), getattr(client, "resources", None)
-    if lambda_ is None or resources is None:
-        return None
-    resp = await lambda_.list_event_source_mappings(FunctionName=resources.worker_function)
-    mappings = resp.get("EventSourceMappings") or []
-    changed: datetime | None = mappings[0].get("LastModified") if mappings else None
-    return changed

@@ -14,12 +14,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from llmbatch.client.client import ESM_CONCURRENCY_BOUNDS, ExportSummary, ProgressCallback, QueueStats
+from llmbatch.client.cost import PRICES_ENV
+from llmbatch.client.jobfile import JobFile, read_job_file
 from shared.config import RuntimeLimits
-from shared.control import ESM_CONCURRENCY_BOUNDS, ExportSummary, ProgressCallback, QueueStats
-from shared.cost import PRICES_ENV
 from shared.deadletter import UNASSIGNED, DeadLetter, is_redrivable
 from shared.errors import ConfigError, JobNotFoundError
-from shared.jobfile import JobFile, read_job_file
 from shared.jobs import Counts, JobMeta, JobStatus, Metering
 from shared.messages import RequestMessage
 from shared.results import RequestResult, RequestStatus, Usage

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from bench.run import main
-from bench.sweep import SVG_NAME
+from llmbatch.bench.run import main
+from llmbatch.bench.sweep import SVG_NAME
 
 pytestmark = pytest.mark.functional
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from bench.e2e import E2ERun
-from bench.e2e_report import END, START, splice
-from bench.run import main
+from llmbatch.bench.e2e import E2ERun
+from llmbatch.bench.e2e_report import END, START, splice
+from llmbatch.bench.run import main
 
 REQUESTS = 60
 RPM_REQUESTS = 30

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from bench.svg_chart import Panel, line_chart_svg, nice_ceiling
+from llmbatch.bench.svg_chart import Panel, line_chart_svg, nice_ceiling
 
 NS = {"svg": "http://www.w3.org/2000/svg"}
 XS = [4, 8, 16, 32, 64]

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from local_stack.template import function_spec, load_template
+from llmbatch.local.template import function_spec, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")
@@ -33,7 +33,7 @@ LAMBDA_UNZIPPED_LIMIT_BYTES = 250 * 1024 * 1024
 #: "Well under": half the limit leaves room for the dependencies still to come.
 WORKER_BUDGET_BYTES = LAMBDA_UNZIPPED_LIMIT_BYTES // 2
 #: Top-level names the console, the CLI, the local stack and the tests would bring.
-CONSOLE_SIDE = {"textual", "rich", "tui", "cli", "local_stack", "bench", "moto", "tests", "pytest", "llama_cpp"}
+CONSOLE_SIDE = {"textual", "rich", "tui", "llmbatch", "moto", "tests", "pytest", "llama_cpp"}
 #: ELF e_machine of each Lambda architecture.
 ELF_MACHINE = {"x86_64": 62, "arm64": 183}
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from local_stack.template import Resolver, function_spec, load_template, parameter_values
-from shared.cost import PRICES_ENV, PriceList
+from llmbatch.client.cost import PRICES_ENV, PriceList
+from llmbatch.local.template import Resolver, function_spec, load_template, parameter_values
 from shared.observability import TRACE_DISABLED_ENV, tracing_enabled
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from local_stack.provision import template_copy
-from local_stack.runner import LocalStack
-from shared.control import LlmbatchClient
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.local.provision import template_copy
+from llmbatch.local.runner import LocalStack
 from shared.jobs import JobStatus
 
 #: Fast enough for CI, slow enough that concurrency matters.

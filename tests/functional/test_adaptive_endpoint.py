@@ -10,10 +10,10 @@ import asyncio
 import aiohttp
 import pytest
 
-from local_stack.simulator import SimulatorConfig, start_simulator
-from shared.adaptive import AdaptiveConcurrency, queue_allowance
+from llmbatch.local.simulator import SimulatorConfig, start_simulator
 from shared.endpoints.openai_http import OpenAIHttpEndpoint
-from shared.limiter import AdjustableLimiter
+from shared.limits.adaptive import AdaptiveConcurrency, queue_allowance
+from shared.limits.limiter import AdjustableLimiter
 
 pytestmark = pytest.mark.functional
 

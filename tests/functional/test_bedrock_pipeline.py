@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from local_stack.bedrock_fake import BedrockFakeThread
-from local_stack.runner import LocalStack
-from shared.control import LlmbatchClient
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.local.bedrock_fake import BedrockFakeThread
+from llmbatch.local.runner import LocalStack
 from shared.messages import BEDROCK_RECORD_ROUTE
 from shared.results import RequestStatus
 from tests.functional.conftest import FAST_RETRIES, wait_finished, write_jobfile

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from local_stack.runner import LocalStack
-from shared.control import LlmbatchClient
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.local.runner import LocalStack
 from shared.jobs import JobState
 from tests.functional.conftest import chat_line, sim_reset, sim_stats, wait_finished, write_jobfile
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from cli.main import main
-from local_stack.runner import LocalStack
+from llmbatch.cli.main import main
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.local.runner import LocalStack
 from shared.config import RuntimeLimits
-from shared.control import LlmbatchClient
 from tests.functional.conftest import chat_line, wait_finished, write_jobfile
 
 

@@ -16,13 +16,13 @@ from typing import Any
 import boto3
 import pytest
 
-from cli.main import main
-from local_stack.lambda_runtime import FakeLambdaContext
-from local_stack.poller import sqs_record
-from local_stack.provision import REGION
-from local_stack.runner import LocalStack
-from shared.control import LlmbatchClient
-from shared.cost import PRICES_ENV, usd
+from llmbatch.cli.main import main
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.client.cost import PRICES_ENV, usd
+from llmbatch.local.lambda_runtime import FakeLambdaContext
+from llmbatch.local.poller import sqs_record
+from llmbatch.local.provision import REGION
+from llmbatch.local.runner import LocalStack
 from shared.jobs import JobMeta, JobStatus, new_job_id
 from shared.messages import RequestMessage
 from tests.functional.conftest import chat_line, wait_finished, write_jobfile
@@ -219,7 +219,7 @@ def test_status_still_answers_when_the_prices_are_broken(state: LocalStack, caps
 #: Runs the worker's handler once in a fresh interpreter, as a Lambda container would.
 HANDLER_ONCE = """
 import json, sys
-from local_stack.lambda_runtime import FakeLambdaContext
+from llmbatch.local.lambda_runtime import FakeLambdaContext
 import functions.worker.app as app
 event = json.load(sys.stdin)
 print(json.dumps({"tracer": app.tracer is not None, "response": app.lambda_handler(event, FakeLambdaContext("w", 512, 30))}))

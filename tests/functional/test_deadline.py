@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from local_stack.runner import LocalStack
-from shared.control import LlmbatchClient
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.local.runner import LocalStack
 from tests.functional.conftest import FAST_RETRIES, chat_line, template_variant, wait_finished, write_jobfile
 
 FUNCTION_TIMEOUT_S = 5

@@ -18,10 +18,10 @@ from typing import Any
 import boto3
 import pytest
 
-from local_stack.lambda_runtime import FakeLambdaContext
-from local_stack.moto_server import MotoServer
-from local_stack.poller import sqs_record
-from local_stack.provision import REGION, ProvisionedStack, provision_stack
+from llmbatch.local.lambda_runtime import FakeLambdaContext
+from llmbatch.local.moto_server import MotoServer
+from llmbatch.local.poller import sqs_record
+from llmbatch.local.provision import REGION, ProvisionedStack, provision_stack
 from shared.config import WorkerConfig
 from shared.container import Container
 from shared.endpoints.base import EndpointReply
@@ -29,7 +29,7 @@ from shared.errors import EndpointHTTPError
 from shared.jobs import JobMeta
 from shared.messages import RequestMessage, sign
 from shared.results import RequestResult, Usage
-from shared.store import ResultStore
+from shared.store.tables import ResultStore
 
 SIGN_KEY = "0123456789abcdef0123456789abcdef"
 

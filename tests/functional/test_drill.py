@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from local_stack.drill import run_drill
+from llmbatch.local.drill import run_drill
 
 
 def test_under_every_fault_at_once_each_request_is_answered_exactly_once() -> None:

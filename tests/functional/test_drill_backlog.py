@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from local_stack.drill_backlog import run_backlog
+from llmbatch.local.drill_backlog import run_backlog
 
 
 def test_a_backlog_behind_a_binding_rate_limit_is_called_once_and_never_dead_lettered() -> None:

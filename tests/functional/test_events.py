@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from local_stack.lambda_runtime import ContainerProcess
-from local_stack.runner import LocalStack
-from shared.control import LlmbatchClient
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.local.lambda_runtime import ContainerProcess
+from llmbatch.local.runner import LocalStack
 from shared.errors import JobNotFoundError
 from shared.jobs import JobMeta
 

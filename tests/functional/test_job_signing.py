@@ -14,14 +14,14 @@ from typing import Any
 import boto3
 import pytest
 
-from local_stack.moto_server import MotoServer
-from local_stack.provision import provision_stack
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.client.stack import StackResources
+from llmbatch.local.moto_server import MotoServer
+from llmbatch.local.provision import provision_stack
 from shared import control
-from shared.control import LlmbatchClient
 from shared.errors import ConfigError
 from shared.jobs import JobMeta, NewJob, new_job_id
 from shared.messages import MESSAGE_VERSION, SIGN_KEY_HEX_LEN, RequestMessage, belongs_to, decode_message
-from shared.stack import StackResources
 from tests.functional.conftest import chat_line, write_jobfile
 
 

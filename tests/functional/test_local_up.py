@@ -14,7 +14,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from shared.stack import locate_stack
+from llmbatch.client.stack import locate_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,15 @@ def test_local_up_serves_the_cli_and_ctrl_c_stops_everything(tmp_path: Path, mon
     endpoints = {"claude": {"kind": "bedrock", "default_model": "anthropic.claude-3-haiku-20240307-v1:0"}}
     (tmp_path / "endpoints.json").write_text(json.dumps(endpoints))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "local", "up", "--parameter", f"Endpoints=@{tmp_path / 'endpoints.json'}"],
+        [
+            sys.executable,
+            "-m",
+            "llmbatch.cli.main",
+            "local",
+            "up",
+            "--parameter",
+            f"Endpoints=@{tmp_path / 'endpoints.json'}",
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -64,7 +72,7 @@ def test_local_up_serves_the_cli_and_ctrl_c_stops_everything(tmp_path: Path, mon
             + "\n"
         )
         submitted = subprocess.run(
-            [sys.executable, "-m", "cli.main", "submit", str(job)],
+            [sys.executable, "-m", "llmbatch.cli.main", "submit", str(job)],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -132,7 +140,7 @@ def test_a_deployed_stack_is_found_through_its_outputs() -> None:
 def test_local_up_refuses_a_parameter_the_template_does_not_have(tmp_path: Path) -> None:
     env = {**os.environ, "LLMBATCH_STATE": str(tmp_path / "local.json")}
     done = subprocess.run(
-        [sys.executable, "-m", "cli.main", "local", "up", "--parameter", "Endpionts={}"],
+        [sys.executable, "-m", "llmbatch.cli.main", "local", "up", "--parameter", "Endpionts={}"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -8,8 +8,8 @@ import time
 
 import boto3
 
-from local_stack.runner import LocalStack
-from shared.control import LlmbatchClient
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.local.runner import LocalStack
 from shared.deadletter import UNASSIGNED, DeadLetter
 from shared.jobs import JobMeta, new_job_id
 from shared.results import RequestStatus

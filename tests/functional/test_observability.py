@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from local_stack.lambda_runtime import FakeLambdaContext
-from local_stack.poller import sqs_record
-from local_stack.provision import REGION
-from local_stack.runner import LocalStack
-from shared.control import LlmbatchClient
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.local.lambda_runtime import FakeLambdaContext
+from llmbatch.local.poller import sqs_record
+from llmbatch.local.provision import REGION
+from llmbatch.local.runner import LocalStack
 from shared.jobs import JobMeta, new_job_id
 from shared.messages import RequestMessage
 from shared.observability import ENDPOINT_DIMENSION
 from shared.request_log import body_fingerprint
-from shared.worker import NO_ENDPOINT
+from shared.worker.stats import NO_ENDPOINT
 
 SECRET_PROMPT = "the launch code is 0000"
 QUEUE_ARN = "arn:aws:sqs:us-east-1:1:q"

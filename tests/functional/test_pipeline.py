@@ -7,8 +7,8 @@ from pathlib import Path
 
 import boto3
 
-from local_stack.runner import LocalStack
-from shared.control import LlmbatchClient
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.local.runner import LocalStack
 from shared.results import RequestStatus
 from tests.functional.conftest import chat_line, sim_stats, wait_finished, write_jobfile
 

@@ -1,12 +1,12 @@
 """Poison of every kind, sent through the SDK among a job's own requests, changes no other
-message's outcome, and the job's counts stay its own (``local_stack/poison.py``)."""
+message's outcome, and the job's counts stay its own (``llmbatch.local/poison.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from local_stack.poison import Outcome, Poison, PoisonReport, _check, catalogue, members_of, run_poison
-from local_stack.runner import LocalStack
+from llmbatch.local.poison import Outcome, Poison, PoisonReport, _check, catalogue, members_of, run_poison
+from llmbatch.local.runner import LocalStack
 from shared.deadletter import UNASSIGNED, DeadLetter
 from shared.errors import InvalidMessageError
 from shared.jobs import NewJob

@@ -1,5 +1,5 @@
-"""Global rate limits: the DynamoDB bucket (shared/rate_bucket.py) shared by several
-containers at once, the lease pool in front of it (shared/throttle.py), and the worker
+"""Global rate limits: the DynamoDB bucket (shared/limits/rate_bucket.py) shared by several
+containers at once, the lease pool in front of it (shared/limits/throttle.py), and the worker
 keeping an endpoint's RPM limit and its Retry-After. Against moto's server over real HTTP
 and the simulator; every assertion counts, none times."""
 
@@ -17,21 +17,21 @@ import aiohttp
 import pytest
 from aiobotocore.session import get_session
 
-from local_stack.lambda_runtime import FakeLambdaContext
-from local_stack.moto_server import MotoServer
-from local_stack.poller import sqs_record
-from local_stack.provision import REGION, provision_stack
-from local_stack.simulator import SimulatorConfig, SimulatorThread
+from llmbatch.local.lambda_runtime import FakeLambdaContext
+from llmbatch.local.moto_server import MotoServer
+from llmbatch.local.poller import sqs_record
+from llmbatch.local.provision import REGION, provision_stack
+from llmbatch.local.simulator import SimulatorConfig, SimulatorThread
 from shared.config import RuntimeLimits, WorkerConfig
 from shared.endpoints.openai_http import OpenAIHttpEndpoint
 from shared.jobs import JobMeta
+from shared.limits.rate_bucket import DynamoRateBucket, bucket_key
+from shared.limits.rate_math import REQUESTS_ATTR, RateLimits
+from shared.limits.throttle import Throttle
 from shared.messages import RequestMessage
-from shared.rate_bucket import DynamoRateBucket, bucket_key
-from shared.rate_math import REQUESTS_ATTR, RateLimits
 from shared.results import Usage
-from shared.store import ResultStore, from_ddb
-from shared.throttle import Throttle
-from shared.worker import Worker
+from shared.store.tables import ResultStore, from_ddb
+from shared.worker.processor import Worker
 
 pytestmark = pytest.mark.functional
 

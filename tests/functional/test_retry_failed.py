@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from local_stack.runner import LocalStack
-from shared.control import LlmbatchClient
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.local.runner import LocalStack
 from shared.jobs import JobState
 from shared.results import RequestStatus
 from tests.functional.conftest import chat_line, sim_stats, wait_finished, write_jobfile

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from local_stack.runner import LocalStack
-from shared.control import LlmbatchClient
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.local.runner import LocalStack
 from shared.results import RequestStatus
 from tests.functional.conftest import FAST_RETRIES, wait_finished, write_jobfile
 

@@ -15,7 +15,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from shared.stack import StackResources
+from llmbatch.client.stack import StackResources
 
 REGION = "us-east-1"
 
@@ -44,7 +44,7 @@ def _dummy_zip() -> bytes:
 
 
 def provision_by_hand(url: str, name: str) -> StackResources:
-    """The stack's resources, made one by one (used when local_stack's provisioner is absent)."""
+    """The stack's resources, made one by one (used when llmbatch.local's provisioner is absent)."""
     sqs, ddb, ssm, iam, lam = (aws(s, url) for s in ("sqs", "dynamodb", "ssm", "iam", "lambda"))
     dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -113,7 +113,7 @@ def stack(moto_url: str) -> StackResources:
     """A fresh stack (its own names) in the shared moto server."""
     name = f"tui-{uuid.uuid4().hex[:8]}"
     try:
-        from local_stack.provision import provision_stack
+        from llmbatch.local.provision import provision_stack
     except ImportError:
         return provision_by_hand(moto_url, name)
     return provision_stack(moto_url, stack_name=name).resources

@@ -10,12 +10,12 @@ import boto3
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Input, Static
 
-from shared.control import LlmbatchClient
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.client.stack import StackResources
 from shared.deadletter import UNASSIGNED
 from shared.jobs import JobMeta
 from shared.messages import RequestMessage
 from shared.results import RequestResult, RequestStatus, Usage
-from shared.stack import StackResources
 from tui.app import LlmbatchConsole, create_app
 from tui.pilot import text_of, wait_for
 from tui.screens.confirm import ConfirmScreen

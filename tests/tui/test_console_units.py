@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from rich.console import Console
 from textual.widgets import DataTable, DirectoryTree, Input, Static
 
-from shared.control import QueueStats
+from llmbatch.client.client import QueueStats
 from shared.deadletter import UNASSIGNED
 from shared.errors import ConfigError, JobFileError
 from shared.jobs import Counts, JobMeta, JobStatus

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from rich.console import Console
 from textual.widgets import Static
 
-from shared.cost import Pricing, estimate_cost
+from llmbatch.client.cost import Pricing, estimate_cost
 from tui.demo import DemoClient
 from tui.pilot import wait_for
 from tui.screens.job_detail import JobDetailScreen

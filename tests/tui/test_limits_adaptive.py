@@ -9,8 +9,8 @@ from pathlib import Path
 import boto3
 from textual.widgets import Static
 
-from shared.control import LlmbatchClient
-from shared.stack import StackResources
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.client.stack import StackResources
 from tui.app import create_app
 from tui.pilot import text_of, wait_for
 from tui.screens.limits import ADAPTIVE, LimitsScreen

@@ -1,4 +1,4 @@
-"""The adaptive concurrency limit (shared/adaptive.py) against a model of an endpoint with a
+"""The adaptive concurrency limit (shared/limits/adaptive.py) against a model of an endpoint with a
 fixed number of slots: no clock, no network; latencies are computed, not measured."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from shared.adaptive import BACKOFF, INITIAL_LIMIT, PROBE_EVERY, VegasLimit, queue_allowance
+from shared.limits.adaptive import BACKOFF, INITIAL_LIMIT, PROBE_EVERY, VegasLimit, queue_allowance
 
 
 def queueing_latency(in_flight: int, *, slots: int, base_s: float) -> float:

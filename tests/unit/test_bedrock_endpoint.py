@@ -13,7 +13,7 @@ import pytest
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 
-from local_stack.bedrock_fake import ERROR_STATUS, FakeBedrock, RunningFake, start_bedrock_fake
+from llmbatch.local.bedrock_fake import ERROR_STATUS, FakeBedrock, RunningFake, start_bedrock_fake
 from shared.endpoints.aws_sdk import classify_botocore_error
 from shared.endpoints.base import Endpoint
 from shared.endpoints.bedrock import PERMANENT_CODES, TRANSIENT_CODES, classify_client_error

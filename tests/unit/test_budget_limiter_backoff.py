@@ -1,5 +1,5 @@
 """Tests of the invocation's time and concurrency controls: ``Deadline`` (shared/budget.py),
-``AdjustableLimiter`` (shared/limiter.py) and ``retry_delay_s`` (shared/backoff.py).
+``AdjustableLimiter`` (shared/limits/limiter.py) and ``retry_delay_s`` (shared/backoff.py).
 
 Time is a fake clock; concurrency is checked by counting holders at every step, never by
 timing. Waits are for conditions, with a timeout.
@@ -21,7 +21,7 @@ from shared.errors import (
     EndpointTimeoutError,
     TransientError,
 )
-from shared.limiter import AdjustableLimiter
+from shared.limits.limiter import AdjustableLimiter
 
 
 class FakeClock:

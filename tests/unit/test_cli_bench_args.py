@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-import bench.run
-from cli.main import main
+import llmbatch.bench.run
+from llmbatch.cli.main import main
 
 
 @pytest.mark.parametrize(
@@ -20,7 +20,7 @@ from cli.main import main
 )
 def test_the_benchmarks_options_reach_it_in_order(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Any] = []
-    monkeypatch.setattr(bench.run, "main", lambda args: seen.append(args) or 0)
+    monkeypatch.setattr(llmbatch.bench.run, "main", lambda args: seen.append(args) or 0)
     assert main(argv) == 0
     assert seen == [["--write-docs", "--scenario", "rpm"]]
 

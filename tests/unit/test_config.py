@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from local_stack.template import Resolver, function_spec, load_template, parameter_values
+from llmbatch.local.template import Resolver, function_spec, load_template, parameter_values
 from shared.config import RuntimeLimits, WorkerConfig
 from shared.errors import ConfigError
-from shared.limits_source import LimitsSource
+from shared.limits.source import LimitsSource
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 #: The variables the worker cannot do without.

@@ -1,15 +1,14 @@
-"""The cost estimate (shared/cost.py) and the per-invocation metering behind it
+"""The cost estimate (llmbatch/client/cost.py) and the per-invocation metering behind it
 (shared/observability.py): pure arithmetic, no AWS."""
 
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
-from shared.control import SQS_BATCH_MAX_ENTRIES
-from shared.cost import (
+from llmbatch.client.client import SQS_BATCH_MAX_ENTRIES
+from llmbatch.client.cost import (
     PRICES_ENV,
     SQS_BILLED_CHUNK_BYTES,
     AwsPrices,
@@ -21,9 +20,9 @@ from shared.cost import (
 )
 from shared.errors import ConfigError
 from shared.jobs import Counts, JobMeta, JobStatus, Metering
-from shared.observability import invocation_metering, split_by_share
-from shared.store import METERING_WRITE_UNITS
-from shared.worker import InvocationStats
+from shared.observability import invocation_metering
+from shared.store.tables import METERING_WRITE_UNITS
+from shared.worker.stats import InvocationStats
 
 #: Round numbers, so every expected figure below can be checked by hand.
 PRICES = AwsPrices(
@@ -206,18 +205,6 @@ def test_dollars_show_the_digits_that_matter(amount: float, text: str) -> None:
 # --------------------------------------------------------------------------------------------
 # Metering one invocation
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("total", "shares"),
-    [(1000, {"a": 2, "b": 1}), (7, {"a": 1, "b": 1, "c": 1}), (0, {"a": 5}), (5, {"a": 1}), (101, {"a": 3, "b": 97})],
-)
-def test_a_duration_is_split_by_share_in_whole_units_that_add_up(total: int, shares: dict[str, int]) -> None:
-    parts = split_by_share(total, shares)
-    assert sum(parts.values()) == total
-    whole = sum(shares.values())
-    for k, n in shares.items():
-        assert math.floor(total * n / whole) <= parts[k] <= math.ceil(total * n / whole)
 
 
 def test_an_invocations_records_are_metered_per_job() -> None:

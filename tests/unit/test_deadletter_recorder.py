@@ -15,8 +15,9 @@ import pytest
 from aiobotocore.session import get_session
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from local_stack.moto_server import MotoServer
-from local_stack.provision import provision_stack
+from llmbatch.client.stack import StackResources
+from llmbatch.local.moto_server import MotoServer
+from llmbatch.local.provision import provision_stack
 from shared import deadletter
 from shared.container import DeadLetterContainer
 from shared.deadletter import (
@@ -26,13 +27,12 @@ from shared.deadletter import (
     is_redrivable,
     list_dead_letters,
 )
-from shared.item_size import ITEM_MAX_BYTES, item_bytes
 from shared.jobs import JobMeta
 from shared.messages import sign
 from shared.payloads import PayloadStore
 from shared.results import RequestStatus
-from shared.stack import StackResources
-from shared.store import ResultStore
+from shared.store.item_size import ITEM_MAX_BYTES, item_bytes
+from shared.store.tables import ResultStore
 
 pytestmark = pytest.mark.functional
 

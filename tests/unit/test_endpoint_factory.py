@@ -12,7 +12,7 @@ from contextlib import AsyncExitStack
 import pytest
 from aiobotocore.session import get_session
 
-from local_stack.simulator import SimulatorConfig, start_simulator
+from llmbatch.local.simulator import SimulatorConfig, start_simulator
 from shared.config import WorkerConfig
 from shared.container import Container
 from shared.endpoints.factory import EndpointFactory

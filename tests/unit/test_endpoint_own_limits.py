@@ -7,9 +7,9 @@ import json
 import math
 
 from shared.config import RuntimeLimits, WorkerConfig
+from shared.limits.rate_math import RateLimits
+from shared.limits.throttle import Throttle
 from shared.packing import Packer
-from shared.rate_math import RateLimits
-from shared.throttle import Throttle
 from tests.unit.test_packing import EMB, FakeEndpoint, ask, emb
 
 ENV = {

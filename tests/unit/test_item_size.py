@@ -1,5 +1,5 @@
-"""Item sizes as DynamoDB counts them (shared/item_size.py) and fitting a result to one item
-without a payload bucket (shared/result_fit.py): pure functions, no AWS."""
+"""Item sizes as DynamoDB counts them (shared/store/item_size.py) and fitting a result to one item
+without a payload bucket (shared/store/result_fit.py): pure functions, no AWS."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from shared.item_size import ITEM_MAX_BYTES, attribute_bytes, item_bytes, key_fits, number_bytes, to_ddb
-from shared.result_fit import (
+from shared.results import RequestResult, RequestStatus, Usage
+from shared.store.item_size import ITEM_MAX_BYTES, attribute_bytes, item_bytes, key_fits, number_bytes, to_ddb
+from shared.store.result_fit import (
     REQUEST_MESSAGE_INLINE_MAX_BYTES,
     RESPONSE_TOO_LARGE,
     STORE_REFUSED,
@@ -17,7 +18,6 @@ from shared.result_fit import (
     response_key,
     result_bytes,
 )
-from shared.results import RequestResult, RequestStatus, Usage
 
 CJK = "数据库"  # three characters, nine UTF-8 bytes
 

@@ -1,4 +1,4 @@
-"""Tests of ``shared.jobfile.read_job_file``: the whole file is checked before anything is
+"""Tests of ``llmbatch.client.jobfile.read_job_file``: the whole file is checked before anything is
 enqueued, and every problem is reported as ``FILE:LINE: reason``."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from llmbatch.client.jobfile import MAX_REPORTED_PROBLEMS, largest_message_bytes, read_job_file
 from shared.errors import JobFileError
-from shared.jobfile import MAX_REPORTED_PROBLEMS, largest_message_bytes, read_job_file
 from shared.messages import MAX_BODY_NESTING, SUPPORTED_URLS, JobLine, RequestMessage, decode_message
 
 

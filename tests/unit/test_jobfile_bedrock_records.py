@@ -11,8 +11,8 @@ from typing import Any
 import jsonschema
 import pytest
 
+from llmbatch.client.jobfile import read_job_file
 from shared.errors import JobFileError
-from shared.jobfile import read_job_file
 from shared.messages import BEDROCK_RECORD_ROUTE, RequestMessage, decode_message, message_json_schema
 
 CLAUDE_INPUT = {

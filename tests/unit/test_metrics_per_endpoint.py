@@ -12,7 +12,7 @@ import pytest
 from aws_lambda_powertools import Metrics
 
 from shared.observability import ENDPOINT_DIMENSION, MAX_LATENCY_VALUES, latency_sample, publish_invocation
-from shared.worker import NO_ENDPOINT, EndpointStats, InvocationStats
+from shared.worker.stats import NO_ENDPOINT, EndpointStats, InvocationStats
 
 
 @pytest.fixture

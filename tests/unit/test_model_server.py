@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from local_stack import model_server
-from local_stack.model_server import INSTALL_HINT, ModelServer, ModelServerError
+from llmbatch.local import model_server
+from llmbatch.local.model_server import INSTALL_HINT, ModelServer, ModelServerError
 
 
 def test_a_missing_model_file_is_named_and_nothing_is_started(tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_a_missing_model_file_is_named_and_nothing_is_started(tmp_path: Path) ->
 
 
 def test_without_the_extra_the_error_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    # GIVEN the weights' package is not installed (as without the local-model extra)
+    # GIVEN the weights' package is not installed (as without the local extra)
     monkeypatch.setattr(model_server, "SMOLLM_PACKAGE", "llmbatch_no_such_weights_package")
 
     # WHEN the server looks for its model THEN it says how to install it

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from aws_lambda_powertools import Metrics
 
-from local_stack.provision import DEFAULT_TEMPLATE
-from local_stack.template import Resolver, load_template, parameter_values
+from llmbatch.local.provision import DEFAULT_TEMPLATE
+from llmbatch.local.template import Resolver, load_template, parameter_values
 from shared.observability import ENDPOINT_DIMENSION, publish_invocation
-from shared.worker import EndpointStats, InvocationStats
+from shared.worker.stats import EndpointStats, InvocationStats
 
 TEMPLATE = load_template(DEFAULT_TEMPLATE)
 RESOURCES = TEMPLATE["Resources"]

@@ -1,7 +1,7 @@
 """The local stack's patches to moto keep moto's (and AWS's) semantics.
 
-``local_stack/moto_sqs.py`` makes standard queues O(1) in their depth and
-``local_stack/moto_dynamodb.py`` rolls transactions back item by item: each test here is a
+``llmbatch/local/moto_sqs.py`` makes standard queues O(1) in their depth and
+``llmbatch/local/moto_dynamodb.py`` rolls transactions back item by item: each test here is a
 behaviour those patches must not change, checked over real HTTP against the patched server.
 """
 
@@ -16,7 +16,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from local_stack.moto_server import MotoServer
+from llmbatch.local.moto_server import MotoServer
 
 REGION = "us-east-1"
 
@@ -320,7 +320,7 @@ def test_a_transaction_does_not_copy_the_table(ddb: Any, monkeypatch: pytest.Mon
 
 
 def test_the_same_condition_is_judged_against_each_item_afresh(ddb: Any) -> None:
-    # The parsed condition is reused (local_stack/moto_dynamodb.py); its verdict is not.
+    # The parsed condition is reused (llmbatch/local/moto_dynamodb.py); its verdict is not.
     t = new_table(ddb)
     first_write = {"ConditionExpression": "attribute_not_exists(sk)"}
     ddb.put_item(TableName=t, Item={"pk": {"S": "j"}, "sk": {"S": "a"}}, **first_write)
@@ -360,7 +360,7 @@ def test_each_service_is_found_for_every_request_on_one_server(url: str) -> None
 
 
 def test_dynamodb_calls_to_the_stacks_endpoint_reach_the_dynamodb_process_unchanged() -> None:
-    from local_stack.moto_server import MotoServerProcess
+    from llmbatch.local.moto_server import MotoServerProcess
 
     with MotoServerProcess() as dynamodb, MotoServerProcess(forward_dynamodb=dynamodb.url) as main:
         # GIVEN a table made through the stack's one endpoint
@@ -413,7 +413,7 @@ def test_a_queue_keeps_nothing_of_the_messages_it_deleted() -> None:
     # (moto itself kept every deleted receipt handle forever).
     from moto.sqs.models import Message
 
-    from local_stack.moto_sqs import MessageIndex
+    from llmbatch.local.moto_sqs import MessageIndex
 
     ix = MessageIndex()
     # GIVEN a backlog sent before any is received (as a submit runs ahead of the workers)

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from local_stack.simulator import MISSING_MODEL, SimulatorConfig, SimulatorThread, start_simulator
+from llmbatch.local.simulator import MISSING_MODEL, SimulatorConfig, SimulatorThread, start_simulator
 from shared.endpoints.base import EndpointReply
 from shared.endpoints.openai_http import OpenAIHttpEndpoint, join_url, parse_retry_after
 from shared.errors import (

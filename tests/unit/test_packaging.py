@@ -80,8 +80,8 @@ def test_the_import_scan_sees_every_form_of_import() -> None:
     source = (
         "import textual\n"
         "import tui.app as a\n"
-        "from cli import main\n"
-        "def f():\n    from local_stack.simulator import start_simulator\n"
+        "from llmbatch.cli import main\n"
+        "def f():\n    from llmbatch.local.simulator import start_simulator\n"
         "from . import sibling\n"
         "from ..endpoints import base\n"
     )
@@ -90,7 +90,14 @@ def test_the_import_scan_sees_every_form_of_import() -> None:
     modules = imported_modules(source, package="shared.sub")
 
     # THEN each import is found, relative ones resolved inside the package
-    assert {"textual", "tui.app", "cli", "local_stack.simulator", "shared.sub", "shared.endpoints"} <= modules
+    assert {
+        "textual",
+        "tui.app",
+        "llmbatch.cli",
+        "llmbatch.local.simulator",
+        "shared.sub",
+        "shared.endpoints",
+    } <= modules
 
 
 def test_requirement_lines_are_parsed_to_normalized_names_and_pins() -> None:
@@ -158,12 +165,12 @@ def test_lambda_code_never_imports_the_console(directory: str) -> None:
     assert offenders == {}
 
 
-def test_shared_never_imports_functions_the_console_the_cli_or_the_local_stack() -> None:
+def test_shared_never_imports_functions_the_console_or_the_operator_package() -> None:
     # GIVEN every module of shared/ (the layer holds shared/ alone)
     scanned = imports_under("shared")
     assert len(scanned) >= 10
 
     # WHEN / THEN none imports a package that is not in the layer
-    forbidden = {"functions", "tui", "cli", "local_stack"}
+    forbidden = {"functions", "tui", "llmbatch"}
     offenders = {path: mods & forbidden for path, mods in scanned.items() if mods & forbidden}
     assert offenders == {}

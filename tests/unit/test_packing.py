@@ -18,13 +18,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bench.packing_scenario import run_once
-from local_stack.simulator import SimulatorConfig, start_simulator
+from llmbatch.bench.packing_scenario import run_once
+from llmbatch.local.simulator import SimulatorConfig, start_simulator
 from shared.config import RuntimeLimits
 from shared.endpoints.base import EndpointReply
 from shared.endpoints.openai_http import OpenAIHttpEndpoint
 from shared.errors import ConfigError, EndpointHTTPError, PermanentError
-from shared.packing import OutgoingCall, Packer, apportion, send_directly, single_item
+from shared.packing import OutgoingCall, Packer, send_directly, single_item
 from shared.results import Usage
 
 EMB = "/v1/embeddings"
@@ -317,16 +317,6 @@ async def test_completions_are_split_by_choice_index_with_exact_usage_shares() -
         assert reply.usage == own.usage
         call_no = next(n for n, c in enumerate(endpoint.calls, 1) if body["prompt"] in c.inputs)
         assert reply.body["id"] == f"cmpl-{call_no}" and reply.request_id == f"req-{call_no}"
-
-
-def test_shares_add_up_to_the_total_and_follow_the_weights() -> None:
-    assert apportion(10, [1, 1, 1]) == [4, 3, 3]
-    assert apportion(7, [0, 0]) == [4, 3]
-    assert apportion(100, [3, 1]) == [75, 25]
-    assert apportion(0, [5, 5]) == [0, 0]
-    assert apportion(5, []) == []
-    for total in (1, 17, 1001):
-        assert sum(apportion(total, [0.3, 2.0, 7.7, 0.0])) == total
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The global bucket's arithmetic (shared/rate_math.py): no AWS, no clock."""
+"""The global bucket's arithmetic (shared/limits/rate_math.py): no AWS, no clock."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from shared.rate_math import (
+from shared.limits.rate_math import (
     DEFAULT_MAX_TOKENS,
     REQUESTS_ATTR,
     TOKENS_ATTR,

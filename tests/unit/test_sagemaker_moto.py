@@ -16,7 +16,7 @@ import pytest
 from aiobotocore.session import get_session
 from moto.sagemakerruntime.models import sagemakerruntime_backends
 
-from local_stack.moto_server import MotoServer
+from llmbatch.local.moto_server import MotoServer
 from shared.endpoints.factory import model_client_config
 from shared.endpoints.sagemaker import SageMakerEndpoint, inference_id
 from shared.endpoints.sagemaker_mapping import MAPPINGS

@@ -12,7 +12,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from local_stack.simulator import SimulatorConfig, start_simulator
+from llmbatch.local.simulator import SimulatorConfig, start_simulator
 from shared.endpoints.base import EndpointReply
 from shared.endpoints.openai_http import OpenAIHttpEndpoint
 from shared.errors import ConfigError, PermanentError, TransientError

@@ -1,4 +1,4 @@
-"""Tests of the OpenAI-compatible endpoint simulator (local_stack/simulator.py).
+"""Tests of the OpenAI-compatible endpoint simulator (llmbatch/local/simulator/).
 
 Every test talks HTTP to a real server on 127.0.0.1 (port 0), because the point of the
 simulator is its wire behaviour: status codes, headers, queueing and disconnects.  No test
@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from local_stack.simulator import (
+from llmbatch.local.simulator import (
     RunningSimulator,
     SimulatorConfig,
     SimulatorThread,
@@ -552,7 +552,7 @@ def test_cli_prints_url_and_exits_cleanly_on_sigterm() -> None:
     command = [
         sys.executable,
         "-m",
-        "local_stack.simulator",
+        "llmbatch.local.simulator",
         "--port",
         "0",
         "--slots",

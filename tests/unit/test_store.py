@@ -1,4 +1,4 @@
-"""Functional tests of ``ResultStore`` (shared/store.py) against moto's server over real HTTP,
+"""Functional tests of ``ResultStore`` (shared/store/tables.py) against moto's server over real HTTP,
 with the tables built from template.yaml by the local stack's provisioner."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from aiobotocore.session import get_session
 
-from local_stack.moto_server import MotoServer
-from local_stack.provision import REGION, provision_stack
+from llmbatch.local.moto_server import MotoServer
+from llmbatch.local.provision import REGION, provision_stack
 from shared.errors import JobNotFoundError, TransientError
 from shared.jobs import Counts, JobMeta
 from shared.results import RequestResult, RequestStatus, Usage
-from shared.store import BATCH_GET_MAX_KEYS, BATCH_WRITE_MAX_ITEMS, ResultStore, from_ddb, to_ddb
+from shared.store.tables import BATCH_GET_MAX_KEYS, BATCH_WRITE_MAX_ITEMS, ResultStore, from_ddb, to_ddb
 
 pytestmark = pytest.mark.functional
 

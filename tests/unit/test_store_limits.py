@@ -1,4 +1,4 @@
-"""Every stored answer survives its neighbours (shared/terminal_writes.py, shared/result_writer.py),
+"""Every stored answer survives its neighbours (shared/store/terminal_writes.py, shared/store/result_writer.py),
 against moto's server over real HTTP with the tables and bucket built from template.yaml.
 
 Where moto lacks AWS behaviour (the 4 MB transaction limit, a cancellation reason naming one
@@ -18,17 +18,17 @@ import pytest
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from local_stack.moto_server import MotoServer
-from local_stack.provision import REGION, provision_stack
+from llmbatch.local.moto_server import MotoServer
+from llmbatch.local.provision import REGION, provision_stack
 from shared.errors import TransientError
-from shared.item_size import ITEM_MAX_BYTES, typed_item_bytes
 from shared.jobs import Counts, JobMeta
 from shared.payloads import PayloadStore
-from shared.result_fit import STORE_REFUSED, custom_id_digest
-from shared.result_writer import ResultWriter
 from shared.results import RequestResult, RequestStatus, Usage
-from shared.store import ResultStore
-from shared.terminal_writes import RESULTS_MAX_BYTES_PER_WRITE, result_write_bytes
+from shared.store.item_size import ITEM_MAX_BYTES, typed_item_bytes
+from shared.store.result_fit import STORE_REFUSED, custom_id_digest
+from shared.store.result_writer import ResultWriter
+from shared.store.tables import ResultStore
+from shared.store.terminal_writes import RESULTS_MAX_BYTES_PER_WRITE, result_write_bytes
 
 pytestmark = pytest.mark.functional
 

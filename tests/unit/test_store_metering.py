@@ -1,4 +1,4 @@
-"""The job counters behind the cost estimate (shared/store.py), against moto's server over
+"""The job counters behind the cost estimate (shared/store/tables.py), against moto's server over
 real HTTP: the write units of result transactions, and each invocation's metering."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from aiobotocore.session import get_session
 
-from local_stack.moto_server import MotoServer
-from local_stack.provision import REGION, provision_stack
+from llmbatch.local.moto_server import MotoServer
+from llmbatch.local.provision import REGION, provision_stack
 from shared.jobs import JobMeta, Metering
 from shared.results import RequestResult, RequestStatus, Usage
-from shared.store import TRANSACTION_WRITE_UNITS_PER_KB, ResultStore, item_bytes
+from shared.store.tables import TRANSACTION_WRITE_UNITS_PER_KB, ResultStore, item_bytes
 
 pytestmark = pytest.mark.functional
 

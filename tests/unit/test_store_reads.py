@@ -1,5 +1,5 @@
-"""Reads stay O(1) and correct, and redrive never loses a request (shared/store.py,
-shared/control.py), against moto's server over real HTTP with the stack built from
+"""Reads stay O(1) and correct, and redrive never loses a request (shared/store/tables.py,
+llmbatch/client/client.py), against moto's server over real HTTP with the stack built from
 template.yaml (tables with the jobs index, the bucket, the queues)."""
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from local_stack.moto_server import MotoServer
-from local_stack.provision import provision_stack
-from shared.control import RESPONSE_EXPIRED, LlmbatchClient
+from llmbatch.client.client import RESPONSE_EXPIRED, LlmbatchClient
+from llmbatch.client.stack import StackResources
+from llmbatch.local.moto_server import MotoServer
+from llmbatch.local.provision import provision_stack
 from shared.deadletter import DeadLetter, keep_dead_letters
 from shared.errors import TransientError
 from shared.jobs import JobMeta, JobState
 from shared.results import RequestResult, RequestStatus, Usage, utc_now_iso
-from shared.stack import StackResources
-from shared.store import JOBS_INDEX, ResultStore, from_ddb, to_ddb
+from shared.store.tables import JOBS_INDEX, ResultStore, from_ddb, to_ddb
 
 pytestmark = pytest.mark.functional
 

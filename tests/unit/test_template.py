@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from local_stack.template import function_spec, load_template
+from llmbatch.local.template import function_spec, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"

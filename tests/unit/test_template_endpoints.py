@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from local_stack.template import Resolver, function_spec, load_template, parameter_values
+from llmbatch.local.template import Resolver, function_spec, load_template, parameter_values
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 PSEUDO = {"AWS::StackName": "s", "AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws"}

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from packaging.specifiers import SpecifierSet
 
-from local_stack.template import Resolver, function_spec, load_template, parameter_values
+from llmbatch.local.template import Resolver, function_spec, load_template, parameter_values
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"

@@ -11,16 +11,16 @@ import aiohttp
 import pytest
 from aiobotocore.session import get_session
 
-from local_stack.lambda_runtime import FakeLambdaContext
-from local_stack.moto_server import MotoServer
-from local_stack.poller import sqs_record
-from local_stack.provision import REGION, provision_stack
-from local_stack.simulator import SimulatorThread
+from llmbatch.local.lambda_runtime import FakeLambdaContext
+from llmbatch.local.moto_server import MotoServer
+from llmbatch.local.poller import sqs_record
+from llmbatch.local.provision import REGION, provision_stack
+from llmbatch.local.simulator import SimulatorThread
 from shared.config import WorkerConfig
 from shared.endpoints.openai_http import OpenAIHttpEndpoint
 from shared.jobs import JobMeta
 from shared.messages import RequestMessage
-from shared.store import ResultStore
+from shared.store.tables import ResultStore
 
 FUNCTION_TIMEOUT_S = 3.0
 
@@ -58,7 +58,7 @@ def test_a_slow_store_makes_records_go_back_to_sqs_before_the_function_times_out
     exits: list[Any] = []
 
     async def setup() -> Any:
-        from shared.worker import Worker
+        from shared.worker.processor import Worker
 
         ddb_cm = get_session().create_client(
             "dynamodb", region_name=REGION, endpoint_url=aws_url, aws_access_key_id="t", aws_secret_access_key="t"

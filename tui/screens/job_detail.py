@@ -14,7 +14,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from shared.cost import Pricing, estimate_cost
+from llmbatch.client.cost import Pricing, estimate_cost
 from shared.jobs import JobStatus
 from shared.results import RequestResult, RequestStatus
 from tui.backend import supports

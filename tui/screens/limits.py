@@ -11,10 +11,9 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Input, Static, Switch
 
+from llmbatch.client.client import ESM_CONCURRENCY_BOUNDS
 from shared.config import RuntimeLimits
-from shared.control import ESM_CONCURRENCY_BOUNDS
 from shared.errors import ConfigError
-from tui.backend import limits_changed_at, worker_concurrency_changed_at
 from tui.formatting import number
 from tui.screens.base import PollingScreen
 from tui.widgets.limit_field import LimitField, parse_limit
@@ -85,8 +84,8 @@ class LimitsScreen(PollingScreen):
         limits, workers, limits_at, workers_at = await asyncio.gather(
             self.client.get_limits(),
             self.client.get_worker_concurrency(),
-            limits_changed_at(self.client),
-            worker_concurrency_changed_at(self.client),
+            self.client.limits_changed_at(),
+            self.client.worker_concurrency_changed_at(),
         )
         self.field(WORKER_CONCURRENCY).show_in_force(workers, workers_at)
         for spec in FIELDS:

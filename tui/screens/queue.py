@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.containers import Grid
 from textual.widgets import Footer, Header, Static
 
-from shared.control import QueueStats
+from llmbatch.client.client import QueueStats
 from tui.rates import DASH, duration
 from tui.screens.base import PollingScreen
 from tui.widgets.stat_spark import StatSpark

@@ -1,4 +1,0 @@
-"""``python -m bench``: our worker against two baselines, on the same job and endpoint.
-
-See :mod:`bench.run` for the command line and ``docs/benchmarks.md`` for the latest figures.
-"""

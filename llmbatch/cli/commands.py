@@ -1,0 +1,141 @@
+"""The CLI's commands against a stack (local or deployed), through ``LlmbatchClient``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TextIO
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.client.cost import CostEstimate, Pricing, estimate_cost
+from llmbatch.client.stack import StackResources
+from shared.errors import ConfigError
+from shared.jobs import JobStatus
+
+
+def progress_line(status: JobStatus, elapsed_s: float) -> str:
+    done = status.counts.terminal
+    width = 30
+    filled = int(width * done / status.total) if status.total else width
+    bar = "#" * filled + "." * (width - filled)
+    return (
+        f"[{bar}] {done}/{status.total}  ok {status.counts.succeeded}  failed {status.counts.failed}"
+        f"  pending {status.pending}  {elapsed_s:.0f}s  {status.state.value}"
+    )
+
+
+async def submit(
+    resources: StackResources, path: Path, *, name: str | None, endpoint: str, resume: str | None = None
+) -> str:
+    async with LlmbatchClient(resources) as client:
+        return await client.submit(path, name=name, endpoint=endpoint, resume_job_id=resume)
+
+
+async def status(resources: StackResources, job_id: str) -> JobStatus:
+    async with LlmbatchClient(resources) as client:
+        return await client.status(job_id)
+
+
+@dataclass(frozen=True)
+class JobReport:
+    status: JobStatus
+    cost: CostEstimate | None
+    #: Why there is no estimate, when there is none.
+    cost_unavailable: str = ""
+
+
+async def report(resources: StackResources, job_id: str) -> JobReport:
+    """The job's status and its estimated cost, priced from the worker's configuration."""
+    async with LlmbatchClient(resources) as client:
+        job = await client.status(job_id)
+        try:
+            pricing = Pricing.from_function_configuration(await client.worker_configuration())
+        except (ClientError, BotoCoreError, ConfigError, KeyError) as e:
+            return JobReport(job, None, f"cannot read the worker's configuration: {e}")
+    return JobReport(job, estimate_cost(job, pricing))
+
+
+async def cancel(resources: StackResources, job_id: str) -> JobStatus:
+    async with LlmbatchClient(resources) as client:
+        return await client.cancel(job_id)
+
+
+async def redrive(resources: StackResources, job_id: str | None) -> int:
+    async with LlmbatchClient(resources) as client:
+        return await client.redrive(job_id)
+
+
+async def retry(resources: StackResources, job_id: str) -> int:
+    async with LlmbatchClient(resources) as client:
+        return await client.retry_failed(job_id)
+
+
+async def wait_for(
+    client: LlmbatchClient,
+    job_id: str,
+    *,
+    timeout_s: float,
+    out: TextIO = sys.stderr,
+    interval_s: float = 1.0,
+) -> JobStatus:
+    """Poll until the job finishes, drawing progress; raises TimeoutError after ``timeout_s``."""
+    started = time.monotonic()
+    tty = out.isatty()
+    last = ""
+    while True:
+        st = await client.status(job_id)
+        line = progress_line(st, time.monotonic() - started)
+        if tty:
+            out.write("\r" + line)
+        elif line.split("  ")[0] != last:
+            out.write(line + "\n")
+        last = line.split("  ")[0]
+        out.flush()
+        if st.finished:
+            if tty:
+                out.write("\n")
+            return st
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"job {job_id} not finished after {timeout_s:.0f}s")
+        await asyncio.sleep(interval_s)
+
+
+async def results(resources: StackResources, job_id: str, out: Path, errors: Path | None) -> str:
+    async with LlmbatchClient(resources) as client:
+        summary = await client.export_results(job_id, out, errors)
+    text = f"wrote {summary.written} results to {out}"
+    if errors is not None:
+        text += f" and {summary.errors} errors to {errors}"
+    if summary.missing:
+        text += f" ({summary.missing} requests have no result yet)"
+    return text
+
+
+def status_text(st: JobStatus, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(st.to_dict(), indent=2)
+    d = st.to_dict()
+    return "\n".join(f"{k:<18} {v}" for k, v in d.items())
+
+
+def report_text(r: JobReport, as_json: bool) -> str:
+    """``status_text`` plus what the job used and its estimated cost (``--json``: the
+    ``metering`` and ``estimated_cost`` objects, or ``estimated_cost_unavailable``)."""
+    if as_json:
+        d = {**r.status.to_dict(), "metering": asdict(r.status.metering)}
+        d["estimated_cost"] = r.cost.to_dict() if r.cost else None
+        if r.cost_unavailable:
+            d["estimated_cost_unavailable"] = r.cost_unavailable
+        return json.dumps(d, indent=2)
+    m = r.status.metering
+    extra = {
+        "compute_s": f"{m.compute_ms / 1000:,.1f} in {m.invocations:,} invocation(s)",
+        "estimated_cost": r.cost.summary() if r.cost else f"unavailable ({r.cost_unavailable})",
+    }
+    return status_text(r.status, False) + "\n" + "\n".join(f"{k:<18} {v}" for k, v in extra.items())

@@ -1,0 +1,456 @@
+"""The operator's side: submit jobs, read status and results, watch queues, tune limits.
+
+The CLI and the console both act only through this class, with the same AWS calls they
+would make against a deployed stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from llmbatch.client.jobfile import JobFile, read_job_file
+from llmbatch.client.stack import StackResources
+from shared.config import RuntimeLimits
+from shared.deadletter import DeadLetter, dead_letter_body, is_redrivable, keep_dead_letters, list_dead_letters
+from shared.errors import ConfigError, PermanentError, TransientError
+from shared.jobs import JobMeta, JobStatus, NewJob, new_job_id
+from shared.messages import RequestMessage, new_sign_key
+from shared.payloads import PayloadStore
+from shared.results import RequestResult, RequestStatus, utc_now_iso
+from shared.store.tables import ResultStore
+
+SQS_BATCH_MAX_ENTRIES = 10
+SQS_BATCH_MAX_BYTES = 1_048_576
+#: SendMessageBatch calls in flight at once while submitting (as many as the client's
+#: connection pool holds: each call waits mostly on the network, not on this process).
+SUBMIT_PARALLELISM = 32
+#: The largest request accepted at all: bigger than a message, it goes by the claim check.
+OFFLOAD_MAX_BYTES = 20 * 1024 * 1024
+#: Requests sent between two notes of progress in the job record (the resume points).
+SUBMIT_CHECKPOINT = 1000
+ESM_CONCURRENCY_BOUNDS = (2, 1000)
+#: The error code of a result line whose offloaded answer is no longer in the payload bucket.
+RESPONSE_EXPIRED = "response_expired"
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    visible: int
+    in_flight: int
+    delayed: int
+    dead_letters: int
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    written: int
+    errors: int
+    missing: int
+
+
+class LlmbatchClient:
+    """Async client of one stack. Use as ``async with LlmbatchClient(resources) as c:``."""
+
+    def __init__(self, resources: StackResources) -> None:
+        self.resources = resources
+        self._stack = AsyncExitStack()
+        self.sqs: Any = None
+        self.ddb: Any = None
+        self.ssm: Any = None
+        self.lambda_: Any = None
+        self.cloudwatch: Any = None
+        self.store: ResultStore
+
+    async def __aenter__(self) -> LlmbatchClient:
+        session = get_session()
+        config = AioConfig(max_pool_connections=32, retries={"mode": "standard", "max_attempts": 5})
+        kw = {**self.resources.client_kwargs(), "config": config}
+        self.sqs = await self._stack.enter_async_context(session.create_client("sqs", **kw))
+        self.ddb = await self._stack.enter_async_context(session.create_client("dynamodb", **kw))
+        self.ssm = await self._stack.enter_async_context(session.create_client("ssm", **kw))
+        self.lambda_ = await self._stack.enter_async_context(session.create_client("lambda", **kw))
+        self.cloudwatch = await self._stack.enter_async_context(session.create_client("cloudwatch", **kw))
+        self.payloads: PayloadStore | None = None
+        if self.resources.payload_bucket:
+            s3 = await self._stack.enter_async_context(session.create_client("s3", **kw))
+            self.payloads = PayloadStore(s3, self.resources.payload_bucket)
+        self.store = ResultStore(
+            self.ddb,
+            jobs_table=self.resources.jobs_table,
+            results_table=self.resources.results_table,
+            payloads=self.payloads,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    # ---- submit ---------------------------------------------------------------------------
+
+    async def max_message_bytes(self) -> int:
+        attrs = await self.sqs.get_queue_attributes(
+            QueueUrl=self.resources.request_queue_url, AttributeNames=["MaximumMessageSize"]
+        )
+        return int(attrs["Attributes"]["MaximumMessageSize"])
+
+    async def check_file(self, path: Path, *, endpoint: str = "default") -> JobFile:
+        """Validate a job file against this stack's queue. Raises ``JobFileError``."""
+        limits = await self.get_limits()
+        return read_job_file(
+            path,
+            max_message_bytes=await self.max_message_bytes(),
+            endpoint=endpoint,
+            offload_max_bytes=OFFLOAD_MAX_BYTES if self.payloads else None,
+            max_requests=limits.max_requests_per_job,
+            max_tokens_per_request=limits.max_tokens_per_request,
+        )
+
+    async def submit(
+        self,
+        path: Path,
+        *,
+        name: str | None = None,
+        endpoint: str = "default",
+        on_progress: ProgressCallback | None = None,
+        resume_job_id: str | None = None,
+    ) -> str:
+        """Validate the whole file, create the job, enqueue every request. Returns the job id.
+
+        Requests are sent in checkpoints of ``SUBMIT_CHECKPOINT``; the job record notes how
+        many are sent, and shows ``submitting`` until all are. With ``resume_job_id`` a
+        submit that died part way picks up at its last checkpoint (a request sent twice is
+        answered once: the workers' writes are conditional).
+        """
+        job_file = await self.check_file(path, endpoint=endpoint)
+        if resume_job_id:
+            job = await self.status(resume_job_id)
+            if job.total != job_file.total:
+                raise ConfigError(f"{path} has {job_file.total} requests, job {resume_job_id} has {job.total}")
+            # A job made before jobs had keys has none: its messages go unsigned, as before.
+            job_id, sign_key, start = resume_job_id, job.meta.sign_key, job.meta.enqueued
+            if job.meta.sealed:
+                return job_id
+        else:
+            job_id, sign_key = await self.create_job(
+                job_file.total, name=name or path.name, endpoint=endpoint, sealed=False
+            )
+            start = 0
+        limit = job_file.max_message_bytes
+        messages = []
+        for n in job_file.lines:
+            msg = RequestMessage.from_job_line(
+                n.request, job_id=job_id, line_no=n.line_no, endpoint=endpoint, sign_key=sign_key
+            )
+            encoded = msg.encode()
+            if len(encoded.encode()) > limit and self.payloads:  # the claim check
+                key = await self.payloads.put(f"requests/{job_id}/{n.line_no}.json", json.dumps(msg.body).encode())
+                encoded = msg.model_copy(update={"body": {}, "body_ref": key}).encode()
+            messages.append(encoded)
+        for chunk_start in range(start, len(messages), SUBMIT_CHECKPOINT):
+            chunk = messages[chunk_start : chunk_start + SUBMIT_CHECKPOINT]
+            await self.enqueue(chunk, on_progress=_offset(on_progress, chunk_start, len(messages)))
+            sent = chunk_start + len(chunk)
+            await self.store.record_enqueued(job_id, sent, sealed=sent == len(messages))
+        if start >= len(messages):
+            await self.store.record_enqueued(job_id, len(messages), sealed=True)
+        return job_id
+
+    async def create_job(self, total: int, *, name: str = "", endpoint: str = "default", sealed: bool = True) -> NewJob:
+        """Create a job of ``total`` requests for a program that enqueues its own messages.
+
+        Returns its id and signing key (``NewJob``, which unpacks as ``job_id, sign_key``):
+        each message must carry ``sig = NewJob.sign(custom_id, line)`` (see
+        ``shared.messages.sign``), or the workers treat it as a stranger's. ``sealed``
+        (the default) shows the job ``queued`` at once; pass False and call
+        ``store.record_enqueued`` when every message is sent to show ``submitting`` until then.
+        """
+        if total < 1:
+            raise ConfigError(f"a job has at least one request, got {total}")
+        job = NewJob(new_job_id(), new_sign_key())
+        await self.store.create_job(
+            JobMeta(
+                job_id=job.job_id,
+                total=total,
+                name=name,
+                endpoint=endpoint,
+                sealed=sealed,
+                enqueued=total if sealed else 0,
+                sign_key=job.sign_key,
+            )
+        )
+        return job
+
+    async def enqueue(self, bodies: list[str], *, on_progress: ProgressCallback | None = None) -> None:
+        """SendMessageBatch in batches of up to 10 entries and 1 MiB, several in flight."""
+        batches = pack_batches(bodies)
+        sent = 0
+        gate = asyncio.Semaphore(SUBMIT_PARALLELISM)
+
+        async def send(batch: list[str]) -> None:
+            nonlocal sent
+            async with gate:
+                await self._send_batch(batch)
+            sent += len(batch)
+            if on_progress:
+                on_progress(sent, len(bodies))
+
+        await asyncio.gather(*(send(b) for b in batches))
+
+    async def _send_batch(self, batch: list[str]) -> None:
+        entries = {str(i): body for i, body in enumerate(batch)}
+        for attempt in range(8):
+            resp = await self.sqs.send_message_batch(
+                QueueUrl=self.resources.request_queue_url,
+                Entries=[{"Id": i, "MessageBody": b} for i, b in entries.items()],
+            )
+            failed = resp.get("Failed") or []
+            permanent = [f for f in failed if f.get("SenderFault")]
+            if permanent:
+                raise ConfigError(f"SQS refused a message: {permanent[0].get('Message')}")
+            entries = {f["Id"]: entries[f["Id"]] for f in failed}
+            if not entries:
+                return
+            await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
+        raise TransientError("SQS kept refusing messages", code="enqueue")
+
+    # ---- jobs and results ---------------------------------------------------------------
+
+    async def status(self, job_id: str) -> JobStatus:
+        return await self.store.get_job(job_id)
+
+    async def worker_configuration(self) -> dict[str, Any]:
+        """The worker function's configuration: its memory, architecture and environment
+        (with the stack's price list), which a job's cost estimate needs."""
+        return dict(await self.lambda_.get_function_configuration(FunctionName=self.resources.worker_function))
+
+    async def cancel(self, job_id: str) -> JobStatus:
+        """Stop a job: requests not yet answered end as ``cancelled`` without a model call."""
+        await self.store.request_cancel(job_id)
+        return await self.status(job_id)
+
+    async def dead_letters(self, job_id: str | None = None) -> list[DeadLetter]:
+        return await list_dead_letters(self.store, job_id)
+
+    async def redrive(self, job_id: str | None = None) -> int:
+        """Move dead letters (of one job, or all) back to the request queue and reopen their
+        requests. Each step is safe to repeat: a redrive cut short can simply be run again.
+
+        A letter is forgotten only once its request is settled: reopened and re-sent, or
+        re-sent because it has no result (a consistent read), or left alone because it has
+        one that is not a failure. ``reopen`` retries a conflicting transaction rather than
+        take it for "nothing to reopen", and raises if it cannot tell: the letter then stays.
+        """
+        moved = 0
+        for letter in await self.dead_letters(job_id):
+            if not is_redrivable(letter):
+                continue
+            body = await dead_letter_body(letter, self.payloads)
+            if not is_redrivable(replace(letter, body=body, body_ref=None)):
+                continue
+            reopened = await self.store.reopen(letter.job_id, letter.key)
+            if reopened or not await self.store.stored_results([(letter.job_id, letter.key)]):
+                await self.enqueue([body])
+                moved += 1
+            await self.store.forget_dead_letter(letter.job_id, letter.key)
+        return moved
+
+    async def retry_failed(self, job_id: str) -> int:
+        """Send the job's failed requests again, as new attempts; the job reopens.
+
+        The failures are first kept as dead letters (the resume point if this is cut
+        short), then redriven: each failure is taken back and its message re-sent (a
+        message too big for its result item is read back from the payload bucket).
+        """
+        failed = [
+            r
+            for r in await self.results(job_id)
+            if r.status is RequestStatus.FAILED
+            and (r.request_message or r.request_ref)
+            and r.error_code != "invalid_message"
+        ]
+        await keep_dead_letters(
+            self.store,
+            [
+                DeadLetter(
+                    job_id,
+                    r.custom_id,
+                    r.request_message or "",
+                    f"retry: {r.error_code}",
+                    utc_now_iso(),
+                    body_ref=None if r.request_message else r.request_ref,
+                )
+                for r in failed
+            ],
+        )
+        return await self.redrive(job_id)
+
+    async def list_jobs(self, limit: int = 100) -> list[JobStatus]:
+        return await self.store.list_jobs(limit)
+
+    async def results(self, job_id: str, limit: int | None = None) -> list[RequestResult]:
+        """Every stored result of the job (or the first ``limit`` in key order: a view of a
+        big job need not read it all), in the order of the input file."""
+        results: list[RequestResult] = []
+        async for r in self.store.iter_results(job_id):
+            results.append(r)
+            if limit is not None and len(results) >= limit:
+                break
+        results.sort(key=lambda r: (r.line, r.custom_id))
+        if self.payloads:
+            for i, r in enumerate(results):
+                if r.response_ref:
+                    results[i] = await self._with_response(self.payloads, r)
+        return results
+
+    @staticmethod
+    async def _with_response(payloads: PayloadStore, r: RequestResult) -> RequestResult:
+        """The result with its offloaded answer read back; an answer whose object is gone
+        (expired or deleted) is reported on its line as ``response_expired``."""
+        key = r.response_ref or ""
+        try:
+            return replace(r, response_body=json.loads(await payloads.get(key)))
+        except PermanentError as e:
+            if e.code != "body_missing":  # what PayloadStore.get says of a missing object
+                raise
+            return replace(
+                r,
+                response_body=None,
+                error_code=RESPONSE_EXPIRED,
+                error_message=f"the answer was stored in the payload bucket as {key!r}, which no longer holds it",
+            )
+
+    async def export_results(self, job_id: str, out: Path, errors: Path | None = None) -> ExportSummary:
+        """Write the OpenAI Batch output format; failures (and answers that cannot be read
+        back) go to ``errors`` when given."""
+        job = await self.status(job_id)
+        results = await self.results(job_id)
+        n_out = n_err = 0
+        with out.open("w") as fo, (errors or Path(os.devnull)).open("w") as fe:
+            for r in results:
+                line = json.dumps(r.to_output_line()) + "\n"
+                if errors is not None and (r.status is not RequestStatus.SUCCEEDED or r.error_code):
+                    fe.write(line)
+                    n_err += 1
+                else:
+                    fo.write(line)
+                    n_out += 1
+        return ExportSummary(written=n_out, errors=n_err, missing=max(0, job.total - len(results)))
+
+    # ---- queues and limits --------------------------------------------------------------
+
+    async def queue_stats(self) -> QueueStats:
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+        main, dlq = await asyncio.gather(
+            self.sqs.get_queue_attributes(QueueUrl=self.resources.request_queue_url, AttributeNames=names),
+            self.sqs.get_queue_attributes(
+                QueueUrl=self.resources.dead_letter_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+            ),
+        )
+        a = main["Attributes"]
+        return QueueStats(
+            visible=int(a.get(names[0], 0)),
+            in_flight=int(a.get(names[1], 0)),
+            delayed=int(a.get(names[2], 0)),
+            dead_letters=int(dlq["Attributes"].get("ApproximateNumberOfMessages", 0)),
+        )
+
+    async def oldest_message_age_s(self) -> float | None:
+        """Age of the oldest message in the request queue, from SQS's CloudWatch metric
+        (published every minute in AWS); None when there is no datapoint (as locally)."""
+        now = datetime.now(UTC)
+        resp = await self.cloudwatch.get_metric_statistics(
+            Namespace="AWS/SQS",
+            MetricName="ApproximateAgeOfOldestMessage",
+            Dimensions=[{"Name": "QueueName", "Value": self.resources.request_queue_url.rsplit("/", 1)[-1]}],
+            StartTime=now - timedelta(minutes=10),
+            EndTime=now + timedelta(minutes=1),
+            Period=60,
+            Statistics=["Maximum"],
+        )
+        points = sorted(resp.get("Datapoints", []), key=lambda p: p["Timestamp"])
+        return float(points[-1]["Maximum"]) if points else None
+
+    async def get_limits(self) -> RuntimeLimits:
+        resp = await self.ssm.get_parameter(Name=self.resources.limits_parameter)
+        return RuntimeLimits.from_json(resp["Parameter"]["Value"])
+
+    async def set_limits(self, limits: RuntimeLimits) -> None:
+        await self.ssm.put_parameter(
+            Name=self.resources.limits_parameter, Value=limits.to_json(), Type="String", Overwrite=True
+        )
+
+    async def limits_changed_at(self) -> datetime | None:
+        """When the limits parameter last changed (SSM's LastModifiedDate)."""
+        resp = await self.ssm.get_parameter(Name=self.resources.limits_parameter)
+        changed: datetime | None = resp["Parameter"].get("LastModifiedDate")
+        return changed
+
+    async def worker_concurrency_changed_at(self) -> datetime | None:
+        """When the worker's event source mapping last changed (its LastModified); None
+        when the function has no mapping."""
+        resp = await self.lambda_.list_event_source_mappings(FunctionName=self.resources.worker_function)
+        mappings = resp.get("EventSourceMappings") or []
+        changed: datetime | None = mappings[0].get("LastModified") if mappings else None
+        return changed
+
+    async def _worker_mapping(self) -> dict[str, Any]:
+        resp = await self.lambda_.list_event_source_mappings(FunctionName=self.resources.worker_function)
+        mappings = resp.get("EventSourceMappings", [])
+        if not mappings:
+            raise ConfigError(f"function {self.resources.worker_function} has no event source mapping")
+        return dict(mappings[0])
+
+    async def get_worker_concurrency(self) -> int | None:
+        mapping = await self._worker_mapping()
+        return mapping.get("ScalingConfig", {}).get("MaximumConcurrency")
+
+    async def set_worker_concurrency(self, value: int) -> None:
+        lo, hi = ESM_CONCURRENCY_BOUNDS
+        if not lo <= value <= hi:
+            raise ConfigError(f"maximum concurrency must be from {lo} to {hi}, got {value}")
+        mapping = await self._worker_mapping()
+        await self.lambda_.update_event_source_mapping(
+            UUID=mapping["UUID"], ScalingConfig={"MaximumConcurrency": value}
+        )
+
+
+def _offset(callback: ProgressCallback | None, base: int, total: int) -> ProgressCallback | None:
+    """Progress of one checkpoint's chunk reported as progress through the whole job."""
+    if callback is None:
+        return None
+    cb = callback
+    return lambda sent, _chunk_total: cb(base + sent, total)
+
+
+def pack_batches(bodies: list[str]) -> list[list[str]]:
+    """Message bodies in SendMessageBatch-sized groups: up to 10 entries and 1 MiB each."""
+    batches: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for body in bodies:
+        n = len(body.encode())
+        if current and (len(current) == SQS_BATCH_MAX_ENTRIES or size + n > SQS_BATCH_MAX_BYTES):
+            batches.append(current)
+            current, size = [], 0
+        current.append(body)
+        size += n
+    if current:
+        batches.append(current)
+    return batches

@@ -1,0 +1,316 @@
+"""moto in server mode on 127.0.0.1: every AWS call of the local stack goes over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from moto.server import ThreadedMotoServer
+
+_ddb_lock = threading.RLock()
+_patched = False
+
+
+def _serialize_dynamodb() -> None:
+    """Make moto's DynamoDB handle one request at a time.
+
+    moto's server runs each request in a thread, and moto's models are not thread-safe
+    (a transaction must not be seen half-applied; "dictionary changed size during
+    iteration"). In AWS every DynamoDB operation is atomic on its own, so serializing them
+    is faithful; SQS has a lock of its own (:func:`_serialize_sqs`), so a long poll never
+    waits for a table and a transaction never waits for a queue.
+    """
+    from moto.dynamodb.responses import DynamoHandler
+
+    original = DynamoHandler.call_action
+
+    def call_action(self: Any) -> Any:
+        with _ddb_lock:
+            return original(self)
+
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
+_sqs_lock = threading.RLock()
+#: Notified whenever a queue may have a message to give: a long poll wakes at once.
+_sqs_changed = threading.Condition(_sqs_lock)
+#: How deep the current thread is in locked SQS calls (a batch calls the single-message one).
+_nesting = threading.local()
+#: The longest a long poll sleeps before looking again (a delay or a visibility timeout
+#: may end meanwhile, which nothing notifies).
+LONG_POLL_TICK_S = 0.1
+
+
+def _serialize_sqs() -> None:
+    """Make moto's SQS hand each message to one receiver at a time, and wake long polls.
+
+    moto's ReceiveMessage has no lock: two concurrent receivers can both take the same
+    visible message. Real SQS does that only rarely (at-least-once delivery), and our
+    duplicate handling is tested on purpose elsewhere; a local stack that duplicates under
+    every load would blur that. Every call that reads or changes a queue's messages runs
+    under one lock, a batch as a whole (as SQS applies it). The long-poll wait happens
+    outside the lock, so a waiting receiver never blocks the others, and it ends as soon as
+    a send (or a change of visibility, or a purge) notifies it, as SQS's long polling
+    answers as soon as a message arrives.
+    """
+    from moto.sqs.models import SQSBackend
+
+    take = SQSBackend.receive_message
+
+    def receive_message(
+        self: Any,
+        queue_name: str,
+        count: int,
+        wait_seconds_timeout: int,
+        visibility_timeout: int,
+        message_attribute_names: list[str] | None = None,
+    ) -> Any:
+        polling_end = time.monotonic() + (wait_seconds_timeout or 0)
+        with _sqs_changed:
+            while True:
+                got = take(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
+                left = polling_end - time.monotonic()
+                if got or left <= 0:
+                    return got
+                _sqs_changed.wait(min(left, LONG_POLL_TICK_S))
+
+    for name, notifies in (
+        ("send_message", True),
+        ("send_message_batch", True),
+        ("delete_message", False),
+        ("delete_message_batch", False),
+        ("change_message_visibility", True),
+        ("change_message_visibility_batch", True),
+        ("purge_queue", False),
+        ("get_queue_attributes", False),
+        ("set_queue_attributes", True),
+    ):
+        original = getattr(SQSBackend, name)
+
+        def locked(self: Any, *args: Any, _original: Any = original, _notifies: bool = notifies, **kwargs: Any) -> Any:
+            with _sqs_changed:
+                depth = getattr(_nesting, "depth", 0)
+                _nesting.depth = depth + 1
+                try:
+                    result = _original(self, *args, **kwargs)
+                finally:
+                    _nesting.depth = depth
+                if _notifies and depth == 0:  # once per call, not once per message of a batch
+                    _sqs_changed.notify_all()
+                return result
+
+        setattr(SQSBackend, name, locked)
+    SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
+
+
+def _remember_backend_per_host() -> None:
+    """Make moto's server find a request's service once per host name, not once per request.
+
+    For every request moto's dispatcher looks the host name up among its service modules by
+    listing moto's package directory (``os.listdir`` and an ``isdir`` per entry, some 250),
+    then tries every service's URL patterns, all under one lock that every request of every
+    service takes: on a busy local stack requests queue there. The answer depends only on
+    the host name and moto's installed files, so it is remembered.
+    """
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    original = DomainDispatcherApplication.get_backend_for_host
+    known: dict[str | None, Any] = {}
+
+    def get_backend_for_host(self: Any, host: str | None) -> Any:
+        if host not in known:
+            known[host] = original(self, host)
+        return known[host]
+
+    DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
+
+
+def apply_patches(*, transactions: bool = True) -> None:
+    """Every patch of the local stack's moto, once per process (moto's state is per process).
+
+    * :func:`_serialize_dynamodb`, :func:`_serialize_sqs`: locks (one per service).
+    * :func:`_remember_backend_per_host`: the dispatcher's service lookup, once per host.
+    * ``llmbatch.local.moto_sqs``: standard queues O(1) in their depth.
+    * ``llmbatch.local.moto_dynamodb``: condition expressions parsed once, items sized once; and (``transactions``)
+      TransactWriteItems backs up the items it touches, not whole tables. Off, moto's own
+      (the benchmark's ``--faithful-moto``).
+    """
+    global _patched
+    if _patched:
+        return
+    from llmbatch.local.moto_sqs import make_standard_queues_constant_time
+
+    make_standard_queues_constant_time()
+    _remember_backend_per_host()
+    _serialize_dynamodb()
+    _serialize_sqs()
+    from llmbatch.local.moto_dynamodb import back_up_touched_items_only, parse_each_condition_once, size_each_item_once
+
+    parse_each_condition_once()
+    size_each_item_once()
+    if transactions:
+        back_up_touched_items_only()
+    _patched = True
+
+
+class MotoServer:
+    def __init__(self, port: int = 0, *, patch_transactions: bool = True) -> None:
+        # moto logs one line per request through werkzeug: far too loud for a console.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        apply_patches(transactions=patch_transactions)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self.url = ""
+
+    def start(self) -> str:
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.url = f"http://{host}:{port}"
+        # moto keeps its state per process, not per server: start every stack empty.
+        urllib.request.urlopen(urllib.request.Request(self.url + "/moto-api/reset", method="POST"), timeout=10).close()
+        return self.url
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> MotoServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+#: The JSON protocol's target prefix of every DynamoDB call (``X-Amz-Target``).
+DYNAMODB_TARGET = "DynamoDB_20120810."
+#: Headers of one hop that a forwarder must not pass on.
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization"}
+)
+
+
+def forward_dynamodb_to(url: str) -> None:
+    """Make this process's moto pass every DynamoDB call on to the moto at ``url``.
+
+    The local stack runs DynamoDB in a moto process of its own, so the workers' writes and
+    the queue's sends and receives run on two cores instead of taking turns under one
+    interpreter lock (on one core, a submit's SendMessageBatch waited behind the workers'
+    TransactWriteItems). The workers call it directly (``AWS_ENDPOINT_URL_DYNAMODB``); the
+    stack's one endpoint, which the CLI, the console and the tests use, passes it on here,
+    request and answer unchanged, so every client still sees one AWS endpoint.
+    """
+    import http.client
+    from urllib.parse import urlsplit
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    target = urlsplit(url)
+    original = DomainDispatcherApplication.__call__
+
+    def __call__(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
+        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith(DYNAMODB_TARGET):
+            return original(self, environ, start_response)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        headers = {k[5:].replace("_", "-"): str(v) for k, v in environ.items() if k.startswith("HTTP_")}
+        if environ.get("CONTENT_TYPE"):
+            headers["CONTENT-TYPE"] = environ["CONTENT_TYPE"]
+        headers["CONTENT-LENGTH"] = str(len(body))
+        path = environ.get("PATH_INFO", "/") + (f"?{environ['QUERY_STRING']}" if environ.get("QUERY_STRING") else "")
+        conn = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=300)
+        try:
+            conn.request(environ["REQUEST_METHOD"], path, body, headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        finally:
+            conn.close()
+        kept = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"]
+        start_response(f"{resp.status} {resp.reason}", [*kept, ("Content-Length", str(len(data)))])
+        return [data]
+
+    DomainDispatcherApplication.__call__ = __call__  # type: ignore[method-assign]
+
+
+class MotoServerProcess:
+    """:class:`MotoServer` in a process of its own (``python -m llmbatch.local.moto_server``): its
+    CPU and its interpreter lock apart from the poller's, as AWS's services run apart from
+    Lambda's pollers. It stops when its stdin closes, so it never outlives the process that
+    started it, whichever way that one ends."""
+
+    def __init__(self, *, patch_transactions: bool = True, forward_dynamodb: str | None = None) -> None:
+        self._args = [] if patch_transactions else ["--faithful-transactions"]
+        if forward_dynamodb:
+            self._args += ["--forward-dynamodb", forward_dynamodb]
+        self._proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> str:
+        root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "llmbatch.local.moto_server", *self._args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=root,
+        )
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            self.stop()
+            raise RuntimeError("moto's server did not start")
+        self.url = json.loads(line)["url"]
+        return self.url
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+    def __enter__(self) -> MotoServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _serve() -> None:
+    """The entry point of :class:`MotoServerProcess`: prints ``{"url": ...}``, serves until
+    stdin closes. Ctrl-C at a terminal reaches the whole process group: the parent stops
+    this one (by closing stdin), so a SIGINT of its own is ignored."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if "--forward-dynamodb" in sys.argv:
+        forward_dynamodb_to(sys.argv[sys.argv.index("--forward-dynamodb") + 1])
+    server = MotoServer(patch_transactions="--faithful-transactions" not in sys.argv)
+    url = server.start()
+    print(json.dumps({"url": url}), flush=True)
+    sys.stdin.read()  # until the parent closes our stdin (or dies)
+    server.stop()
+
+
+if __name__ == "__main__":
+    _serve()

@@ -1,0 +1,273 @@
+"""The local stand-in for Lambda's SQS event source mapping.
+
+As configured in the template (and read back from moto, so UpdateEventSourceMapping
+reaches it): batches of up to BatchSize records gathered for at most
+MaximumBatchingWindowInSeconds, at most MaximumConcurrency invocations at once, each in
+its own container process; with ReportBatchItemFailures the successes are deleted and the
+failures left to reappear after their visibility timeout; a raised error, a timeout or a
+lost container leaves the whole batch to reappear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmbatch.local.lambda_runtime import ContainerProcess
+from llmbatch.local.provision import REGION, EventSource, LocalFunction, aws_client
+
+log = logging.getLogger("llmbatch.local.poller")
+
+#: How often the mapping's settings are read back from moto.
+SETTINGS_REFRESH_S = 2.0
+#: SQS returns at most 10 messages per receive.
+RECEIVE_MAX = 10
+
+
+@dataclass(frozen=True)
+class MappingSettings:
+    batch_size: int
+    window_s: float
+    max_concurrency: int
+    report_failures: bool
+    enabled: bool = True
+
+
+@dataclass
+class PollerStats:
+    invocations: int = 0
+    records: int = 0
+    deleted: int = 0
+    failed_records: int = 0
+    handler_errors: int = 0
+    timeouts: int = 0
+    crashes: int = 0
+    max_concurrent: int = 0
+    longest_invocation_s: float = 0.0
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+
+class EventSourceMappingEmulator:
+    def __init__(
+        self,
+        function: LocalFunction,
+        source: EventSource,
+        aws_endpoint_url: str,
+        *,
+        container_env: dict[str, str] | None = None,
+        poll_wait_s: int = 1,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.function = function
+        self.source = source
+        self.endpoint = aws_endpoint_url
+        self._container_env = container_env or {}
+        self._log_path = (log_dir / f"{function.logical_id}.log") if log_dir else None
+        if log_dir:
+            log_dir.mkdir(parents=True, exist_ok=True)
+        self._poll_wait_s = poll_wait_s
+        self._lambda = aws_client("lambda", aws_endpoint_url)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._containers: dict[int, ContainerProcess] = {}
+        self._busy = 0
+        self._settings = self._read_settings()
+        self._settings_at = time.monotonic()
+        self.stats = PollerStats()
+
+    # ---- settings ----------------------------------------------------------------------
+
+    def _read_settings(self) -> MappingSettings:
+        m = self._lambda.get_event_source_mapping(UUID=self.source.uuid)
+        return MappingSettings(
+            batch_size=int(m.get("BatchSize", 10)),
+            window_s=float(m.get("MaximumBatchingWindowInSeconds", 0)),
+            max_concurrency=int(m.get("ScalingConfig", {}).get("MaximumConcurrency", 1000)),
+            report_failures="ReportBatchItemFailures" in m.get("FunctionResponseTypes", []),
+        )
+
+    def settings(self) -> MappingSettings:
+        with self._lock:
+            if time.monotonic() - self._settings_at > SETTINGS_REFRESH_S:
+                try:
+                    self._settings = self._read_settings()
+                except Exception as e:  # keep the last known settings
+                    log.warning("cannot read mapping settings: %s", e)
+                self._settings_at = time.monotonic()
+            return self._settings
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    def start(self, *, max_slots: int = 1000) -> None:
+        """One poller thread per possible concurrent invocation; those above the mapping's
+        current MaximumConcurrency wait, so a change takes effect without a restart."""
+        self._max_slots = max_slots
+        ContainerProcess.prepare()
+        self._grow_to(self.settings().max_concurrency)
+
+    def _spawn_slot(self, index: int) -> None:
+        t = threading.Thread(target=self._slot_loop, args=(index,), daemon=True, name=f"esm-slot-{index}")
+        self._threads.append(t)
+        t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+        for c in list(self._containers.values()):
+            c.stop()
+        self._containers.clear()
+
+    def kill_busy_container(self) -> bool:
+        """Kill one container in the middle of an invocation (fault drills)."""
+        with self._lock:
+            for c in self._containers.values():
+                if c.busy and c.alive:
+                    c.process.kill()
+                    return True
+        return False
+
+    # ---- the loop of one slot ------------------------------------------------------------
+
+    def _slot_loop(self, index: int) -> None:
+        sqs = aws_client("sqs", self.endpoint)
+        while not self._stop.is_set():
+            settings = self.settings()
+            if index >= settings.max_concurrency:
+                self._stop.wait(0.5)
+                continue
+            self._grow_to(settings.max_concurrency)
+            try:
+                messages = self._gather(sqs, settings)
+                if messages:
+                    self._invoke(index, sqs, settings, messages)
+            except Exception:  # a poller keeps polling, as Lambda's does
+                log.exception("event source mapping slot %d", index)
+                self._stop.wait(1.0)
+
+    def _grow_to(self, concurrency: int) -> None:
+        with self._lock:
+            want = min(self._max_slots, concurrency)
+            for i in range(len(self._threads), want):
+                self._spawn_slot(i)
+
+    def _gather(self, sqs: Any, settings: MappingSettings) -> list[dict[str, Any]]:
+        """Collect a batch: up to BatchSize records, waiting at most the batching window."""
+        messages: list[dict[str, Any]] = []
+        window_ends = time.monotonic() + settings.window_s
+        while len(messages) < settings.batch_size and not self._stop.is_set():
+            left = window_ends - time.monotonic()
+            wait = self._poll_wait_s if not messages else max(0, min(self._poll_wait_s, int(left)))
+            resp = sqs.receive_message(
+                QueueUrl=self.source.queue_url,
+                MaxNumberOfMessages=min(RECEIVE_MAX, settings.batch_size - len(messages)),
+                WaitTimeSeconds=wait,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+            got = resp.get("Messages", [])
+            messages.extend(got)
+            if not messages:
+                return []
+            if time.monotonic() >= window_ends or (not got and left <= 0):
+                break
+        return messages
+
+    def _container(self, index: int) -> ContainerProcess:
+        with self._lock:
+            c = self._containers.get(index)
+            if c is None or not c.alive:
+                c = ContainerProcess(self.function, self.endpoint, self._container_env, self._log_path)
+                self._containers[index] = c
+            return c
+
+    def _invoke(self, index: int, sqs: Any, settings: MappingSettings, messages: list[dict[str, Any]]) -> None:
+        event = {"Records": [self._record(m) for m in messages]}
+        container = self._container(index)
+        container.wait_ready()
+        with self._lock:
+            self._busy += 1
+            self.stats.max_concurrent = max(self.stats.max_concurrent, self._busy)
+            self.stats.invocations += 1
+            self.stats.records += len(messages)
+        container.busy = True
+        started = time.monotonic()
+        try:
+            kind, payload = container.invoke(event, timeout_s=self.function.timeout_s + 1.0)
+        finally:
+            container.busy = False
+            with self._lock:
+                self._busy -= 1
+                self.stats.longest_invocation_s = max(self.stats.longest_invocation_s, time.monotonic() - started)
+        self.stats.outcomes[kind] += 1
+
+        if kind != "ok":
+            # The whole batch reappears after its visibility timeout, as in Lambda.
+            if kind == "timeout":
+                self.stats.timeouts += 1
+            elif kind == "crashed":
+                self.stats.crashes += 1
+            else:
+                self.stats.handler_errors += 1
+                log.warning("handler raised %s: %s", payload.get("type"), payload.get("message"))
+            return
+        result = payload.get("result") or {}
+        failed_ids: set[str] = set()
+        if settings.report_failures and isinstance(result, dict):
+            failed_ids = {f.get("itemIdentifier", "") for f in result.get("batchItemFailures", [])}
+        done = [m for m in messages if m["MessageId"] not in failed_ids]
+        with self._lock:
+            self.stats.failed_records += len(messages) - len(done)
+        for start in range(0, len(done), RECEIVE_MAX):
+            chunk = done[start : start + RECEIVE_MAX]
+            resp = sqs.delete_message_batch(
+                QueueUrl=self.source.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
+            )
+            with self._lock:
+                self.stats.deleted += len(resp.get("Successful", []))
+
+    def _record(self, m: dict[str, Any]) -> dict[str, Any]:
+        """An SQS message as Lambda hands it to the function."""
+        return sqs_record(m, self.source.queue_arn)
+
+
+def sqs_record(message: Mapping[str, Any], queue_arn: str) -> dict[str, Any]:
+    """An SQS message (ReceiveMessage's shape: ``MessageId``, ``ReceiptHandle``, ``Body``,
+    optional ``Attributes`` and ``MessageAttributes``) as Lambda hands it to the function.
+    The poller, the benchmark and tests that invoke a handler directly all build records here."""
+    attrs = message.get("Attributes", {})
+    body = message["Body"]
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": body,
+        "attributes": {
+            "ApproximateReceiveCount": attrs.get("ApproximateReceiveCount", "1"),
+            "SentTimestamp": attrs.get("SentTimestamp", ""),
+            "SenderId": attrs.get("SenderId", ""),
+            "ApproximateFirstReceiveTimestamp": attrs.get("ApproximateFirstReceiveTimestamp", ""),
+        },
+        "messageAttributes": {
+            name: {
+                "stringValue": v.get("StringValue"),
+                "binaryValue": v.get("BinaryValue"),
+                "stringListValues": [],
+                "binaryListValues": [],
+                "dataType": v.get("DataType", "String"),
+            }
+            for name, v in message.get("MessageAttributes", {}).items()
+        },
+        "md5OfBody": message.get("MD5OfBody") or hashlib.md5(body.encode()).hexdigest(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": REGION,
+    }
