@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import e2e_report
-
+from llmbatch.bench import e2e_report
 from llmbatch.bench.e2e import E2ERun
 from llmbatch.bench.harness import ADAPTIVE_CEILING, RunResult, Scenario
 from llmbatch.bench.importtime import ImportTime

@@ -19,8 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench import e2e, packing_scenario, parallel, sweep
-
+from llmbatch.bench import e2e, packing_scenario, parallel, sweep
 from llmbatch.bench.baselines import GatherBaseline, SequentialBaseline
 from llmbatch.bench.harness import SCENARIOS, Approach, BenchStack, OursApproach, RunResult, Scenario, run_approach
 from llmbatch.bench.importtime import TARGETS, heaviest_imports, measure_all

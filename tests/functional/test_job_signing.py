@@ -14,11 +14,11 @@ from typing import Any
 import boto3
 import pytest
 
+from llmbatch.client import client as control
 from llmbatch.client.client import LlmbatchClient
 from llmbatch.client.stack import StackResources
 from llmbatch.local.moto_server import MotoServer
 from llmbatch.local.provision import provision_stack
-from shared import control
 from shared.errors import ConfigError
 from shared.jobs import JobMeta, NewJob, new_job_id
 from shared.messages import MESSAGE_VERSION, SIGN_KEY_HEX_LEN, RequestMessage, belongs_to, decode_message

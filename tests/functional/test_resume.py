@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from llmbatch.client import client as control
 from llmbatch.client.client import LlmbatchClient
 from llmbatch.local.runner import LocalStack
-from shared import control
 from shared.jobs import JobState
 from tests.functional.conftest import chat_line, wait_finished, write_jobfile
 
