@@ -115,7 +115,7 @@ def test_the_layer_holds_the_shared_package_and_its_requirements(packages: Packa
     python = packages.layer / "python"
 
     # THEN it has the shared package (not its contents at the top) and the core libraries
-    assert (python / "shared" / "worker.py").is_file(), packages.built_by
+    assert (python / "shared" / "worker" / "processor.py").is_file(), packages.built_by
     assert {"aws_lambda_powertools", "aiobotocore", "aiohttp", "pydantic", "aws_xray_sdk"} <= top_level_names(python)
     assert not (python / "shared" / "Makefile").exists()
 
