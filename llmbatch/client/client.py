@@ -26,17 +26,14 @@ from shared.deadletter import DeadLetter, dead_letter_body, is_redrivable, keep_
 from shared.errors import ConfigError, PermanentError, TransientError
 from shared.jobs import JobMeta, JobStatus, NewJob, new_job_id
 from shared.messages import RequestMessage, new_sign_key
-from shared.payloads import PayloadStore
+from shared.payloads import OFFLOAD_MAX_BYTES, PayloadStore, request_body_key
+from shared.queue_ops import pack_batches
 from shared.results import RequestResult, RequestStatus, utc_now_iso
 from shared.store.tables import ResultStore
 
-SQS_BATCH_MAX_ENTRIES = 10
-SQS_BATCH_MAX_BYTES = 1_048_576
 #: SendMessageBatch calls in flight at once while submitting (as many as the client's
 #: connection pool holds: each call waits mostly on the network, not on this process).
 SUBMIT_PARALLELISM = 32
-#: The largest request accepted at all: bigger than a message, it goes by the claim check.
-OFFLOAD_MAX_BYTES = 20 * 1024 * 1024
 #: Requests sent between two notes of progress in the job record (the resume points).
 SUBMIT_CHECKPOINT = 1000
 ESM_CONCURRENCY_BOUNDS = (2, 1000)
@@ -156,7 +153,7 @@ class LlmbatchClient:
             )
             encoded = msg.encode()
             if len(encoded.encode()) > limit and self.payloads:  # the claim check
-                key = await self.payloads.put(f"requests/{job_id}/{n.line_no}.json", json.dumps(msg.body).encode())
+                key = await self.payloads.put(request_body_key(job_id, n.line_no), json.dumps(msg.body).encode())
                 encoded = msg.model_copy(update={"body": {}, "body_ref": key}).encode()
             messages.append(encoded)
         for chunk_start in range(start, len(messages), SUBMIT_CHECKPOINT):
@@ -195,7 +192,7 @@ class LlmbatchClient:
 
     async def enqueue(self, bodies: list[str], *, on_progress: ProgressCallback | None = None) -> None:
         """SendMessageBatch in batches of up to 10 entries and 1 MiB, several in flight."""
-        batches = pack_batches(bodies)
+        batches = [[bodies[i] for i in group] for group in pack_batches(bodies)]
         sent = 0
         gate = asyncio.Semaphore(SUBMIT_PARALLELISM)
 
@@ -438,19 +435,3 @@ def _offset(callback: ProgressCallback | None, base: int, total: int) -> Progres
     cb = callback
     return lambda sent, _chunk_total: cb(base + sent, total)
 
-
-def pack_batches(bodies: list[str]) -> list[list[str]]:
-    """Message bodies in SendMessageBatch-sized groups: up to 10 entries and 1 MiB each."""
-    batches: list[list[str]] = []
-    current: list[str] = []
-    size = 0
-    for body in bodies:
-        n = len(body.encode())
-        if current and (len(current) == SQS_BATCH_MAX_ENTRIES or size + n > SQS_BATCH_MAX_BYTES):
-            batches.append(current)
-            current, size = [], 0
-        current.append(body)
-        size += n
-    if current:
-        batches.append(current)
-    return batches

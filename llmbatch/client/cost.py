@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from llmbatch.client.client import SQS_BATCH_MAX_ENTRIES
 from shared.errors import ConfigError
 from shared.jobs import JobStatus
+from shared.queue_ops import SQS_BATCH_MAX_ENTRIES
 from shared.store.tables import METERING_WRITE_UNITS
 
 #: The worker function's variable holding the price list (template.yaml: the Prices parameter).

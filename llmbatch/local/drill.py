@@ -80,8 +80,7 @@ class DrillReport:
         out = [
             f"requests            {self.requests} (+{self.duplicates_sent} duplicate deliveries, "
             f"+{self.malformed_sent} malformed messages, {self.killed_containers} container(s) killed)",
-            f"terminal            succeeded {s['succeeded']}, failed {s['failed']}, cancelled {s['cancelled']}, "
-            f"pending {s['pending']} -> {s['status']}",
+            terminal_line(s),
             f"results stored      {self.results} ({self.distinct_results} distinct custom_ids)",
             f"endpoint calls      {self.endpoint_calls} (faults answered: {self.faults_sent})",
             f"dead letters        {self.dead_letters}; left in the request queue: {self.left_in_queue}",
@@ -89,8 +88,21 @@ class DrillReport:
             f"timed out: {self.poller_timeouts}",
             f"wall time           {self.wall_s:.1f}s",
         ]
-        out += [f"PROBLEM: {p}" for p in self.problems] or ["every request answered exactly once"]
-        return out
+        return out + verdict_lines(self.problems, "every request answered exactly once")
+
+
+def terminal_line(status: dict[str, Any]) -> str:
+    """A report's line of a job's terminal counts and status (every drill prints it)."""
+    s = status
+    return (
+        f"terminal            succeeded {s['succeeded']}, failed {s['failed']}, cancelled {s['cancelled']}, "
+        f"pending {s['pending']} -> {s['status']}"
+    )
+
+
+def verdict_lines(problems: list[str], all_good: str) -> list[str]:
+    """A report's last lines: each problem found, or the one line that says none was."""
+    return [f"PROBLEM: {p}" for p in problems] or [all_good]
 
 
 def drill_template(directory: Path) -> Path:

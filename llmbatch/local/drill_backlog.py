@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from llmbatch.client.client import LlmbatchClient
-from llmbatch.local.drill import DRILL_ENV, drill_template, queue_settles, sim_stats, wait_finished, write_chat_job
+from llmbatch.local.drill import (
+    DRILL_ENV,
+    drill_template,
+    queue_settles,
+    sim_stats,
+    terminal_line,
+    verdict_lines,
+    wait_finished,
+    write_chat_job,
+)
 from llmbatch.local.runner import LocalStack
 
 #: The endpoint is fast and never refuses: only the rate limit holds requests back.
@@ -63,8 +72,7 @@ class BacklogReport:
         out = [
             f"requests            {self.requests} behind a limit of {self.rpm_limit} RPM "
             f"(queue maxReceiveCount {self.max_attempts})",
-            f"terminal            succeeded {s['succeeded']}, failed {s['failed']}, cancelled {s['cancelled']}, "
-            f"pending {s['pending']} -> {s['status']}",
+            terminal_line(s),
             f"deliveries          {self.records_delivered} records handed to the worker "
             f"({self.records_delivered / max(1, self.requests):.1f} per request); highest attempt recorded: "
             f"{self.highest_attempt}",
@@ -74,8 +82,7 @@ class BacklogReport:
             f"({(self.requests - 1) / max(self.answering_s, 1e-9):.1f} requests/s in {self.answering_s:.1f}s)",
             f"wall time           {self.wall_s:.1f}s from submit to completed",
         ]
-        out += [f"PROBLEM: {p}" for p in self.problems] or ["every request called once, none dead-lettered"]
-        return out
+        return out + verdict_lines(self.problems, "every request called once, none dead-lettered")
 
 
 def run_backlog(requests: int = 1200, *, rpm: int = BACKLOG_RPM, timeout_s: float = 600.0) -> BacklogReport:

@@ -29,13 +29,14 @@ from typing import Any, Final
 
 import boto3
 
-from llmbatch.client.client import LlmbatchClient, pack_batches
-from llmbatch.local.drill import wait_finished
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.local.drill import terminal_line, verdict_lines, wait_finished
 from llmbatch.local.runner import LocalStack
 from shared.deadletter import UNASSIGNED, DeadLetter, dead_letter_body
 from shared.errors import TransientError
 from shared.jobs import NewJob
 from shared.messages import CUSTOM_ID_MAX_BYTES, CUSTOM_ID_MAX_LEN, MESSAGE_VERSION, RequestMessage
+from shared.queue_ops import pack_batches
 from shared.results import RequestResult, RequestStatus
 
 #: The size of the oversized bodies: over DynamoDB's 400 KB item, under SQS's 1 MiB message.
@@ -201,8 +202,8 @@ def members_of(poisons: list[Poison]) -> list[Poison]:
 def enqueue_among(sqs: Any, queue_url: str, bodies: list[str]) -> None:
     """Send ``bodies`` with boto3 in SendMessageBatch calls (10 entries, 1 MiB at most),
     in the order given, so poison shares batches with the job's requests."""
-    for batch in pack_batches(bodies):
-        entries = {str(i): body for i, body in enumerate(batch)}
+    for group in pack_batches(bodies):
+        entries = {str(i): bodies[n] for i, n in enumerate(group)}
         for attempt in range(8):
             resp = sqs.send_message_batch(
                 QueueUrl=queue_url, Entries=[{"Id": i, "MessageBody": b} for i, b in entries.items()]
@@ -242,8 +243,7 @@ class PoisonReport:
         out = [
             f"requests            {self.requests} of the job, +{self.members} of its own malformed, "
             f"+{self.strangers} strangers' messages",
-            f"terminal            succeeded {s['succeeded']}, failed {s['failed']}, cancelled {s['cancelled']}, "
-            f"pending {s['pending']} -> {s['status']}",
+            terminal_line(s),
             f"dead letters        {self.dead_lettered} kept under {UNASSIGNED}",
             f"wall time           {self.wall_s:.1f}s"
             + (
@@ -252,10 +252,7 @@ class PoisonReport:
                 else ""
             ),
         ]
-        out += [f"PROBLEM: {p}" for p in self.problems] or [
-            "every message accounted for once; the job's counts its own"
-        ]
-        return out
+        return out + verdict_lines(self.problems, "every message accounted for once; the job's counts its own")
 
 
 def run_poison_drill(requests: int = 300, *, timeout_s: float = 300.0) -> PoisonReport:

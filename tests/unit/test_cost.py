@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from llmbatch.client.client import SQS_BATCH_MAX_ENTRIES
 from llmbatch.client.cost import (
     PRICES_ENV,
     SQS_BILLED_CHUNK_BYTES,
@@ -21,6 +20,7 @@ from llmbatch.client.cost import (
 from shared.errors import ConfigError
 from shared.jobs import Counts, JobMeta, JobStatus, Metering
 from shared.observability import invocation_metering
+from shared.queue_ops import SQS_BATCH_MAX_ENTRIES
 from shared.store.tables import METERING_WRITE_UNITS
 from shared.worker.stats import InvocationStats
 
