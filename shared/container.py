@@ -24,7 +24,7 @@ from shared.limits.source import LimitsSource
 from shared.limits.throttle import Throttle
 from shared.payloads import PayloadStore
 from shared.queue_ops import QueueOps
-from shared.store.tables import ResultStore
+from shared.store.result_store import ResultStore
 from shared.worker.processor import ContainerLoopBatchProcessor, Worker
 
 if TYPE_CHECKING:

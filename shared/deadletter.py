@@ -26,9 +26,9 @@ from shared.errors import InvalidMessageError
 from shared.messages import belongs_to, decode_message
 from shared.payloads import PayloadStore
 from shared.results import RequestResult, RequestStatus, utc_now_iso
-from shared.store.item_size import ITEM_MAX_BYTES, item_bytes, key_fits, utf8_bytes
+from shared.store.item_size import ITEM_MAX_BYTES, item_bytes, key_fits, to_ddb, utf8_bytes
 from shared.store.result_fit import REASON_MAX_BYTES, custom_id_digest, truncate_utf8
-from shared.store.tables import ResultStore, to_ddb
+from shared.store.result_store import ResultStore
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord

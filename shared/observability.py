@@ -25,7 +25,7 @@ from shared.apportion import apportion
 from shared.endpoints.base import Endpoint, EndpointReply
 from shared.errors import LlmbatchError
 from shared.jobs import Metering
-from shared.store.tables import ResultStore
+from shared.store.result_store import ResultStore
 from shared.worker.processor import HARD_STOP_MARGIN_S, Worker
 from shared.worker.stats import EndpointStats, InvocationStats
 

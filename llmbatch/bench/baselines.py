@@ -27,7 +27,7 @@ from typing import Any
 from llmbatch.bench.harness import BatchOutcome, BenchStack
 from shared.endpoints.openai_http import join_url
 from shared.results import RequestResult, RequestStatus, Usage
-from shared.store.tables import to_ddb
+from shared.store.item_size import to_ddb
 
 
 def _item(msg: dict[str, Any], status_code: int, body: Any, latency_ms: float, request_id: str | None) -> dict:

@@ -467,7 +467,7 @@ class BenchStack:
         """A job record, created through :meth:`ResultStore.create_job`."""
         from aiobotocore.session import get_session
 
-        from shared.store.tables import ResultStore
+        from shared.store.result_store import ResultStore
 
         env = self.worker_env
         job_id = new_job_id()

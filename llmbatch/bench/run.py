@@ -1,12 +1,12 @@
-"""``python -m bench`` (``llmbatch bench`` once wired): run the scenarios and print figures.
+"""``llmbatch bench`` (or ``python -m llmbatch.bench``): run the scenarios and print figures.
 
-python -m bench                       # every scenario, every approach, import times
-python -m bench --scenario rpm        # one scenario
-python -m bench --write-docs          # also write docs/benchmarks.md (and its chart beside it)
-python -m bench --scenario slots32 --skip-sweep --skip-parallel --skip-packing --skip-import-time
-python -m bench --json out.json       # the raw figures, for scripts and tests
-python -m bench --scenario local-e2e --write-docs   # only the local stack end to end (llmbatch/bench/e2e.py)
-python -m bench --scenario local-e2e --e2e-large 100000   # ... plus the 100,000-request job (~12 min)
+llmbatch bench                       # every scenario, every approach, import times
+llmbatch bench --scenario rpm        # one scenario
+llmbatch bench --write-docs          # also write docs/benchmarks.md (and its chart beside it)
+llmbatch bench --scenario slots32 --skip-sweep --skip-parallel --skip-packing --skip-import-time
+llmbatch bench --json out.json       # the raw figures, for scripts and tests
+llmbatch bench --scenario local-e2e --write-docs   # only the local stack end to end (llmbatch/bench/e2e.py)
+llmbatch bench --scenario local-e2e --e2e-large 100000   # ... plus the 100,000-request job (~12 min)
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import click
 
 from llmbatch.bench import e2e, packing_scenario, parallel, sweep
 from llmbatch.bench.baselines import GatherBaseline, SequentialBaseline
@@ -36,114 +39,122 @@ DOCS_PATH = ROOT / "docs" / "benchmarks.md"
 E2E = "local-e2e"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument(
-        "--scenario",
-        action="append",
-        choices=[*sorted(SCENARIOS), E2E],
-        help=f"repeatable; default: all. {E2E}: the local stack end to end (`local up`, `submit`, `status`); "
-        "chosen alone it runs nothing else, and --write-docs then replaces only its section of the docs",
-    )
-    p.add_argument("--approach", action="append", choices=list(APPROACHES), help="repeatable; default: all three")
-    p.add_argument("--requests", type=int, default=600, help="requests in the job (default 600)")
-    p.add_argument(
-        "--sequential-requests",
-        type=int,
-        default=60,
-        help="the sequential baseline runs this prefix of the job (default 60; it does ~5 requests/s)",
-    )
-    p.add_argument("--concurrency", type=int, default=32, help="our worker's model-call concurrency (default 32)")
-    p.add_argument("--latency-ms", type=float, default=None, help="override the endpoint's 200 ms per call")
-    p.add_argument(
-        "--faithful-moto",
-        action="store_true",
-        help="run moto without the benchmark's one-copy-per-table fix to TransactWriteItems (see docs)",
-    )
-    p.add_argument(
-        "--sweep",
-        type=_counts,
-        default=sweep.CONCURRENCY,
-        metavar="N,N,...",
-        help=f"model calls per invocation to sweep (default {_listed(sweep.CONCURRENCY)})",
-    )
-    p.add_argument("--sweep-requests", type=int, default=sweep.REQUESTS, help="requests per sweep point")
-    p.add_argument("--skip-sweep", action="store_true", help="skip the concurrency sweep")
-    p.add_argument(
-        "--parallel",
-        type=_counts,
-        default=None,
-        metavar="N,N,...",
-        help="model calls per container in the several-containers runs (default: --concurrency, and the "
-        "endpoint's slots shared among the containers)",
-    )
-    p.add_argument("--parallel-containers", type=int, default=parallel.CONTAINERS, help="containers at once")
-    p.add_argument(
-        "--parallel-requests",
-        type=int,
-        default=None,
-        help="requests of each several-containers run (default --requests)",
-    )
-    p.add_argument("--skip-parallel", action="store_true", help="skip the several-containers runs")
-    p.add_argument(
-        "--parallel-batch-size",
-        type=int,
-        default=parallel.BIG_BATCH,
-        help="a bigger BatchSize for one more several-containers run at --concurrency calls each, with "
-        "at least 2 batches per container (0: skip; default %(default)s)",
-    )
-    p.add_argument(
-        "--packing-requests", type=int, default=packing_scenario.REQUESTS, help="requests of the packing comparison"
-    )
-    p.add_argument("--skip-packing", action="store_true", help="skip the packing comparison")
-    p.add_argument("--skip-import-time", action="store_true", help="skip the cold-start import measurement")
-    p.add_argument(
-        "--e2e-requests",
-        type=_counts,
-        default=e2e.SIZES,
-        metavar="N,N,...",
-        help=f"{E2E}: the jobs' sizes, each on the endpoint's full capacity (default {_listed(e2e.SIZES)})",
-    )
-    p.add_argument(
-        "--e2e-rpm-requests",
-        type=int,
-        default=e2e.RPM_REQUESTS,
-        help=f"{E2E}: the RPM-bound job's size (RPM {e2e.RPM_LIMIT} in the limits parameter; 0: skip; "
-        "default %(default)s)",
-    )
-    p.add_argument(
-        "--e2e-large",
-        type=int,
-        default=0,
-        metavar="N",
-        help=f"{E2E}: one more job of N requests after the others, e.g. {e2e.LARGE} (about 12 minutes); "
-        "opt-in, too long for `make bench` (default: none)",
-    )
-    p.add_argument("--import-repeat", type=int, default=3)
-    p.add_argument(
-        "--write-docs",
-        nargs="?",
-        const=str(DOCS_PATH),
-        default=None,
-        metavar="PATH",
-        help=f"write the figures as markdown (default path {DOCS_PATH.relative_to(ROOT)})",
-    )
-    p.add_argument("--json", default=None, metavar="PATH", help="write the raw figures as JSON")
-    return p
-
-
-def _counts(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from e
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("expected at least one number, each at least 1")
-    return values
-
-
 def _listed(values: Sequence[int]) -> str:
     return ",".join(str(v) for v in values)
+
+
+class Counts(click.ParamType):
+    """``N,N,...``: whole numbers separated by commas, each at least 1."""
+
+    name = "N,N,..."
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, ...]:
+        if isinstance(value, tuple):  # a default
+            return value
+        try:
+            values = tuple(int(v) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            self.fail(f"expected whole numbers separated by commas, got {value!r}", param, ctx)
+        if not values or min(values) < 1:
+            self.fail("expected at least one number, each at least 1", param, ctx)
+        return values
+
+
+@click.command("bench", help="the benchmark: our worker against two baselines (see docs/benchmarks.md)")
+@click.option(
+    "--scenario",
+    multiple=True,
+    type=click.Choice([*sorted(SCENARIOS), E2E]),
+    help=f"repeatable; default: all. {E2E}: the local stack end to end (`local up`, `submit`, `status`); "
+    "chosen alone it runs nothing else, and --write-docs then replaces only its section of the docs",
+)
+@click.option("--approach", multiple=True, type=click.Choice(list(APPROACHES)), help="repeatable; default: all three")
+@click.option("--requests", type=int, default=600, help="requests in the job (default 600)")
+@click.option(
+    "--sequential-requests",
+    type=int,
+    default=60,
+    help="the sequential baseline runs this prefix of the job (default 60; it does ~5 requests/s)",
+)
+@click.option("--concurrency", type=int, default=32, help="our worker's model-call concurrency (default 32)")
+@click.option("--latency-ms", type=float, default=None, help="override the endpoint's 200 ms per call")
+@click.option(
+    "--faithful-moto",
+    is_flag=True,
+    help="run moto without the benchmark's one-copy-per-table fix to TransactWriteItems (see docs)",
+)
+@click.option(
+    "--sweep",
+    type=Counts(),
+    default=sweep.CONCURRENCY,
+    help=f"model calls per invocation to sweep (default {_listed(sweep.CONCURRENCY)})",
+)
+@click.option("--sweep-requests", type=int, default=sweep.REQUESTS, help="requests per sweep point")
+@click.option("--skip-sweep", is_flag=True, help="skip the concurrency sweep")
+@click.option(
+    "--parallel",
+    type=Counts(),
+    default=None,
+    help="model calls per container in the several-containers runs (default: --concurrency, and the "
+    "endpoint's slots shared among the containers)",
+)
+@click.option("--parallel-containers", type=int, default=parallel.CONTAINERS, help="containers at once")
+@click.option(
+    "--parallel-requests",
+    type=int,
+    default=None,
+    help="requests of each several-containers run (default --requests)",
+)
+@click.option("--skip-parallel", is_flag=True, help="skip the several-containers runs")
+@click.option(
+    "--parallel-batch-size",
+    type=int,
+    default=parallel.BIG_BATCH,
+    help="a bigger BatchSize for one more several-containers run at --concurrency calls each, with "
+    f"at least 2 batches per container (0: skip; default {parallel.BIG_BATCH})",
+)
+@click.option(
+    "--packing-requests",
+    type=int,
+    default=packing_scenario.REQUESTS,
+    help="requests of the packing comparison",
+)
+@click.option("--skip-packing", is_flag=True, help="skip the packing comparison")
+@click.option("--skip-import-time", is_flag=True, help="skip the cold-start import measurement")
+@click.option(
+    "--e2e-requests",
+    type=Counts(),
+    default=e2e.SIZES,
+    help=f"{E2E}: the jobs' sizes, each on the endpoint's full capacity (default {_listed(e2e.SIZES)})",
+)
+@click.option(
+    "--e2e-rpm-requests",
+    type=int,
+    default=e2e.RPM_REQUESTS,
+    help=f"{E2E}: the RPM-bound job's size (RPM {e2e.RPM_LIMIT} in the limits parameter; 0: skip; "
+    f"default {e2e.RPM_REQUESTS})",
+)
+@click.option(
+    "--e2e-large",
+    type=int,
+    default=0,
+    metavar="N",
+    help=f"{E2E}: one more job of N requests after the others, e.g. {e2e.LARGE} (about 12 minutes); "
+    "opt-in, too long for `make bench` (default: none)",
+)
+@click.option("--import-repeat", type=int, default=3)
+@click.option(
+    "--write-docs",
+    is_flag=False,
+    flag_value=str(DOCS_PATH),
+    default=None,
+    metavar="[PATH]",
+    help=f"write the figures as markdown (default path {DOCS_PATH.relative_to(ROOT)})",
+)
+@click.option("--json", default=None, metavar="PATH", help="write the raw figures as JSON")
+def command(**options: Any) -> int:
+    # The options as the attributes the benchmark's functions read (they predate click).
+    return run(argparse.Namespace(**options))
 
 
 def run_benchmark(args: argparse.Namespace, *, log: Callable[[str], None]) -> BenchReport:
@@ -168,7 +179,7 @@ def _settings(args: argparse.Namespace, *, batch_size: int | None) -> dict[str, 
         "latency_ms": args.latency_ms,
         "faithful_moto": args.faithful_moto,
         "cpus": os.cpu_count(),
-        "command": "python -m bench " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python -m bench",
+        "command": "llmbatch bench " + " ".join(sys.argv[1:]) if sys.argv[1:] else "llmbatch bench",
     }
 
 
@@ -230,7 +241,19 @@ def _run_in_process(args: argparse.Namespace, scenarios: list[Scenario], *, log:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """``python -m llmbatch.bench``: the same command as ``llmbatch bench``, its exit code returned."""
+    try:
+        rv = command.main(
+            args=list(argv) if argv is not None else None, prog_name="llmbatch bench", standalone_mode=False
+        )
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    return rv if isinstance(rv, int) else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """The benchmark the options describe: its figures printed, and written where asked."""
     counts = (args.requests, args.sequential_requests, args.concurrency, args.sweep_requests, args.packing_requests)
     if (
         min(counts) < 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,29 +11,25 @@ from typing import TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from llmbatch.client.client import LlmbatchClient
+from llmbatch.cli.progress import JobProgress
+from llmbatch.client.client import LlmbatchClient, ProgressCallback
 from llmbatch.client.cost import CostEstimate, Pricing, estimate_cost
 from llmbatch.client.stack import StackResources
 from shared.errors import ConfigError
 from shared.jobs import JobStatus
 
 
-def progress_line(status: JobStatus, elapsed_s: float) -> str:
-    done = status.counts.terminal
-    width = 30
-    filled = int(width * done / status.total) if status.total else width
-    bar = "#" * filled + "." * (width - filled)
-    return (
-        f"[{bar}] {done}/{status.total}  ok {status.counts.succeeded}  failed {status.counts.failed}"
-        f"  pending {status.pending}  {elapsed_s:.0f}s  {status.state.value}"
-    )
-
-
 async def submit(
-    resources: StackResources, path: Path, *, name: str | None, endpoint: str, resume: str | None = None
+    resources: StackResources,
+    path: Path,
+    *,
+    name: str | None,
+    endpoint: str,
+    resume: str | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> str:
     async with LlmbatchClient(resources) as client:
-        return await client.submit(path, name=name, endpoint=endpoint, resume_job_id=resume)
+        return await client.submit(path, name=name, endpoint=endpoint, resume_job_id=resume, on_progress=on_progress)
 
 
 async def status(resources: StackResources, job_id: str) -> JobStatus:
@@ -81,29 +76,20 @@ async def wait_for(
     job_id: str,
     *,
     timeout_s: float,
-    out: TextIO = sys.stderr,
+    out: TextIO | None = None,
     interval_s: float = 1.0,
 ) -> JobStatus:
     """Poll until the job finishes, drawing progress; raises TimeoutError after ``timeout_s``."""
     started = time.monotonic()
-    tty = out.isatty()
-    last = ""
-    while True:
-        st = await client.status(job_id)
-        line = progress_line(st, time.monotonic() - started)
-        if tty:
-            out.write("\r" + line)
-        elif line.split("  ")[0] != last:
-            out.write(line + "\n")
-        last = line.split("  ")[0]
-        out.flush()
-        if st.finished:
-            if tty:
-                out.write("\n")
-            return st
-        if time.monotonic() - started > timeout_s:
-            raise TimeoutError(f"job {job_id} not finished after {timeout_s:.0f}s")
-        await asyncio.sleep(interval_s)
+    with JobProgress(job_id, out) as progress:
+        while True:
+            st = await client.status(job_id)
+            progress.update(st, time.monotonic() - started)
+            if st.finished:
+                return st
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError(f"job {job_id} not finished after {timeout_s:.0f}s")
+            await asyncio.sleep(interval_s)
 
 
 async def results(resources: StackResources, job_id: str, out: Path, errors: Path | None) -> str:

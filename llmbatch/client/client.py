@@ -29,7 +29,7 @@ from shared.messages import RequestMessage, new_sign_key
 from shared.payloads import OFFLOAD_MAX_BYTES, PayloadStore, request_body_key
 from shared.queue_ops import pack_batches
 from shared.results import RequestResult, RequestStatus, utc_now_iso
-from shared.store.tables import ResultStore
+from shared.store.result_store import ResultStore
 
 #: SendMessageBatch calls in flight at once while submitting (as many as the client's
 #: connection pool holds: each call waits mostly on the network, not on this process).
@@ -434,4 +434,3 @@ def _offset(callback: ProgressCallback | None, base: int, total: int) -> Progres
         return None
     cb = callback
     return lambda sent, _chunk_total: cb(base + sent, total)
-

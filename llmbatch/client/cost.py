@@ -18,7 +18,7 @@ from typing import Any
 from shared.errors import ConfigError
 from shared.jobs import JobStatus
 from shared.queue_ops import SQS_BATCH_MAX_ENTRIES
-from shared.store.tables import METERING_WRITE_UNITS
+from shared.store.jobs_table import METERING_WRITE_UNITS
 
 #: The worker function's variable holding the price list (template.yaml: the Prices parameter).
 PRICES_ENV = "PRICES"

@@ -29,7 +29,7 @@ from shared.limits.rate_math import (
     apply_steps,
     plan_take,
 )
-from shared.store.tables import from_ddb, to_ddb
+from shared.store.item_size import from_ddb, to_ddb
 
 BUCKET_ITEM = "bucket"
 BUCKET_ATTRS = frozenset({REQUESTS_ATTR, TOKENS_ATTR})

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from shared.errors import TransientError
 from shared.results import RequestResult
-from shared.store.tables import ResultStore
+from shared.store.result_store import ResultStore
 from shared.store.terminal_writes import RESULTS_MAX_BYTES_PER_WRITE, RESULTS_MAX_PER_WRITE, result_write_bytes
 
 #: Leave room for the counter update, within DynamoDB's 100 actions and 4 MB per transaction.

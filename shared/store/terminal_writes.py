@@ -29,7 +29,7 @@ from shared.store.result_fit import fit_item, refused_item, result_bytes
 from shared.store.retry import CONDITION_FAILED, RETRYABLE_CODES, VALIDATION_CODE, error_parts, reason_text
 
 if TYPE_CHECKING:
-    from shared.store.tables import ResultStore
+    from shared.store.results_table import ResultsTable
 
 log = logging.getLogger("llmbatch.store")
 
@@ -68,10 +68,10 @@ def result_write_bytes(result: RequestResult) -> int:
 
 
 class TerminalWrite:
-    """One ``ResultStore.write_terminal`` call: its results of one job, and what became of them."""
+    """One ``ResultsTable.write_terminal`` call: its results of one job, and what became of them."""
 
-    def __init__(self, store: ResultStore, job_id: str, give_up_at: float | None) -> None:
-        self._store = store
+    def __init__(self, table: ResultsTable, job_id: str, give_up_at: float | None) -> None:
+        self._table = table
         self._job_id = job_id
         self._give_up_at = give_up_at
         self._written: list[RequestResult] = []
@@ -92,7 +92,7 @@ class TerminalWrite:
             else:
                 seen.add(r.custom_id)
                 firsts.append(r)
-        fitted = await asyncio.gather(*(fit_item(r, self._store.payloads) for r in firsts))
+        fitted = await asyncio.gather(*(fit_item(r, self._table.payloads) for r in firsts))
         pairs = list(zip(firsts, fitted, strict=True))
         for chunk in _pack(pairs):
             await self._write(chunk)
@@ -101,10 +101,10 @@ class TerminalWrite:
     async def _write(self, pending: list[_Pair], *, last_resort: bool = False) -> None:
         """One transaction's worth of results. ``last_resort``: these are already the
         stand-ins of refused results."""
-        backoff = self._store.backoff(self._give_up_at)
+        backoff = self._table.dynamo.backoff(self._give_up_at)
         while pending:
             try:
-                await self._store.call("transact_write_items", TransactItems=self._transaction(pending))
+                await self._table.dynamo.call("transact_write_items", TransactItems=self._transaction(pending))
             except ClientError as e:
                 code, reasons = error_parts(e)
                 existing = {i for i, r in enumerate(reasons[: len(pending)]) if r.get("Code") == CONDITION_FAILED}
@@ -158,7 +158,7 @@ class TerminalWrite:
         actions: list[dict[str, Any]] = [
             {
                 "Put": {
-                    "TableName": self._store.results_table,
+                    "TableName": self._table.name,
                     "Item": to_ddb(item),
                     "ConditionExpression": "attribute_not_exists(custom_id)",
                 }
@@ -172,8 +172,8 @@ class TerminalWrite:
         actions.append(
             {
                 "Update": {
-                    "TableName": self._store.jobs_table,
-                    "Key": self._store.counter_key(self._job_id),
+                    "TableName": self._table.jobs.name,
+                    "Key": self._table.jobs.counter_key(self._job_id),
                     "UpdateExpression": "ADD succeeded :s, failed :f, cancelled :c, "
                     "prompt_tokens :p, completion_tokens :o, write_units :w, offloaded :k SET updated_at = :t",
                     "ExpressionAttributeValues": to_ddb(

@@ -4,7 +4,8 @@ one deadline, store every answer, and hand the rest back to SQS.
 The pieces, each in its own module: :mod:`shared.budget` (the deadline),
 :mod:`shared.limits.limiter` (calls in flight) and :mod:`shared.limits.adaptive` (its size, when adaptive),
 :mod:`shared.limits.throttle` (the endpoint's global rate limits and Retry-After),
-:mod:`shared.endpoints` (the model), :mod:`shared.store.result_writer` (batched, conditional writes).
+:mod:`shared.endpoints` (the model), :mod:`shared.store.result_writer` (batched, conditional writes),
+:mod:`shared.worker.outcomes` (what becomes of each record, as values).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from shared.backoff import deferral_delay_s, exhausted_message, retry_delay_s
+from shared.backoff import deferral_delay_s, retry_delay_s
 from shared.budget import Deadline
 from shared.config import RuntimeLimits
 from shared.endpoints.base import Endpoint, EndpointReply
@@ -29,12 +30,22 @@ from shared.errors import (
 )
 from shared.jobs import JobMeta
 from shared.limits.throttle import Permit
-from shared.messages import RequestMessage, belongs_to, decode_body, decode_message, signed_by
+from shared.messages import RequestMessage, belongs_to, decode_body, signed_by
 from shared.packing import OutgoingCall, Packer
 from shared.payloads import OFFLOAD_MAX_BYTES, request_body_prefix
 from shared.queue_ops import Requeuer
-from shared.results import RequestResult, RequestStatus, Usage, utc_now_iso
+from shared.results import RequestResult, RequestStatus
 from shared.store.result_writer import ResultWriter
+from shared.worker.outcomes import (
+    CANCELLED,
+    Disposition,
+    JobCancelledError,
+    decode_record,
+    exhausted_result,
+    invalid_result,
+    request_result,
+    retry_note,
+)
 from shared.worker.stats import NO_ENDPOINT, EndpointStats, InvocationStats
 
 if TYPE_CHECKING:
@@ -51,31 +62,6 @@ JOB_REFRESH_S = 2.0
 #: this one writes tens. Nothing waits on it but the record's own handler (its slot is free
 #: already), and the last records of a batch never do (``BatchRun._flush_if_all_waiting``).
 RESULT_WRITE_WAIT_S = 1.0
-CANCELLED = ("cancelled", "job cancelled")
-
-
-def _decode(body: Any) -> RequestMessage | InvalidMessageError:
-    """A record's message, or why it is not one; never raises, whatever the body holds."""
-    try:
-        return decode_message(body if isinstance(body, str) else "")
-    except InvalidMessageError as e:
-        return e
-    except Exception as e:  # decode_message should never get here; no message may fail its batch
-        return InvalidMessageError(f"unreadable message: {type(e).__name__}")
-
-
-class JobCancelledError(Exception):
-    """Internal: the job was cancelled while this request waited for a slot."""
-
-
-class Disposition:
-    """What became of a record that SQS may now delete."""
-
-    STORED = "stored"
-    DUPLICATE = "duplicate"
-    DEAD_LETTERED = "dead_lettered"
-    #: Not called (rate limit, Retry-After pause, deadline): a fresh copy is on the queue.
-    DEFERRED = "deferred"
 
 
 class BatchRun:
@@ -136,7 +122,7 @@ class BatchRun:
         self._open = len(records)
         keys: list[tuple[str, str]] = []
         for r in records:
-            decoded = _decode(r.get("body"))
+            decoded = decode_record(r.get("body"))
             self._decoded[str(r.get("messageId", id(r)))] = decoded
             job_id, custom_id = decoded.job_id, decoded.custom_id
             if job_id and custom_id:  # read (and checked) even when the rest is invalid
@@ -166,7 +152,7 @@ class BatchRun:
 
     async def _handle_record(self, record: SQSRecord) -> str:
         receive_count = int(record.attributes.approximate_receive_count or 1)
-        decoded = self._decoded.get(record.message_id) or _decode(record.body)
+        decoded = self._decoded.get(record.message_id) or decode_record(record.body)
         if isinstance(decoded, InvalidMessageError):
             return await self._invalid(record, decoded, receive_count)
         wire = decoded
@@ -185,13 +171,13 @@ class BatchRun:
                 s.duplicates += 1
             return Disposition.DUPLICATE
         if job.cancel_requested:
-            return await self._settle(wire, self._result(wire, attempt, RequestStatus.CANCELLED, error=CANCELLED))
+            return await self._settle(wire, request_result(wire, attempt, RequestStatus.CANCELLED, error=CANCELLED))
 
         endpoint = self.worker.endpoints.get(wire.endpoint)
         if endpoint is None:
             return await self._settle(
                 wire,
-                self._result(
+                request_result(
                     wire,
                     attempt,
                     RequestStatus.FAILED,
@@ -202,7 +188,7 @@ class BatchRun:
             msg = await self._with_body(wire)
         except PermanentError as e:
             return await self._settle(
-                wire, self._result(wire, attempt, RequestStatus.FAILED, error=(e.code or "failed", e.message))
+                wire, request_result(wire, attempt, RequestStatus.FAILED, error=(e.code or "failed", e.message))
             )
         except TransientError as e:
             return await self._defer(wire, receive_count, e)
@@ -210,12 +196,12 @@ class BatchRun:
         try:
             reply = await self._call(endpoint, msg)
         except JobCancelledError:
-            return await self._settle(msg, self._result(wire, attempt, RequestStatus.CANCELLED, error=CANCELLED))
+            return await self._settle(msg, request_result(wire, attempt, RequestStatus.CANCELLED, error=CANCELLED))
         except PermanentError as e:
             latency = int((time.monotonic() - started) * 1000)
             return await self._settle(
                 msg,
-                self._result(
+                request_result(
                     wire,
                     attempt,
                     RequestStatus.FAILED,
@@ -232,18 +218,8 @@ class BatchRun:
                 if isinstance(e, BudgetExhaustedError):
                     s.budget_exhausted += 1
             if attempt >= self.worker.config.max_attempts:
-                return await self._settle(msg, self._exhausted(wire, attempt, e))
-            self._retry_notes.append(
-                {
-                    "job_id": msg.job_id,
-                    "custom_id": msg.custom_id,
-                    "attempt": attempt,
-                    "error_code": e.code or "transient",
-                    "error_message": e.message,
-                    "status_code": e.status_code or 0,
-                    "at": utc_now_iso(),
-                }
-            )
+                return await self._settle(msg, exhausted_result(wire, attempt, e))
+            self._retry_notes.append(retry_note(msg, attempt, e))
             delay = retry_delay_s(
                 e, attempt, base_s=self.worker.config.retry_base_s, cap_s=self.worker.config.retry_max_s
             )
@@ -254,7 +230,7 @@ class BatchRun:
         for s in self._counters(msg.endpoint):
             s.latencies_ms.append(latency)
         return await self._settle(
-            msg, self._result(wire, attempt, RequestStatus.SUCCEEDED, reply=reply, latency_ms=latency)
+            msg, request_result(wire, attempt, RequestStatus.SUCCEEDED, reply=reply, latency_ms=latency)
         )
 
     async def _with_body(self, wire: RequestMessage) -> RequestMessage:
@@ -304,18 +280,6 @@ class BatchRun:
             if isinstance(error, BudgetExhaustedError):
                 s.budget_exhausted += 1
         return Disposition.DEFERRED
-
-    def _exhausted(self, wire: RequestMessage, attempt: int, e: TransientError) -> RequestResult:
-        """The final failure of a request whose calls kept failing transiently: recorded
-        here, with the last error, as the DeadLetter function would after the queue's
-        ``maxReceiveCount`` (which stays the backstop for crashes and timeouts)."""
-        return self._result(
-            wire,
-            attempt,
-            RequestStatus.FAILED,
-            status_code=e.status_code,
-            error=("retries_exhausted", exhausted_message(attempt, e.code or "transient", e.message)),
-        )
 
     async def _settle(self, msg: RequestMessage, result: RequestResult) -> str:
         """Store a request's outcome, and log it with the request's ids."""
@@ -430,37 +394,6 @@ class BatchRun:
                 self.worker.throttle.throttled(endpoint.name, e.retry_after_s)
             raise
 
-    def _result(
-        self,
-        msg: RequestMessage,
-        attempt: int,
-        status: RequestStatus,
-        *,
-        reply: EndpointReply | None = None,
-        status_code: int | None = None,
-        error: tuple[str, str] | None = None,
-        latency_ms: int = 0,
-    ) -> RequestResult:
-        return RequestResult(
-            job_id=msg.job_id,
-            custom_id=msg.custom_id,
-            line=msg.line,
-            status=status,
-            attempt=attempt,
-            endpoint=msg.endpoint,
-            latency_ms=latency_ms,
-            status_code=reply.status_code if reply else status_code,
-            request_id=reply.request_id if reply else None,
-            response_body=reply.body if reply else None,
-            error_code=error[0] if error else None,
-            error_message=error[1] if error else None,
-            usage=reply.usage if reply else Usage(),
-            # As it came (a body_ref stays a reference), counting no receives: what retry re-sends.
-            request_message=(
-                msg.model_copy(update={"receives": 0}).encode() if status is RequestStatus.FAILED else None
-            ),
-        )
-
     async def _store(self, result: RequestResult) -> str:
         self._writing += 1
         self._flush_if_all_waiting()
@@ -501,18 +434,7 @@ class BatchRun:
             for s in self._counters(NO_ENDPOINT):
                 s.duplicates += 1
             return Disposition.DUPLICATE
-        return await self._store(
-            RequestResult(
-                job_id=job.job_id,
-                custom_id=e.custom_id,
-                line=e.line,
-                status=RequestStatus.FAILED,
-                attempt=attempt,
-                endpoint="",
-                error_code="invalid_message",
-                error_message=e.message,
-            )
-        )
+        return await self._store(invalid_result(job.job_id, e.custom_id, e, attempt))
 
     async def _dead_letter(self, body: str, reason: str) -> str:
         log.warning("dead-lettering an unrecordable message", extra={"reason": reason, "body_bytes": len(body)})

@@ -22,7 +22,7 @@ from shared.packing import ListSupport
 from shared.payloads import PayloadStore
 from shared.queue_ops import QueueOps
 from shared.request_log import RequestLog
-from shared.store.tables import ResultStore
+from shared.store.result_store import ResultStore
 from shared.worker.batch_run import BatchRun
 from shared.worker.stats import InvocationStats
 

@@ -29,7 +29,7 @@ from shared.errors import EndpointHTTPError
 from shared.jobs import JobMeta
 from shared.messages import RequestMessage, sign
 from shared.results import RequestResult, Usage
-from shared.store.tables import ResultStore
+from shared.store.result_store import ResultStore
 
 SIGN_KEY = "0123456789abcdef0123456789abcdef"
 

@@ -30,7 +30,8 @@ from shared.limits.rate_math import REQUESTS_ATTR, RateLimits
 from shared.limits.throttle import Throttle
 from shared.messages import RequestMessage
 from shared.results import Usage
-from shared.store.tables import ResultStore, from_ddb
+from shared.store.item_size import from_ddb
+from shared.store.result_store import ResultStore
 from shared.worker.processor import Worker
 
 pytestmark = pytest.mark.functional

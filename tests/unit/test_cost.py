@@ -21,7 +21,7 @@ from shared.errors import ConfigError
 from shared.jobs import Counts, JobMeta, JobStatus, Metering
 from shared.observability import invocation_metering
 from shared.queue_ops import SQS_BATCH_MAX_ENTRIES
-from shared.store.tables import METERING_WRITE_UNITS
+from shared.store.jobs_table import METERING_WRITE_UNITS
 from shared.worker.stats import InvocationStats
 
 #: Round numbers, so every expected figure below can be checked by hand.

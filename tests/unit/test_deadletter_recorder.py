@@ -32,7 +32,7 @@ from shared.messages import sign
 from shared.payloads import PayloadStore
 from shared.results import RequestStatus
 from shared.store.item_size import ITEM_MAX_BYTES, item_bytes
-from shared.store.tables import ResultStore
+from shared.store.result_store import ResultStore
 
 pytestmark = pytest.mark.functional
 

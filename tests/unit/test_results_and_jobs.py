@@ -10,7 +10,7 @@ import pytest
 
 from shared.jobs import Counts, JobMeta, JobState, JobStatus, new_job_id
 from shared.results import RequestResult, RequestStatus, Usage
-from shared.store.tables import from_ddb, to_ddb
+from shared.store.item_size import from_ddb, to_ddb
 
 FLOATY_BODY: dict[str, Any] = {
     "id": "chatcmpl-1",

@@ -1,4 +1,4 @@
-"""Functional tests of ``ResultStore`` (shared/store/tables.py) against moto's server over real HTTP,
+"""Functional tests of ``ResultStore`` (shared/store/result_store.py) against moto's server over real HTTP,
 with the tables built from template.yaml by the local stack's provisioner."""
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from llmbatch.local.provision import REGION, provision_stack
 from shared.errors import JobNotFoundError, TransientError
 from shared.jobs import Counts, JobMeta
 from shared.results import RequestResult, RequestStatus, Usage
-from shared.store.tables import BATCH_GET_MAX_KEYS, BATCH_WRITE_MAX_ITEMS, ResultStore, from_ddb, to_ddb
+from shared.store.dynamo import BATCH_GET_MAX_KEYS, BATCH_WRITE_MAX_ITEMS
+from shared.store.item_size import from_ddb, to_ddb
+from shared.store.result_store import ResultStore
 
 pytestmark = pytest.mark.functional
 

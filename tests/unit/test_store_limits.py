@@ -26,8 +26,8 @@ from shared.payloads import PayloadStore
 from shared.results import RequestResult, RequestStatus, Usage
 from shared.store.item_size import ITEM_MAX_BYTES, typed_item_bytes
 from shared.store.result_fit import STORE_REFUSED, custom_id_digest
+from shared.store.result_store import ResultStore
 from shared.store.result_writer import ResultWriter
-from shared.store.tables import ResultStore
 from shared.store.terminal_writes import RESULTS_MAX_BYTES_PER_WRITE, result_write_bytes
 
 pytestmark = pytest.mark.functional

@@ -1,4 +1,4 @@
-"""The job counters behind the cost estimate (shared/store/tables.py), against moto's server over
+"""The job counters behind the cost estimate (shared/store/jobs_table.py), against moto's server over
 real HTTP: the write units of result transactions, and each invocation's metering."""
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from llmbatch.local.moto_server import MotoServer
 from llmbatch.local.provision import REGION, provision_stack
 from shared.jobs import JobMeta, Metering
 from shared.results import RequestResult, RequestStatus, Usage
-from shared.store.tables import TRANSACTION_WRITE_UNITS_PER_KB, ResultStore, item_bytes
+from shared.store.item_size import item_bytes
+from shared.store.result_store import ResultStore
+from shared.store.terminal_writes import TRANSACTION_WRITE_UNITS_PER_KB
 
 pytestmark = pytest.mark.functional
 

@@ -1,6 +1,6 @@
-"""Reads stay O(1) and correct, and redrive never loses a request (shared/store/tables.py,
-llmbatch/client/client.py), against moto's server over real HTTP with the stack built from
-template.yaml (tables with the jobs index, the bucket, the queues)."""
+"""Reads stay O(1) and correct, and redrive never loses a request (shared/store/jobs_table.py,
+shared/store/results_table.py, llmbatch/client/client.py), against moto's server over real HTTP
+with the stack built from template.yaml (tables with the jobs index, the bucket, the queues)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ from shared.deadletter import DeadLetter, keep_dead_letters
 from shared.errors import TransientError
 from shared.jobs import JobMeta, JobState
 from shared.results import RequestResult, RequestStatus, Usage, utc_now_iso
-from shared.store.tables import JOBS_INDEX, ResultStore, from_ddb, to_ddb
+from shared.store.item_size import from_ddb, to_ddb
+from shared.store.jobs_table import JOBS_INDEX
+from shared.store.result_store import ResultStore
 
 pytestmark = pytest.mark.functional
 

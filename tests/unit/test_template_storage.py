@@ -11,8 +11,8 @@ import pytest
 from llmbatch.local.template import function_spec, load_template
 from shared.deadletter import BODY_KEY_PREFIX
 from shared.payloads import request_body_prefix
+from shared.store.jobs_table import JOB_KIND, JOBS_INDEX
 from shared.store.result_fit import failed_request_key, response_key
-from shared.store.tables import JOB_KIND, JOBS_INDEX
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 

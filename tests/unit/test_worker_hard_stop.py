@@ -20,7 +20,7 @@ from shared.config import WorkerConfig
 from shared.endpoints.openai_http import OpenAIHttpEndpoint
 from shared.jobs import JobMeta
 from shared.messages import RequestMessage
-from shared.store.tables import ResultStore
+from shared.store.result_store import ResultStore
 
 FUNCTION_TIMEOUT_S = 3.0
 
