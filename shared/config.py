@@ -138,6 +138,8 @@ class WorkerConfig(_Settings):
     endpoints: Mapping[str, EndpointSpec] = Field(default_factory=dict)
     #: The ``LogPayloads`` debug switch: request and answer text in the request log lines.
     log_payloads: bool = False
+    #: The stack's event bus, for each job's "Job Finished" event (shared/finish.py); empty: none.
+    event_bus_name: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:

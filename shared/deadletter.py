@@ -108,6 +108,14 @@ def _receives(record: SQSRecord) -> int:
 class DeadLetterRecorder:
     def __init__(self, store: ResultStore) -> None:
         self.store = store
+        #: Jobs whose failures this container recorded (or found recorded) since the last
+        #: :meth:`take_touched`, each with one of its records' message ids: one may have
+        #: finished (shared/finish.py).
+        self.touched: dict[str, str] = {}
+
+    def take_touched(self) -> dict[str, str]:
+        touched, self.touched = self.touched, {}
+        return touched
 
     async def handle_record(self, record: SQSRecord) -> str:
         try:
@@ -162,6 +170,7 @@ class DeadLetterRecorder:
         if outcome.unstorable:
             return await self._keep_unassigned(record, f"its result could not be stored: {outcome.unstorable[0][1]}")
         await self._keep(DeadLetter(msg.job_id, msg.custom_id, body, result.error_message or "", utc_now_iso()))
+        self.touched.setdefault(msg.job_id, record.message_id)
         return "recorded" if outcome.written else "duplicate"
 
     async def _keep_unassigned(self, record: SQSRecord, reason: str) -> str:

@@ -8,7 +8,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from shared.latency import RESOLUTION as LATENCY_RESOLUTION
+from shared.latency import JobTiming
 from shared.messages import sign
+
+
+def _rounded(value: float | None, digits: int = 0) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 class JobState(StrEnum):
@@ -88,6 +94,12 @@ class JobMeta:
     #: ``sig`` verifies with it. Empty for jobs made before jobs had one (they take any
     #: message). A secret: never shown, logged or put in ``to_dict``.
     sign_key: str = field(default="", repr=False)
+    #: An HTTPS URL to POST the job's "Job Finished" event to (``submit --notify``), signed
+    #: (shared/notify.py); empty for none.
+    notify_url: str = ""
+    #: The job's "Job Finished" event: ``pending`` while claimed, ``sent`` once published
+    #: (shared/finish.py); empty before the job finished.
+    finished_event: str = ""
 
 
 class NewJob(NamedTuple):
@@ -110,6 +122,8 @@ class JobStatus:
     meta: JobMeta
     counts: Counts
     metering: Metering = field(default_factory=Metering)
+    #: Latency histogram and first start / last result, from the counter shards.
+    timing: JobTiming = field(default_factory=JobTiming)
 
     @property
     def job_id(self) -> str:
@@ -138,6 +152,33 @@ class JobStatus:
     @property
     def finished(self) -> bool:
         return self.state in (JobState.COMPLETED, JobState.CANCELLED)
+
+    @property
+    def error_rate(self) -> float | None:
+        """Failed over terminal requests; None before any."""
+        return self.counts.failed / self.counts.terminal if self.counts.terminal else None
+
+    @property
+    def requests_per_s(self) -> float | None:
+        """Terminal requests over the time from the first call's start to the last result."""
+        active = self.timing.active_s
+        return self.counts.terminal / active if active and self.counts.terminal else None
+
+    def figures(self) -> dict[str, float | None]:
+        """What operators look for: latency of the answered requests (mean, p50, p99, in ms;
+        the percentiles within ``latency_resolution``), error rate and requests/s; None
+        where there is nothing to read yet."""
+        t = self.timing
+        return {
+            "latency_mean_ms": _rounded(t.mean_ms),
+            "latency_p50_ms": _rounded(t.percentile_ms(50)),
+            "latency_p99_ms": _rounded(t.percentile_ms(99)),
+            "latency_resolution": round(LATENCY_RESOLUTION, 3),
+            "answered": t.answered,
+            "error_rate": None if self.error_rate is None else round(self.error_rate, 4),
+            "requests_per_s": _rounded(self.requests_per_s, 2),
+            "active_s": _rounded(t.active_s, 1),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {

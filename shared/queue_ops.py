@@ -84,31 +84,44 @@ class QueueOps:
                 QueueUrl=self._queue_url, Entries=entries[start : start + SQS_BATCH_MAX_ENTRIES]
             )
 
-    async def send_copies(self, copies: Sequence[tuple[str, int]]) -> list[bool]:
-        """Send ``(body, delay_s)`` copies to the request queue; which of them were sent."""
+    async def send_copies(self, copies: Sequence[Copy]) -> list[bool]:
+        """Send copies to the request queue; which of them were sent."""
         sent = [False] * len(copies)
-        bodies = [b for b, _ in copies]
-        for batch in pack_batches(bodies):
+        for batch in pack_batches([c.body for c in copies]):
             self.calls["send_message_batch"] += 1
             resp = await self._sqs.send_message_batch(
-                QueueUrl=self._queue_url,
-                Entries=[
-                    {
-                        "Id": str(i),
-                        "MessageBody": copies[i][0],
-                        "DelaySeconds": max(0, min(SQS_MAX_DELAY_S, copies[i][1])),
-                    }
-                    for i in batch
-                ],
+                QueueUrl=self._queue_url, Entries=[copies[i].entry(str(i)) for i in batch]
             )
             for ok in resp.get("Successful") or []:
                 sent[int(ok["Id"])] = True
         return sent
 
 
+@dataclass(frozen=True)
+class Copy:
+    """A fresh copy of a message for the request queue: its body, how long SQS keeps it
+    delayed, and its tenant (the job id: SQS fair queues serve a job with a small share of
+    the messages in flight before a job with a large one, README: "Fairness between jobs")."""
+
+    body: str
+    delay_s: int = 0
+    group: str | None = None
+
+    def entry(self, entry_id: str) -> dict[str, Any]:
+        """The SendMessageBatch entry."""
+        out: dict[str, Any] = {
+            "Id": entry_id,
+            "MessageBody": self.body,
+            "DelaySeconds": max(0, min(SQS_MAX_DELAY_S, self.delay_s)),
+        }
+        if self.group:
+            out["MessageGroupId"] = self.group
+        return out
+
+
 @dataclass
 class _Waiting:
-    copies: list[tuple[str, int]] = field(default_factory=list)
+    copies: list[Copy] = field(default_factory=list)
     futures: list[asyncio.Future[None]] = field(default_factory=list)
 
 
@@ -125,9 +138,9 @@ class Requeuer:
         self._sends: set[asyncio.Task[None]] = set()
         self.sent = 0
 
-    async def put(self, body: str, delay_s: int) -> None:
+    async def put(self, copy: Copy) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.copies.append((body, delay_s))
+        self._waiting.copies.append(copy)
         self._waiting.futures.append(fut)
         if len(self._waiting.copies) >= SQS_BATCH_MAX_ENTRIES:
             self.flush()

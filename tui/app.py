@@ -11,11 +11,13 @@ from typing import Any, ClassVar
 from textual import on
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.screen import Screen
 
 from tui.backend import ClientFactory, ConsoleClient
 from tui.commands import ConsoleCommands
 from tui.errors import describe_error
 from tui.messages import ActionFailed, JobSubmitted, OpenJob
+from tui.quitting import FormValues, QuitConfirmScreen, submit_form, unsaved_changes
 from tui.screens.dead_letters import DeadLettersScreen
 from tui.screens.job_detail import JobDetailScreen
 from tui.screens.jobs import JobsScreen
@@ -48,6 +50,12 @@ class LlmbatchConsole(App[None]):
         Binding("f4", "show_mode('submit')", "Submit"),
         Binding("f5", "show_mode('dead_letters')", "Dead letters"),
         Binding("ctrl+t", "toggle_theme", "Theme"),
+        # Quit as most terminal tools do; a focused input types its q (it takes printable
+        # keys before the app's non-priority bindings), and one with selected text copies
+        # on ctrl+c. ctrl+q keeps Textual's priority: pressed while asking, it quits.
+        Binding("q", "quit_console", "Quit", show=False),
+        Binding("ctrl+c", "quit_console", "Quit", show=False),
+        Binding("ctrl+q", "quit_console", "Quit", show=False, priority=True),
     ]
 
     client: ConsoleClient
@@ -69,6 +77,8 @@ class LlmbatchConsole(App[None]):
         self.start_dir = start_dir or Path.cwd()
         self.sub_title = stack_label
         self._resources = AsyncExitStack()
+        #: The submit form as last submitted (quitting then loses nothing of it).
+        self._submitted_form: FormValues | None = None
 
     async def on_mount(self) -> None:
         try:
@@ -93,12 +103,32 @@ class LlmbatchConsole(App[None]):
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
 
+    def open_screens(self) -> list[Screen[Any]]:
+        """Every screen of every mode (Textual keeps a mode's screens while the app runs but
+        shows no public list of them all)."""
+        return [screen for stack in self._screen_stacks.values() for screen in stack]
+
+    def action_quit_console(self) -> None:
+        """Quit; first ask when something unsaved would be lost (asked already: quit)."""
+        lost = unsaved_changes(self.open_screens(), self._submitted_form)
+        if not lost or isinstance(self.screen, QuitConfirmScreen):
+            self.exit()
+            return
+        self.push_screen(QuitConfirmScreen(lost), self._quit_answered)
+
+    def _quit_answered(self, yes: bool | None) -> None:
+        if yes:
+            self.exit()
+
     @on(OpenJob)
     def _open_job(self, message: OpenJob) -> None:
         self.push_screen(JobDetailScreen(message.job_id))
 
     @on(JobSubmitted)
     def _job_submitted(self, message: JobSubmitted) -> None:
+        # What was submitted is no longer unsaved.
+        forms = [submit_form(s) for s in self.open_screens() if isinstance(s, SubmitScreen)]
+        self._submitted_form = next((f for f in forms if f is not None), None)
         self.action_show_mode("jobs")
 
     @on(ActionFailed)

@@ -15,17 +15,23 @@ from pathlib import Path
 from typing import Any
 
 from llmbatch.client.client import ESM_CONCURRENCY_BOUNDS, ExportSummary, ProgressCallback, QueueStats
-from llmbatch.client.cost import PRICES_ENV
+from llmbatch.client.cost import PRICES_ENV, Pricing
+from llmbatch.client.estimate import JobEstimate, Latency, LiveLimits, estimate_job
 from llmbatch.client.jobfile import JobFile, read_job_file
 from shared.config import RuntimeLimits
 from shared.deadletter import UNASSIGNED, DeadLetter, is_redrivable
 from shared.errors import ConfigError, JobNotFoundError
 from shared.jobs import Counts, JobMeta, JobStatus, Metering
+from shared.latency import JobTiming, started_at
+from shared.limits.rate_math import RateLimits
 from shared.messages import RequestMessage
 from shared.results import RequestResult, RequestStatus, Usage
 from tui.screens.queue import Sample
 
 FIXED_NOW = datetime(2026, 11, 29, 6, 15, 0, tzinfo=UTC)
+#: The demo stack's event source mapping BatchSize and typical model latency (its estimates).
+DEMO_BATCH_SIZE = 100
+DEMO_LATENCY_S = 0.8
 
 
 def _at(minutes_ago: float) -> str:
@@ -39,6 +45,7 @@ def _job(
     minutes_ago: float,
     counts: Counts,
     metering: Metering | None = None,
+    timing: JobTiming | None = None,
     **meta: Any,
 ) -> JobStatus:
     meta.setdefault("sealed", True)
@@ -46,6 +53,18 @@ def _job(
         JobMeta(job_id=job_id, total=total, name=name, created_at=_at(minutes_ago), enqueued=total, **meta),
         counts,
         metering or Metering(),
+        timing or JobTiming(),
+    )
+
+
+def demo_timing(job_id: str, total: int) -> JobTiming:
+    """What the counters of a job with :func:`demo_results` hold: its answered requests'
+    latencies, its first call's start and its last result."""
+    results = demo_results(job_id, total)
+    return JobTiming.of_latencies(
+        (r.latency_ms for r in results if r.status is RequestStatus.SUCCEEDED),
+        first_started_at=min(started_at(r.finished_at, r.latency_ms) for r in results),
+        last_finished_at=max(r.finished_at for r in results),
     )
 
 
@@ -65,6 +84,7 @@ def demo_jobs() -> list[JobStatus]:
             25,
             Counts(244, 6, 0, 61_200, 30_855),
             EVAL_SET_METERING,
+            timing=demo_timing("job-20261129T055000Z-77b0e4d1", 250),
         ),
         _job("job-20261129T051200Z-c01d9a33", "embeddings.jsonl", 1200, 63, Counts(0, 0, 0, 0, 0)),
         _job(
@@ -75,7 +95,14 @@ def demo_jobs() -> list[JobStatus]:
             Counts(40, 0, 40, 9_100, 4_012),
             cancel_requested=True,
         ),
-        _job("job-20261128T180000Z-9a8b7c6d", "smoke.jsonl", 3, 735, Counts(3, 0, 0, 96, 41)),
+        _job(
+            "job-20261128T180000Z-9a8b7c6d",
+            "smoke.jsonl",
+            3,
+            735,
+            Counts(3, 0, 0, 96, 41),
+            timing=demo_timing("job-20261128T180000Z-9a8b7c6d", 3),
+        ),
     ]
 
 
@@ -308,6 +335,22 @@ class DemoClient:
 
     async def check_file(self, path: Path, *, endpoint: str = "default") -> JobFile:
         return read_job_file(path, endpoint=endpoint)
+
+    async def estimate(self, path: Path, *, endpoint: str = "default") -> JobEstimate:
+        """The estimate ``submit --dry-run`` prints, at the demo stack's prices and limits."""
+        limits = LiveLimits(
+            workers=self.worker_concurrency,
+            calls_per_worker=self.limits.max_concurrency,
+            batch_size=DEMO_BATCH_SIZE,
+            rate=RateLimits(self.limits.rpm_limit, self.limits.tpm_limit),
+        )
+        return estimate_job(
+            await self.check_file(path, endpoint=endpoint),
+            endpoint=endpoint,
+            pricing=Pricing.from_function_configuration(await self.worker_configuration()),
+            limits=limits,
+            latency=Latency(DEMO_LATENCY_S, "the demo stack's"),
+        )
 
     async def dead_letters(self, job_id: str | None = None) -> list[DeadLetter]:
         return [d for d in self.letters if job_id is None or d.job_id == job_id]

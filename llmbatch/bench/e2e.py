@@ -423,7 +423,7 @@ async def _run_job(up: LocalUp, state: Mapping[str, Any], name: str, n: int, rpm
         client_cpu = time.process_time() - client0
         rss = up.stack_rss_mb()
         sim = _sim_stats(sim_url)
-        finished = await _finished_times(client, resources.results_table, job_id)
+        finished = await finished_times(client, resources.results_table, job_id)
         last = max(finished, default=started_wall + progress[-1][0])
         if rpm_limit:
             await client.set_limits(limits.with_changes(rpm_limit=None))
@@ -445,7 +445,7 @@ async def _run_job(up: LocalUp, state: Mapping[str, Any], name: str, n: int, rpm
     )
 
 
-async def _finished_times(client: Any, table: str, job_id: str) -> list[float]:
+async def finished_times(client: Any, table: str, job_id: str) -> list[float]:
     """Every result's ``finished_at`` (unix seconds), read with a projection: the whole
     items of a 100,000-request job are far more to read (and for moto to serialise)."""
     kwargs: dict[str, Any] = {

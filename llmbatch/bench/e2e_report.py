@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from llmbatch.bench.e2e import FIFTHS, LOCAL_UP, RPM_LIMIT, TITLE, E2ERun
+from llmbatch.bench.fairness import FairnessRun
 from llmbatch.bench.harness import BASE_SIMULATOR
 
 START = "<!-- local-e2e: start -->"
@@ -97,8 +98,42 @@ def targets(runs: Sequence[E2ERun]) -> list[str]:
     return lines
 
 
-def markdown(runs: Sequence[E2ERun]) -> list[str]:
+def fairness_lines(runs: Sequence[FairnessRun]) -> list[str]:
+    """Issue 14's fairness figure: the small job's time behind the big one against alone."""
     if not runs:
+        return []
+    first = runs[0]
+    return [
+        "### Fairness between jobs",
+        "",
+        f"A {first.small}-request job submitted right after a {first.big:,}-request job (enqueued whole, far more "
+        "than the workers hold in flight), against the same job alone on the same warm stack "
+        "(`llmbatch/bench/fairness.py`; the big job is cancelled afterwards). Each message's `MessageGroupId` is its "
+        "job id, and the queue serves a job with few messages in flight before one with a backlog (SQS fair queues; "
+        "the local stack's queue reproduces them, `llmbatch/local/moto_sqs.py`).",
+        "",
+        "| model calls in flight at most | small job alone s | behind the big job s | slowdown (target <= 2x) "
+        "| big job's requests answered by then |",
+        "|---:|---:|---:|---:|---:|",
+        *(
+            f"| {r.calls_in_flight} | {r.small_alone_s:.1f} | {r.small_behind_s:.1f} | {r.slowdown:.2f}x "
+            f"| {r.big_answered:,} of {r.big:,} |"
+            for r in runs
+        ),
+        "",
+        "The queue's part holds: the small job's messages are the next ones received (`tests/functional/"
+        "test_fairness.py` counts it). What is left is waiting for a worker to take them: every invocation "
+        "slot is busy with a batch of the big job (`BatchSize` records each), so the small job waits for one to "
+        "end, then shares that container's calls, and with more calls in flight than the endpoint has slots "
+        "(the template's defaults: 10 containers x 16 calls against 32 slots) each call also waits in the "
+        "endpoint's own queue. Smaller batches shorten the first wait; sizing `WorkerMaxConcurrency` x "
+        "`ModelCallConcurrency` to the endpoint's slots shortens the second.",
+        "",
+    ]
+
+
+def markdown(runs: Sequence[E2ERun], fairness: Sequence[FairnessRun] = ()) -> list[str]:
+    if not runs and not fairness:
         return []
     header = list(COLUMNS)
     return [
@@ -131,6 +166,7 @@ def markdown(runs: Sequence[E2ERun]) -> list[str]:
         "",
         *targets(runs),
         "",
+        *fairness_lines(fairness),
         "Notes. A job's rate end to end is its steady rate less what its two ends cost, and those are fixed, "
         "not per request: before the endpoint is full, the first `submit` calls, the mapping's batching window "
         "(1 s), and on a fresh `local up` the worker containers' cold starts (ten at once); after it, the last "

@@ -13,6 +13,7 @@ from typing import Any
 
 from llmbatch.bench import e2e_report
 from llmbatch.bench.e2e import E2ERun
+from llmbatch.bench.fairness import FairnessRun
 from llmbatch.bench.harness import ADAPTIVE_CEILING, RunResult, Scenario
 from llmbatch.bench.importtime import ImportTime
 from llmbatch.bench.packing_scenario import CONCURRENCY as PACKING_CONCURRENCY
@@ -93,6 +94,8 @@ class BenchReport:
     packing: list[PackingRun] = field(default_factory=list)
     #: The local stack end to end (``--scenario local-e2e``).
     e2e: list[E2ERun] = field(default_factory=list)
+    #: A small job behind a big one, against its time alone (``--e2e-fairness``).
+    fairness: list[FairnessRun] = field(default_factory=list)
 
     def for_scenario(self, name: str) -> dict[str, RunResult]:
         return {r.approach: r for r in self.results if r.scenario == name}
@@ -324,6 +327,7 @@ def text_report(report: BenchReport) -> str:
         lines += ["", f"== local-e2e: {e2e_report.TITLE}"]
         lines += _aligned(e2e_report.COLUMNS, e2e_report.rows(report.e2e))
         lines += ["", *e2e_report.targets(report.e2e)]
+    lines += e2e_report.fairness_lines(report.fairness)
     if report.imports:
         lines += ["", "== cold-start import time (fresh interpreter, best of runs)"]
         lines += _aligned(IMPORT_COLUMNS, _import_rows(report))
@@ -374,14 +378,14 @@ def markdown_report(report: BenchReport, *, now: datetime | None = None) -> str:
         out += ["", *_cold_start_notes(report)]
         out.append("")
     out += _targets(report)
-    out += e2e_report.markdown(report.e2e)
+    out += e2e_report.markdown(report.e2e, report.fairness)
     out += [_say("caveats"), ""]
     return "\n".join(out).rstrip() + "\n"
 
 
 def splice_e2e_section(existing: str, report: BenchReport) -> str:
     """``existing`` docs with the end-to-end section replaced by this run's."""
-    return e2e_report.splice(existing, e2e_report.markdown(report.e2e))
+    return e2e_report.splice(existing, e2e_report.markdown(report.e2e, report.fairness))
 
 
 def _md_sweep(report: BenchReport) -> list[str]:

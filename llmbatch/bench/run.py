@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from llmbatch.bench import e2e, packing_scenario, parallel, sweep
+from llmbatch.bench import e2e, fairness, packing_scenario, parallel, sweep
 from llmbatch.bench.baselines import GatherBaseline, SequentialBaseline
 from llmbatch.bench.harness import SCENARIOS, Approach, BenchStack, OursApproach, RunResult, Scenario, run_approach
 from llmbatch.bench.importtime import TARGETS, heaviest_imports, measure_all
@@ -142,6 +142,14 @@ class Counts(click.ParamType):
     help=f"{E2E}: one more job of N requests after the others, e.g. {e2e.LARGE} (about 12 minutes); "
     "opt-in, too long for `make bench` (default: none)",
 )
+@click.option(
+    "--e2e-fairness",
+    type=int,
+    default=fairness.BIG,
+    metavar="N",
+    help=f"{E2E}: a {fairness.SMALL}-request job behind one of N requests, against its time alone "
+    f"(0: skip; default {fairness.BIG})",
+)
 @click.option("--import-repeat", type=int, default=3)
 @click.option(
     "--write-docs",
@@ -167,6 +175,8 @@ def run_benchmark(args: argparse.Namespace, *, log: Callable[[str], None]) -> Be
     if E2E in chosen:
         plan = e2e.E2EPlan(sizes=tuple(args.e2e_requests), rpm_requests=args.e2e_rpm_requests, large=args.e2e_large)
         report.e2e = e2e.run_e2e(plan, log=log)
+        if args.e2e_fairness:
+            report.fairness = fairness.run_fairness(args.e2e_fairness, log=log)
     return report
 
 
@@ -292,6 +302,7 @@ def run(args: argparse.Namespace) -> int:
             ],
             "packing": [{**dataclasses.asdict(r), "requests_per_s": r.requests_per_s} for r in report.packing],
             "e2e": [r.to_dict() for r in report.e2e],
+            "fairness": [r.to_dict() for r in report.fairness],
         }
         Path(args.json).write_text(json.dumps(data, indent=2))
     if args.write_docs:

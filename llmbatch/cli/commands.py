@@ -14,6 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from llmbatch.cli.progress import JobProgress
 from llmbatch.client.client import LlmbatchClient, ProgressCallback
 from llmbatch.client.cost import CostEstimate, Pricing, estimate_cost
+from llmbatch.client.estimate import JobEstimate
 from llmbatch.client.stack import StackResources
 from shared.errors import ConfigError
 from shared.jobs import JobStatus
@@ -27,9 +28,18 @@ async def submit(
     endpoint: str,
     resume: str | None = None,
     on_progress: ProgressCallback | None = None,
+    notify_url: str = "",
 ) -> str:
     async with LlmbatchClient(resources) as client:
-        return await client.submit(path, name=name, endpoint=endpoint, resume_job_id=resume, on_progress=on_progress)
+        return await client.submit(
+            path, name=name, endpoint=endpoint, resume_job_id=resume, on_progress=on_progress, notify_url=notify_url
+        )
+
+
+async def estimate(resources: StackResources, path: Path, *, endpoint: str) -> JobEstimate:
+    """``submit --dry-run``: the file checked as submit checks it, and its estimate."""
+    async with LlmbatchClient(resources) as client:
+        return await client.estimate(path, endpoint=endpoint)
 
 
 async def status(resources: StackResources, job_id: str) -> JobStatus:
@@ -111,17 +121,37 @@ def status_text(st: JobStatus, as_json: bool) -> str:
 
 
 def report_text(r: JobReport, as_json: bool) -> str:
-    """``status_text`` plus what the job used and its estimated cost (``--json``: the
-    ``metering`` and ``estimated_cost`` objects, or ``estimated_cost_unavailable``)."""
+    """``status_text`` plus the job's figures (latency, error rate, requests/s), what it used
+    and its estimated cost (``--json``: the ``figures``, ``metering`` and ``estimated_cost``
+    objects, or ``estimated_cost_unavailable``)."""
     if as_json:
-        d = {**r.status.to_dict(), "metering": asdict(r.status.metering)}
+        d = {**r.status.to_dict(), "figures": r.status.figures(), "metering": asdict(r.status.metering)}
         d["estimated_cost"] = r.cost.to_dict() if r.cost else None
         if r.cost_unavailable:
             d["estimated_cost_unavailable"] = r.cost_unavailable
         return json.dumps(d, indent=2)
     m = r.status.metering
     extra = {
+        **figure_lines(r.status),
         "compute_s": f"{m.compute_ms / 1000:,.1f} in {m.invocations:,} invocation(s)",
         "estimated_cost": r.cost.summary() if r.cost else f"unavailable ({r.cost_unavailable})",
     }
     return status_text(r.status, False) + "\n" + "\n".join(f"{k:<18} {v}" for k, v in extra.items())
+
+
+def figure_lines(st: JobStatus) -> dict[str, str]:
+    """The figures as ``status`` prints them: ``latency_ms  mean 204, p50 198, p99 250 (±12%)``."""
+    f = st.figures()
+    if f["latency_mean_ms"] is None:
+        latency = "none yet (no answered request)"
+    else:
+        resolution = f"±{(f['latency_resolution'] or 0) * 100:.0f}%"
+        latency = (
+            f"mean {f['latency_mean_ms']:,.0f}, p50 {f['latency_p50_ms']:,.0f}, p99 {f['latency_p99_ms']:,.0f}"
+            f" (percentiles {resolution}) over {st.timing.answered:,} answered"
+        )
+    rate = st.error_rate
+    errors = "none yet" if rate is None else f"{rate:.1%} ({st.counts.failed:,} of {st.counts.terminal:,})"
+    rps = st.requests_per_s
+    speed = "none yet" if rps is None else f"{rps:,.1f} over {st.timing.active_s or 0:,.1f} s"
+    return {"latency_ms": latency, "error_rate": errors, "requests_per_s": speed}

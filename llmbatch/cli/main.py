@@ -114,6 +114,7 @@ def up(endpoint: str | None, endpoint_url: str | None, slots: int, parameters: t
         endpoint_url=endpoint_url,
         simulator_config={"slots": slots},
         parameter_overrides=dict(parameters),
+        warm_containers=True,
     )
     resources = stack.start()
     try:
@@ -139,18 +140,40 @@ def up(endpoint: str | None, endpoint_url: str | None, slots: int, parameters: t
 @click.option("--name")
 @click.option("--endpoint", default="default", help="name of the endpoint the job uses")
 @click.option("--resume", metavar="JOB", help="finish enqueueing a job whose submit died part way")
+@click.option(
+    "--dry-run", is_flag=True, help="check the file and print its expected tokens, cost and duration; send nothing"
+)
+@click.option("--notify", metavar="URL", help="POST the job's signed Job Finished event to this https URL")
 @stack_options
 def submit(
-    file: Path, name: str | None, endpoint: str, resume: str | None, stack: str | None, region: str | None
+    file: Path,
+    name: str | None,
+    endpoint: str,
+    resume: str | None,
+    dry_run: bool,
+    notify: str | None,
+    stack: str | None,
+    region: str | None,
 ) -> int:
     """validate a JSONL job file and enqueue it"""
     from llmbatch.cli import commands
     from llmbatch.cli.progress import sending_progress
 
     resources = locate_stack(stack, region=region)
+    if dry_run:
+        click.echo("\n".join(asyncio.run(commands.estimate(resources, file, endpoint=endpoint)).lines()))
+        return 0
     with sending_progress("enqueueing") as on_progress:
         job_id = asyncio.run(
-            commands.submit(resources, file, name=name, endpoint=endpoint, resume=resume, on_progress=on_progress)
+            commands.submit(
+                resources,
+                file,
+                name=name,
+                endpoint=endpoint,
+                resume=resume,
+                on_progress=on_progress,
+                notify_url=notify or "",
+            )
         )
     click.echo(job_id)
     return 0

@@ -18,16 +18,22 @@ from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
 
+from llmbatch.client.cost import Pricing
+from llmbatch.client.estimate import ASSUMED_LATENCY_S, LATENCY_SAMPLE, JobEstimate, Latency, LiveLimits, estimate_job
 from llmbatch.client.jobfile import JobFile, read_job_file
 from llmbatch.client.stack import StackResources
-from shared.config import RuntimeLimits
+from shared.config import RuntimeLimits, WorkerConfig
 from shared.deadletter import DeadLetter, dead_letter_body, is_redrivable, keep_dead_letters, list_dead_letters
 from shared.errors import ConfigError, PermanentError, TransientError
+from shared.finish import EventBridgePublisher, JobFinisher
 from shared.jobs import JobMeta, JobStatus, NewJob, new_job_id
+from shared.limits.throttle import Throttle
 from shared.messages import RequestMessage, new_sign_key
+from shared.notify import check_url
 from shared.payloads import OFFLOAD_MAX_BYTES, PayloadStore, request_body_key
-from shared.queue_ops import pack_batches
+from shared.queue_ops import Copy, pack_batches
 from shared.results import RequestResult, RequestStatus, utc_now_iso
 from shared.store.result_store import ResultStore
 
@@ -90,6 +96,11 @@ class LlmbatchClient:
             results_table=self.resources.results_table,
             payloads=self.payloads,
         )
+        #: Publishes a cancelled job's finished event, as the workers do (shared/finish.py).
+        self.finisher: JobFinisher | None = None
+        if self.resources.event_bus:
+            events = await self._stack.enter_async_context(session.create_client("events", **kw))
+            self.finisher = JobFinisher(self.store, EventBridgePublisher(events, self.resources.event_bus))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -104,7 +115,9 @@ class LlmbatchClient:
         return int(attrs["Attributes"]["MaximumMessageSize"])
 
     async def check_file(self, path: Path, *, endpoint: str = "default") -> JobFile:
-        """Validate a job file against this stack's queue. Raises ``JobFileError``."""
+        """Validate a job file against this stack: its queue, its live caps, and its
+        endpoints as the workers read them (a job on an endpoint the stack lacks, or a line
+        its endpoint cannot serve, is refused). Raises ``JobFileError``."""
         limits = await self.get_limits()
         return read_job_file(
             path,
@@ -113,7 +126,61 @@ class LlmbatchClient:
             offload_max_bytes=OFFLOAD_MAX_BYTES if self.payloads else None,
             max_requests=limits.max_requests_per_job,
             max_tokens_per_request=limits.max_tokens_per_request,
+            endpoints=(await self.worker_settings()).endpoints,
         )
+
+    async def worker_settings(self) -> WorkerConfig:
+        """The worker's settings, its endpoints among them, read from its environment with
+        the worker's own parser (``WorkerConfig.from_env``), so submit knows exactly the
+        endpoints the workers serve."""
+        try:
+            config = await self.worker_configuration()
+        except (ClientError, BotoCoreError) as e:
+            raise ConfigError(
+                f"cannot read the worker's configuration ({self.resources.worker_function}), which names the "
+                f"stack's endpoints: {e}"
+            ) from e
+        return WorkerConfig.from_env((config.get("Environment") or {}).get("Variables") or {})
+
+    async def estimate(self, path: Path, *, endpoint: str = "default") -> JobEstimate:
+        """Check the file as ``submit`` does, then estimate its tokens, cost and duration at
+        the stack's prices and live limits. Enqueues nothing and creates no job."""
+        job_file = await self.check_file(path, endpoint=endpoint)
+        config, runtime, mapping = await asyncio.gather(
+            self.worker_configuration(), self.get_limits(), self._worker_mapping()
+        )
+        worker = WorkerConfig.from_env((config.get("Environment") or {}).get("Variables") or {})
+        limits = LiveLimits(
+            workers=int((mapping.get("ScalingConfig") or {}).get("MaximumConcurrency") or ESM_CONCURRENCY_BOUNDS[1]),
+            calls_per_worker=runtime.max_concurrency,
+            batch_size=int(mapping.get("BatchSize") or 1),
+            rate=Throttle(None, worker.rate_limit_overrides()).limits_for(endpoint, runtime),
+        )
+        return estimate_job(
+            job_file,
+            endpoint=endpoint,
+            pricing=Pricing.from_function_configuration(config),
+            limits=limits,
+            latency=await self.typical_latency(endpoint),
+        )
+
+    async def typical_latency(self, endpoint: str) -> Latency:
+        """The median latency of the answers of the newest job on ``endpoint`` that has
+        some (up to ``LATENCY_SAMPLE`` of them), else ``ASSUMED_LATENCY_S``."""
+        for job in await self.list_jobs():
+            if job.meta.endpoint != endpoint or not job.counts.succeeded:
+                continue
+            answered: list[int] = []
+            async for r in self.store.iter_results(job.job_id):
+                if r.status is RequestStatus.SUCCEEDED and r.latency_ms > 0:
+                    answered.append(r.latency_ms)
+                if len(answered) >= LATENCY_SAMPLE:
+                    break
+            answered.sort()
+            if answered:
+                median_ms = answered[len(answered) // 2]
+                return Latency(median_ms / 1000, f"median of {len(answered)} answer(s) of job {job.job_id}")
+        return Latency(ASSUMED_LATENCY_S, f"assumed: no answered job on endpoint {endpoint!r} yet")
 
     async def submit(
         self,
@@ -123,6 +190,7 @@ class LlmbatchClient:
         endpoint: str = "default",
         on_progress: ProgressCallback | None = None,
         resume_job_id: str | None = None,
+        notify_url: str = "",
     ) -> str:
         """Validate the whole file, create the job, enqueue every request. Returns the job id.
 
@@ -142,7 +210,7 @@ class LlmbatchClient:
                 return job_id
         else:
             job_id, sign_key = await self.create_job(
-                job_file.total, name=name or path.name, endpoint=endpoint, sealed=False
+                job_file.total, name=name or path.name, endpoint=endpoint, sealed=False, notify_url=notify_url
             )
             start = 0
         limit = job_file.max_message_bytes
@@ -158,14 +226,16 @@ class LlmbatchClient:
             messages.append(encoded)
         for chunk_start in range(start, len(messages), SUBMIT_CHECKPOINT):
             chunk = messages[chunk_start : chunk_start + SUBMIT_CHECKPOINT]
-            await self.enqueue(chunk, on_progress=_offset(on_progress, chunk_start, len(messages)))
+            await self.enqueue(chunk, on_progress=_offset(on_progress, chunk_start, len(messages)), job_id=job_id)
             sent = chunk_start + len(chunk)
             await self.store.record_enqueued(job_id, sent, sealed=sent == len(messages))
         if start >= len(messages):
             await self.store.record_enqueued(job_id, len(messages), sealed=True)
         return job_id
 
-    async def create_job(self, total: int, *, name: str = "", endpoint: str = "default", sealed: bool = True) -> NewJob:
+    async def create_job(
+        self, total: int, *, name: str = "", endpoint: str = "default", sealed: bool = True, notify_url: str = ""
+    ) -> NewJob:
         """Create a job of ``total`` requests for a program that enqueues its own messages.
 
         Returns its id and signing key (``NewJob``, which unpacks as ``job_id, sign_key``):
@@ -176,6 +246,11 @@ class LlmbatchClient:
         """
         if total < 1:
             raise ConfigError(f"a job has at least one request, got {total}")
+        if notify_url:  # plain http only to this machine, and only on the local stack
+            try:
+                check_url(notify_url, allow_loopback_http=bool(self.resources.aws_endpoint_url))
+            except PermanentError as e:
+                raise ConfigError(e.message) from e
         job = NewJob(new_job_id(), new_sign_key())
         await self.store.create_job(
             JobMeta(
@@ -186,12 +261,17 @@ class LlmbatchClient:
                 sealed=sealed,
                 enqueued=total if sealed else 0,
                 sign_key=job.sign_key,
+                notify_url=notify_url,
             )
         )
         return job
 
-    async def enqueue(self, bodies: list[str], *, on_progress: ProgressCallback | None = None) -> None:
-        """SendMessageBatch in batches of up to 10 entries and 1 MiB, several in flight."""
+    async def enqueue(
+        self, bodies: list[str], *, on_progress: ProgressCallback | None = None, job_id: str | None = None
+    ) -> None:
+        """SendMessageBatch in batches of up to 10 entries and 1 MiB, several in flight.
+        ``job_id`` is each message's ``MessageGroupId``: SQS fair queues (and the local
+        stack's) then serve a job with few messages in flight before one with many."""
         batches = [[bodies[i] for i in group] for group in pack_batches(bodies)]
         sent = 0
         gate = asyncio.Semaphore(SUBMIT_PARALLELISM)
@@ -199,19 +279,19 @@ class LlmbatchClient:
         async def send(batch: list[str]) -> None:
             nonlocal sent
             async with gate:
-                await self._send_batch(batch)
+                await self._send_batch(batch, job_id)
             sent += len(batch)
             if on_progress:
                 on_progress(sent, len(bodies))
 
         await asyncio.gather(*(send(b) for b in batches))
 
-    async def _send_batch(self, batch: list[str]) -> None:
-        entries = {str(i): body for i, body in enumerate(batch)}
+    async def _send_batch(self, batch: list[str], job_id: str | None) -> None:
+        entries = {str(i): Copy(body, group=job_id) for i, body in enumerate(batch)}
         for attempt in range(8):
             resp = await self.sqs.send_message_batch(
                 QueueUrl=self.resources.request_queue_url,
-                Entries=[{"Id": i, "MessageBody": b} for i, b in entries.items()],
+                Entries=[c.entry(i) for i, c in entries.items()],
             )
             failed = resp.get("Failed") or []
             permanent = [f for f in failed if f.get("SenderFault")]
@@ -234,8 +314,13 @@ class LlmbatchClient:
         return dict(await self.lambda_.get_function_configuration(FunctionName=self.resources.worker_function))
 
     async def cancel(self, job_id: str) -> JobStatus:
-        """Stop a job: requests not yet answered end as ``cancelled`` without a model call."""
+        """Stop a job: requests not yet answered end as ``cancelled`` without a model call.
+
+        A job with nothing left to run (all answered, or not yet enqueued) is finished now:
+        its finished event is published here, through the same claim as the workers'."""
         await self.store.request_cancel(job_id)
+        if self.finisher is not None:
+            await self.finisher.check([job_id])
         return await self.status(job_id)
 
     async def dead_letters(self, job_id: str | None = None) -> list[DeadLetter]:

@@ -10,14 +10,16 @@ request on the ``bedrock:invoke-model`` route that only Bedrock endpoints serve.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from shared.endpoints.specs import EndpointSpec
 from shared.errors import JobFileError
+from shared.limits.rate_math import named_token_fields
 from shared.messages import (
     JSON_SAFE_INT_MAX,
     NOT_FINITE,
@@ -70,8 +72,15 @@ def read_job_file(
     max_requests: int | None = None,
     offload_max_bytes: int | None = None,
     max_tokens_per_request: int | None = None,
+    endpoints: Mapping[str, EndpointSpec] | None = None,
 ) -> JobFile:
     """Parse and check every line of ``path``.
+
+    With ``endpoints`` (the stack's, as its workers read them), a job on an endpoint not
+    among them is refused, and so is each line that endpoint cannot serve (its route, or a
+    body its translation refuses: :meth:`EndpointSpec.refusal`). With ``max_tokens_per_request``, every
+    output-cap field a line names must be a whole number within it (a ``null`` is refused:
+    it asks the server for no limit at all).
 
     Raises
     ------
@@ -88,6 +97,11 @@ def read_job_file(
         total_problems += 1
         if len(problems) < MAX_REPORTED_PROBLEMS:
             problems.append(f"{path}:{line_no}: {reason}")
+
+    spec = None if endpoints is None else endpoints.get(endpoint)
+    if endpoints is not None and spec is None:
+        configured = ", ".join(sorted(endpoints)) or "none"
+        problem(1, f"endpoint {endpoint!r} is not configured on this stack (its endpoints: {configured})")
 
     for line_no, raw in _iter_raw_lines(path):
         if not raw.strip():
@@ -136,9 +150,13 @@ def read_job_file(
                 f"request is {size} bytes as a message, over the queue's limit of {max_message_bytes}",
             )
             continue
-        asked = request.body.get("max_completion_tokens", request.body.get("max_tokens"))
-        if max_tokens_per_request is not None and isinstance(asked, int) and asked > max_tokens_per_request:
-            problem(line_no, f"max_tokens {asked} is over the limit of {max_tokens_per_request} per request")
+        refused = None if spec is None else spec.refusal(endpoint, request.url, request.body)
+        if refused is not None:
+            problem(line_no, refused)
+            continue
+        over = None if max_tokens_per_request is None else token_cap_problem(request, max_tokens_per_request)
+        if over is not None:
+            problem(line_no, over)
             continue
         job.lines.append(NumberedLine(line_no, request))
 
@@ -150,6 +168,24 @@ def read_job_file(
     if total_problems:
         raise JobFileError(problems, total_problems)
     return job
+
+
+def token_cap_problem(request: JobLine, cap: int) -> str | None:
+    """Why the request's output-cap fields break the per-request cap, or None.
+
+    Every field it names is checked, not only the one the endpoint reads first (an OpenAI
+    server may read either). ``null`` is refused rather than read as "the cap": to the
+    server it means no limit, and the body is sent unchanged, so submit cannot fill it in.
+    Leaving the field out is the way to ask for the endpoint's default.
+    """
+    for name, value in named_token_fields(request.url, request.body):
+        if value is None:
+            return f"{name} is null, which asks for no limit; give a whole number up to the limit of {cap} per request"
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return f"{name} must be a whole number of at least 1, got {readable(repr(value))}"
+        if value > cap:
+            return f"{name} {value} is over the limit of {cap} per request"
+    return None
 
 
 def largest_message_bytes(request: JobLine, *, line_no: int, endpoint: str) -> int:

@@ -35,6 +35,8 @@ class StackResources:
     aws_endpoint_url: str | None = None
     #: The model endpoint the local stack points its worker at (informational).
     model_endpoint_url: str | None = None
+    #: The bus of the jobs' "Job Finished" events (empty for stacks deployed before it existed).
+    event_bus: str = ""
 
     @classmethod
     def from_outputs(
@@ -51,6 +53,7 @@ class StackResources:
                 limits_parameter=outputs["LimitsParameterName"],
                 worker_function=outputs["WorkerFunctionName"],
                 payload_bucket=outputs.get("PayloadBucketName", ""),
+                event_bus=outputs.get("EventBusName", ""),
                 aws_endpoint_url=aws_endpoint_url,
                 **extra,
             )

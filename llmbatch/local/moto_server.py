@@ -133,10 +133,70 @@ def _remember_backend_per_host() -> None:
     DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
 
 
+def _keep_connections_alive() -> None:
+    """Make moto's server keep a client's connection open between requests, as AWS's
+    endpoints do (HTTP/1.1 keep-alive).
+
+    Werkzeug's development server closes every connection after one response ("Connection:
+    close"), because it cannot tell where an unread request body ends; then, before closing,
+    it waits 10 ms for any more of the body to arrive and discards it. So every AWS call of
+    the local stack paid a new TCP connection on both sides, a new server thread, and 10 ms.
+    Here each request's body is read whole before moto sees it (its Content-Length says how
+    much), so nothing of it is left on the connection, and the connection stays open for the
+    client's next request; the 10-ms drain, which would now eat that next request, goes.
+    A request without a length (a chunked upload) is answered and closed as before.
+    """
+    import io
+    import selectors
+    import types
+
+    import werkzeug.serving
+    from moto.moto_server import threaded_moto_server
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    class KeepAliveRequestHandler(MotoRequestHandler):
+        #: An idle connection is dropped after this long (the SDKs' pools drop theirs sooner).
+        timeout = 300
+        _keep_alive = False
+
+        def make_environ(self) -> dict[str, Any]:
+            environ = super().make_environ()
+            self._keep_alive = False
+            if environ.get("wsgi.input_terminated"):  # chunked: no length to read up to
+                return environ
+            length = int(self.headers.get("Content-Length") or 0)
+            environ["wsgi.input"] = io.BytesIO(self.rfile.read(length) if length > 0 else b"")
+            self._keep_alive = True
+            return environ
+
+        def send_header(self, keyword: str, value: str) -> None:
+            if self._keep_alive and keyword.lower() == "connection" and value.lower() == "close":
+                return  # (http.server would also mark the connection to be closed)
+            super().send_header(keyword, value)
+
+    class _NoDrain:
+        """Werkzeug's after-response drain, which only its own handlers' closing needs."""
+
+        def register(self, *args: Any) -> None:
+            pass
+
+        def select(self, timeout: float | None = None) -> list[Any]:
+            return []
+
+        def close(self) -> None:
+            pass
+
+    werkzeug.serving.selectors = types.SimpleNamespace(  # type: ignore[assignment]
+        DefaultSelector=_NoDrain, EVENT_READ=selectors.EVENT_READ
+    )
+    threaded_moto_server.MotoRequestHandler = KeepAliveRequestHandler  # type: ignore[misc]
+
+
 def apply_patches(*, transactions: bool = True) -> None:
     """Every patch of the local stack's moto, once per process (moto's state is per process).
 
     * :func:`_serialize_dynamodb`, :func:`_serialize_sqs`: locks (one per service).
+    * :func:`_keep_connections_alive`: HTTP/1.1 keep-alive, as AWS's endpoints.
     * :func:`_remember_backend_per_host`: the dispatcher's service lookup, once per host.
     * ``llmbatch.local.moto_sqs``: standard queues O(1) in their depth.
     * ``llmbatch.local.moto_dynamodb``: condition expressions parsed once, items sized once; and (``transactions``)
@@ -149,6 +209,7 @@ def apply_patches(*, transactions: bool = True) -> None:
     from llmbatch.local.moto_sqs import make_standard_queues_constant_time
 
     make_standard_queues_constant_time()
+    _keep_connections_alive()
     _remember_backend_per_host()
     _serialize_dynamodb()
     _serialize_sqs()
@@ -213,6 +274,24 @@ def forward_dynamodb_to(url: str) -> None:
 
     target = urlsplit(url)
     original = DomainDispatcherApplication.__call__
+    # One kept-alive connection per server thread (each client connection has its thread).
+    local = threading.local()
+
+    def send(method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[Any, bytes]:
+        for attempt in (1, 2):
+            conn = getattr(local, "conn", None)
+            if conn is None:
+                conn = local.conn = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=300)
+            try:
+                conn.request(method, path, body, headers)
+                resp = conn.getresponse()
+                return resp, resp.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                conn.close()  # the other end dropped an idle connection: once more, on a new one
+                local.conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def __call__(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
         if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith(DYNAMODB_TARGET):
@@ -224,13 +303,7 @@ def forward_dynamodb_to(url: str) -> None:
             headers["CONTENT-TYPE"] = environ["CONTENT_TYPE"]
         headers["CONTENT-LENGTH"] = str(len(body))
         path = environ.get("PATH_INFO", "/") + (f"?{environ['QUERY_STRING']}" if environ.get("QUERY_STRING") else "")
-        conn = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=300)
-        try:
-            conn.request(environ["REQUEST_METHOD"], path, body, headers)
-            resp = conn.getresponse()
-            data = resp.read()
-        finally:
-            conn.close()
+        resp, data = send(environ["REQUEST_METHOD"], path, body, headers)
         kept = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"]
         start_response(f"{resp.status} {resp.reason}", [*kept, ("Content-Length", str(len(data)))])
         return [data]

@@ -18,6 +18,17 @@ received ``maxReceiveCount`` times, delay seconds, retention, purges, old receip
 that still delete, and a second delete of a deleted message that succeeds. FIFO queues keep
 moto's own code untouched (their group and deduplication rules are not reproduced here).
 
+Standard queues are also *fair queues*, as SQS's are: a message's ``MessageGroupId`` names
+its tenant (llmbatch sends the job id), a message without one is a tenant of its own, and a
+tenant with a disproportionate share of the messages in flight (more than
+:data:`NOISY_SHARE` of them and at least :data:`NOISY_MIN_IN_FLIGHT`) is a noisy neighbour:
+while any quiet tenant has a message available, receivers get the quiet tenants' messages
+first (oldest first among them); otherwise the noisy tenant with the fewest messages in
+flight. moto accepts the attribute but delivers in send order only. SQS's second measure, a
+tenant's share of the consumers' processing time, is not reproduced (the queue cannot see
+how long a consumer works on a message before deleting it apart from its time in flight,
+which the first measure already counts).
+
 Callers hold the local stack's SQS lock (``llmbatch.local.moto_server``) around every call.
 """
 
@@ -39,6 +50,10 @@ READY, IN_FLIGHT, DELAYED, GONE = "ready", "in_flight", "delayed", "gone"
 _ID_LEN = 36
 _HANDLE_LEN = 185
 _LETTERS = string.ascii_lowercase
+#: SQS fair queues: a tenant is noisy above this share of the queue's messages in flight...
+NOISY_SHARE = 0.10
+#: ... when it also has at least this many of its own in flight.
+NOISY_MIN_IN_FLIGHT = 30
 
 
 def now_ms() -> float:
@@ -62,19 +77,23 @@ def message_id_of(handle: str) -> str | None:
 class MessageIndex:
     """The messages of one standard queue.
 
-    ``ready`` holds (seq, gen, message) of messages available now; ``waiting`` holds
-    (due ms, seq, gen, message) of delayed and in-flight ones. A message's ``_ix_gen`` moves
-    on at every change, so an entry left behind in a heap is known as stale and skipped;
-    the heaps are rebuilt when stale entries outnumber live messages, which keeps memory
-    proportional to the messages in the queue and every call amortised O(log n).
+    ``ready`` holds, per tenant, (seq, gen, message) of its messages available now;
+    ``waiting`` holds (due ms, seq, gen, message) of delayed and in-flight ones. A message's
+    ``_ix_gen`` moves on at every change, so an entry left behind in a heap is known as
+    stale and skipped; the heaps are rebuilt when stale entries outnumber live messages,
+    which keeps memory proportional to the messages in the queue and every call amortised
+    O(log n) (times the tenants with messages available, for the fair choice).
     """
 
     def __init__(self) -> None:
         self.live: dict[str, Any] = {}
-        self.ready: list[tuple[int, int, Any]] = []
+        self.ready: dict[str | None, list[tuple[int, int, Any]]] = {}
         self.waiting: list[tuple[float, int, int, Any]] = []
         self.handles: dict[str, Any] = {}
         self.counts = {READY: 0, IN_FLIGHT: 0, DELAYED: 0}
+        #: Messages in flight per tenant (a message without a group is its own tenant, so
+        #: never more than one: it is never noisy and is not counted here).
+        self.in_flight: dict[str, int] = {}
         self._seq = itertools.count()
 
     # -- state changes --
@@ -84,6 +103,13 @@ class MessageIndex:
             self.counts[old] -= 1
         if state in self.counts:
             self.counts[state] += 1
+        group = getattr(m, "group_id", None)
+        if group is not None and (old == IN_FLIGHT) != (state == IN_FLIGHT):
+            n = self.in_flight.get(group, 0) + (1 if state == IN_FLIGHT else -1)
+            if n:
+                self.in_flight[group] = n
+            else:
+                self.in_flight.pop(group, None)
         m._ix_state = state
         m._ix_gen = getattr(m, "_ix_gen", 0) + 1
 
@@ -93,7 +119,7 @@ class MessageIndex:
 
     def _make_ready(self, m: Any) -> None:
         self._set(m, READY)
-        heapq.heappush(self.ready, (m._ix_seq, m._ix_gen, m))
+        heapq.heappush(self.ready.setdefault(getattr(m, "group_id", None), []), (m._ix_seq, m._ix_gen, m))
 
     def add(self, m: Any) -> None:
         m._ix_state = GONE  # whatever it was in another queue's index (a redrive moves it)
@@ -140,15 +166,40 @@ class MessageIndex:
                 break
             self._make_ready(m)
 
+    def noisy(self, group: str | None) -> bool:
+        """Whether ``group`` holds a disproportionate share of the messages in flight."""
+        if group is None:
+            return False
+        mine = self.in_flight.get(group, 0)
+        return mine >= NOISY_MIN_IN_FLIGHT and mine > NOISY_SHARE * self.counts[IN_FLIGHT]
+
+    def _head(self, group: str | None) -> tuple[int, int, Any] | None:
+        """The oldest live entry of ``group``'s available messages (stale ones dropped)."""
+        heap = self.ready[group]
+        while heap and heap[0][1] != heap[0][2]._ix_gen:
+            heapq.heappop(heap)
+        if not heap:
+            del self.ready[group]
+            return None
+        return heap[0]
+
     def take(self) -> Any | None:
-        """The oldest available message, no longer counted as available (the caller
-        receives it, expires it or moves it), or None."""
-        while self.ready:
-            _, gen, m = heapq.heappop(self.ready)
-            if gen == m._ix_gen:
-                self._set(m, IN_FLIGHT)
-                return m
-        return None
+        """The next message to deliver, no longer counted as available (the caller
+        receives it, expires it or moves it), or None: the oldest available message of a
+        quiet tenant, else of the noisy tenant with the fewest messages in flight."""
+        best: tuple[tuple[int, int, int], str | None] | None = None
+        for group in list(self.ready):
+            head = self._head(group)
+            if head is None:
+                continue
+            rank = (1, self.in_flight.get(group or "", 0), head[0]) if self.noisy(group) else (0, 0, head[0])
+            if best is None or rank < best[0]:
+                best = (rank, group)
+        if best is None:
+            return None
+        _, _, m = heapq.heappop(self.ready[best[1]])
+        self._set(m, IN_FLIGHT)
+        return m
 
     def by_handle(self, handle: str) -> Any | None:
         return self.handles.get(handle)
@@ -159,11 +210,17 @@ class MessageIndex:
         return [m for m in ms if state is None or m._ix_state == state]
 
     def _compact(self) -> None:
-        if len(self.ready) + len(self.waiting) <= 2 * len(self.live) + 1024:
+        entries = sum(len(heap) for heap in self.ready.values())
+        if entries + len(self.waiting) <= 2 * len(self.live) + 1024:
             return
-        self.ready = [e for e in self.ready if e[1] == e[2]._ix_gen]
+        for group, heap in list(self.ready.items()):
+            kept = [e for e in heap if e[1] == e[2]._ix_gen]
+            if kept:
+                heapq.heapify(kept)
+                self.ready[group] = kept
+            else:
+                del self.ready[group]
         self.waiting = [e for e in self.waiting if e[2] == e[3]._ix_gen]
-        heapq.heapify(self.ready)
         heapq.heapify(self.waiting)
 
 

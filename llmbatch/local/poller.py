@@ -113,6 +113,18 @@ class EventSourceMappingEmulator:
         ContainerProcess.prepare()
         self._grow_to(self.settings().max_concurrency)
 
+    def warm(self) -> None:
+        """Start a container for each slot the mapping allows now and wait until each has
+        run its init (imports, clients). In AWS every container's init runs on CPU of its
+        own; here ten at once would take the machine's cores from the endpoint, the queue
+        and a submit in progress just as a first job starts, so ``local up`` pays them
+        before it reports ready. Invocations are unchanged: the first one of a container
+        still finds only what its init made."""
+        count = min(self._max_slots, self.settings().max_concurrency)
+        made = [self._container(i) for i in range(count)]
+        for c in made:
+            c.wait_ready()
+
     def _spawn_slot(self, index: int) -> None:
         t = threading.Thread(target=self._slot_loop, args=(index,), daemon=True, name=f"esm-slot-{index}")
         self._threads.append(t)
@@ -255,6 +267,8 @@ def sqs_record(message: Mapping[str, Any], queue_arn: str) -> dict[str, Any]:
             "SentTimestamp": attrs.get("SentTimestamp", ""),
             "SenderId": attrs.get("SenderId", ""),
             "ApproximateFirstReceiveTimestamp": attrs.get("ApproximateFirstReceiveTimestamp", ""),
+            # A fair queue's tenant, when the producer named one (llmbatch: the job id).
+            **({"MessageGroupId": attrs["MessageGroupId"]} if "MessageGroupId" in attrs else {}),
         },
         "messageAttributes": {
             name: {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import secrets
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -141,6 +142,9 @@ class _Creator:
             "AWS::DynamoDB::Table": self._table,
             "AWS::SSM::Parameter": self._parameter,
             "AWS::S3::Bucket": self._bucket,
+            "AWS::Events::EventBus": self._event_bus,
+            "AWS::Events::Rule": self._rule,
+            "AWS::SecretsManager::Secret": self._secret,
             "AWS::Serverless::Function": lambda lid, props: self._function(lid, template),
         }.get(kind)
         if handler is None:  # layers, alarms, dashboards: nothing to emulate locally
@@ -196,6 +200,41 @@ class _Creator:
         self.client("s3").create_bucket(Bucket=name)
         self.r.refs[logical_id] = name
         self.r.attrs[logical_id] = {"Arn": f"arn:aws:s3:::{name}"}
+
+    def _event_bus(self, logical_id: str, props: dict[str, Any]) -> None:
+        name = props.get("Name") or f"{self.stack}-{logical_id}"
+        arn = self.client("events").create_event_bus(Name=name)["EventBusArn"]
+        self.r.refs[logical_id] = name
+        self.r.attrs[logical_id] = {"Arn": arn, "Name": name}
+
+    def _rule(self, logical_id: str, props: dict[str, Any]) -> None:
+        """A rule with its targets: moto's EventBridge delivers PutEvents on a custom bus to
+        a rule's SQS target (checked with moto 5.2.5), so the webhook path runs as in AWS."""
+        events = self.client("events")
+        name = props.get("Name") or f"{self.stack}-{logical_id}"
+        bus = props.get("EventBusName", "default")
+        kwargs: dict[str, Any] = {"Name": name, "EventBusName": bus, "State": props.get("State", "ENABLED")}
+        if "EventPattern" in props:
+            kwargs["EventPattern"] = json.dumps(props["EventPattern"])
+        if "ScheduleExpression" in props:
+            kwargs["ScheduleExpression"] = props["ScheduleExpression"]
+        arn = events.put_rule(**kwargs)["RuleArn"]
+        targets = [{"Id": t["Id"], "Arn": t["Arn"]} for t in props.get("Targets", [])]
+        if targets:
+            events.put_targets(Rule=name, EventBusName=bus, Targets=targets)
+        self.r.refs[logical_id] = name
+        self.r.attrs[logical_id] = {"Arn": arn}
+
+    def _secret(self, logical_id: str, props: dict[str, Any]) -> None:
+        """A secret; a generated one gets a random value of the asked length, as AWS makes it."""
+        name = props.get("Name") or f"{self.stack}-{logical_id}"
+        value = props.get("SecretString")
+        if value is None:
+            length = int(props.get("GenerateSecretString", {}).get("PasswordLength", 32))
+            value = secrets.token_urlsafe(length)[:length]
+        arn = self.client("secretsmanager").create_secret(Name=name, SecretString=str(value))["ARN"]
+        self.r.refs[logical_id] = arn  # Ref of a secret is its ARN
+        self.r.attrs[logical_id] = {"Id": arn}
 
     def _parameter(self, logical_id: str, props: dict[str, Any]) -> None:
         name = props.get("Name") or f"{self.stack}-{logical_id}"

@@ -75,6 +75,7 @@ class LocalStack:
         stack_name: str = "llmbatch-local",
         write_state: bool = True,
         log_dir: Path | None = DEFAULT_LOG_DIR,
+        warm_containers: bool = False,
     ) -> None:
         self.template_path = template_path
         self.endpoint_url = endpoint_url
@@ -91,6 +92,9 @@ class LocalStack:
         self.stack_name = stack_name
         self.write_state = write_state
         self.log_dir = log_dir
+        #: Start the workers' containers before reporting ready (``local up``): see
+        #: :meth:`EventSourceMappingEmulator.warm`. Tests and one-shot runs start them on demand.
+        self.warm_containers = warm_containers
         # moto in processes of their own: DynamoDB in one, every other service in the other
         # (which passes DynamoDB calls on), apart from the pollers' process: each its own
         # core and interpreter lock. The workers reach DynamoDB's directly.
@@ -115,7 +119,12 @@ class LocalStack:
         dynamodb_url = self.dynamodb.start()
         self.moto = MotoServerProcess(forward_dynamodb=dynamodb_url)
         aws_url = self.moto.start()
-        container_env = {"AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url, **self.container_env}
+        # Webhooks to a server on this machine are plain http (the Notifier refuses that in AWS).
+        container_env = {
+            "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url,
+            "NOTIFY_ALLOW_HTTP_LOOPBACK": "true",
+            **self.container_env,
+        }
         if self.model_server:
             model_url = self.model_server.start()
         elif self.simulator:
@@ -138,6 +147,10 @@ class LocalStack:
                 )
                 poller.start()
                 self.pollers.append(poller)
+        if self.warm_containers:  # the request queue's workers: the others wait for rare events
+            for poller in self.pollers:
+                if poller.source.queue_url == self.provisioned.resources.request_queue_url:
+                    poller.warm()
         if self.write_state:
             path = state_path()
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -51,24 +51,22 @@ def model_client_config(call_timeout_s: float) -> AioConfig:
 
 
 class RouteGuard:
-    """Refuses, before any call, the routes an endpoint kind cannot serve (a Bedrock record
-    sent to an OpenAI server, say), as a permanent ``unsupported_route`` failure."""
+    """Refuses, before any call, the routes an endpoint cannot serve (a Bedrock record sent
+    to an OpenAI server, say), as a permanent ``unsupported_route`` failure; ``submit``
+    refuses them with the same words (:meth:`EndpointSpec.route_refusal`)."""
 
-    def __init__(self, endpoint: Endpoint, routes: frozenset[str], kind: str) -> None:
+    def __init__(self, endpoint: Endpoint, spec: EndpointSpec) -> None:
         self.name = endpoint.name
         self._endpoint = endpoint
-        self._routes = routes
-        self._kind = kind
+        self._spec = spec
 
     def __repr__(self) -> str:
         return f"RouteGuard({self._endpoint!r})"
 
     async def call(self, route: str, body: dict[str, Any], *, timeout_s: float, custom_id: str) -> EndpointReply:
-        if route not in self._routes:
-            raise PermanentError(
-                f"endpoint {self.name!r} ({self._kind}) does not serve {route}; it serves {', '.join(sorted(self._routes))}",
-                code="unsupported_route",
-            )
+        refused = self._spec.route_refusal(self.name, route)
+        if refused is not None:
+            raise PermanentError(refused, code="unsupported_route")
         return await self._endpoint.call(route, body, timeout_s=timeout_s, custom_id=custom_id)
 
 
@@ -99,7 +97,7 @@ class EndpointFactory:
         endpoints: dict[str, Endpoint] = {}
         for name, spec in specs.items():
             endpoint = await self._builders[type(spec)](name, spec)
-            endpoints[name] = RouteGuard(endpoint, spec.ROUTES, spec.kind)
+            endpoints[name] = RouteGuard(endpoint, spec)
         return endpoints
 
     @property

@@ -41,12 +41,9 @@ from numbers import Real
 from typing import Any, Final, Protocol
 
 from shared.endpoints.base import content_texts, invalid
-from shared.endpoints.specs import CHAT_ROUTE, SageMakerMapping
+from shared.endpoints.specs import CHAT_ROUTE, COMPLETIONS_ROUTE, SAGEMAKER_ROUTES, SageMakerMapping
 from shared.errors import ConfigError, PermanentError
-from shared.messages import SUPPORTED_URLS
 from shared.results import Usage
-
-COMPLETIONS_ROUTE: Final = "/v1/completions"
 
 #: OpenAI's rule of thumb for English text; used only where the container reports no count.
 CHARS_PER_TOKEN: Final = 4
@@ -361,7 +358,7 @@ class GenerateMapping:
     name: str
     #: The parameter that carries stop sequences: ``stop`` for TGI, ``stop_sequences`` for LMI.
     stop_field: str
-    routes: frozenset[str] = frozenset({CHAT_ROUTE, COMPLETIONS_ROUTE})
+    routes: frozenset[str] = SAGEMAKER_ROUTES["tgi"]
 
     def prompt(self, route: str, body: Mapping[str, Any]) -> str:
         if route == CHAT_ROUTE:
@@ -398,7 +395,7 @@ class GenerateMapping:
 class PassThroughMapping:
     """A container that speaks OpenAI's API itself: nothing to translate."""
 
-    routes: frozenset[str] = frozenset(SUPPORTED_URLS)
+    routes: frozenset[str] = SAGEMAKER_ROUTES["openai"]
 
     def request(self, route: str, body: Mapping[str, Any], *, default_model: str | None) -> dict[str, Any]:
         if "model" not in body and default_model:
@@ -413,7 +410,7 @@ class PassThroughMapping:
 
 MAPPINGS: Final[Mapping[str, ContainerMapping]] = {
     "tgi": GenerateMapping("tgi", stop_field="stop"),
-    "lmi": GenerateMapping("lmi", stop_field="stop_sequences"),
+    "lmi": GenerateMapping("lmi", stop_field="stop_sequences", routes=SAGEMAKER_ROUTES["lmi"]),
     "openai": PassThroughMapping(),
 }
 

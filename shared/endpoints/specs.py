@@ -21,10 +21,11 @@ from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, PermanentError
 from shared.messages import BEDROCK_RECORD_ROUTE, ENDPOINT_NAME_PATTERN, SUPPORTED_URLS
 
 CHAT_ROUTE: Final = "/v1/chat/completions"
+COMPLETIONS_ROUTE: Final = "/v1/completions"
 EMBEDDINGS_ROUTE: Final = "/v1/embeddings"
 
 
@@ -42,6 +43,30 @@ class _Spec(BaseModel):
     max_inputs_per_call: int | None = Field(
         default=None, ge=1, description="How many inputs one call may carry when requests are packed."
     )
+
+    @property
+    def routes(self) -> frozenset[str]:
+        """The job routes this endpoint serves (a SageMaker endpoint's depend on its mapping)."""
+        return self.ROUTES
+
+    @property
+    def description(self) -> str:
+        """The kind, and what else decides the routes: ``sagemaker, mapping 'tgi'``."""
+        return str(getattr(self, "kind", ""))
+
+    def route_refusal(self, name: str, route: str) -> str | None:
+        """Why this endpoint (called ``name``) cannot serve ``route``, or None. The worker
+        refuses such a request before any call (``unsupported_route``)."""
+        if route in self.routes:
+            return None
+        return (
+            f"endpoint {name!r} ({self.description}) does not serve {route}; it serves {', '.join(sorted(self.routes))}"
+        )
+
+    def refusal(self, name: str, route: str, body: Mapping[str, Any]) -> str | None:
+        """Why a request on ``route`` with ``body`` will surely fail on this endpoint, or
+        None: what ``submit`` refuses a job file for, before anything is enqueued."""
+        return self.route_refusal(name, route)
 
 
 class OpenAISpec(_Spec):
@@ -67,8 +92,37 @@ class BedrockSpec(_Spec):
     )
     endpoint_url: str | None = Field(default=None, pattern=r"^https?://", description="Override, for tests.")
 
+    def refusal(self, name: str, route: str, body: Mapping[str, Any]) -> str | None:
+        """Also what the worker's translation refuses (no model, images, tools, ``n > 1``...)."""
+        if (refused := self.route_refusal(name, route)) is not None:
+            return refused
+        if route == BEDROCK_RECORD_ROUTE:
+            if self.default_model:
+                return None
+            return f"endpoint {name!r} has no default_model: Bedrock records name no model, the endpoint must"
+        # Imported here, as the factory does: only submit asks, and a worker that serves no
+        # Bedrock endpoint never loads the translation.
+        from shared.endpoints import bedrock_translate as tr
+
+        try:
+            if route == CHAT_ROUTE:
+                tr.chat_to_converse(body, default_model=self.default_model)
+            else:
+                tr.model_id(body, self.default_model)
+                tr.embedding_inputs(body)
+        except PermanentError as e:
+            return f"endpoint {name!r} ({self.description}) cannot send it: {e.message}"
+        return None
+
 
 SageMakerMapping = Literal["tgi", "lmi", "openai"]
+#: The routes each SageMaker mapping serves: TGI's and LMI's native API generates text only
+#: (no embeddings), a container speaking OpenAI's API takes every OpenAI route.
+SAGEMAKER_ROUTES: Final[Mapping[str, frozenset[str]]] = {
+    "tgi": frozenset({CHAT_ROUTE, COMPLETIONS_ROUTE}),
+    "lmi": frozenset({CHAT_ROUTE, COMPLETIONS_ROUTE}),
+    "openai": frozenset(SUPPORTED_URLS),
+}
 
 
 class SageMakerSpec(_Spec):
@@ -80,6 +134,28 @@ class SageMakerSpec(_Spec):
     region: str | None = Field(default=None, min_length=1)
     default_model: str | None = Field(default=None, min_length=1)
     endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+
+    @property
+    def routes(self) -> frozenset[str]:
+        return SAGEMAKER_ROUTES[self.mapping]
+
+    @property
+    def description(self) -> str:
+        return f"sagemaker, mapping {self.mapping!r}"
+
+    def refusal(self, name: str, route: str, body: Mapping[str, Any]) -> str | None:
+        """Also what the container's mapping refuses (with ``tgi``/``lmi``: ``n > 1``, tools,
+        JSON mode, images...)."""
+        if (refused := self.route_refusal(name, route)) is not None:
+            return refused
+        # Imported here, as the factory does: a worker without SageMaker endpoints never loads it.
+        from shared.endpoints.sagemaker_mapping import mapping_for
+
+        try:
+            mapping_for(self.mapping).request(route, body, default_model=self.default_model)
+        except PermanentError as e:
+            return f"endpoint {name!r} ({self.description}) cannot send it: {e.message}"
+        return None
 
 
 EndpointSpec = Annotated[OpenAISpec | BedrockSpec | SageMakerSpec, Field(discriminator="kind")]

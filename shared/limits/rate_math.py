@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shared.messages import BEDROCK_RECORD_ROUTE
 from shared.results import Usage
 
 MICROS_PER_S = 1_000_000
@@ -40,6 +41,20 @@ CHARS_PER_TOKEN = 4
 #: Output tokens assumed for a generation that names no ``max_tokens``; the usage returned
 #: corrects it.
 DEFAULT_MAX_TOKENS = 256
+
+#: Where a request names the most output tokens it may be given, in order of precedence:
+#: OpenAI's fields (``max_completion_tokens``, then the older ``max_tokens``; Bedrock's
+#: Converse and SageMaker's mappings read the same two).
+OPENAI_TOKEN_FIELDS: tuple[tuple[str, ...], ...] = (("max_completion_tokens",), ("max_tokens",))
+#: ... and in a Bedrock record's native input, each model family's own: Anthropic, Mistral,
+#: Cohere and AI21 ``max_tokens``; Meta Llama ``max_gen_len``; Amazon Titan Text
+#: ``textGenerationConfig.maxTokenCount``; Amazon Nova ``inferenceConfig.max_new_tokens``.
+BEDROCK_RECORD_TOKEN_FIELDS: tuple[tuple[str, ...], ...] = (
+    ("max_tokens",),
+    ("max_gen_len",),
+    ("textGenerationConfig", "maxTokenCount"),
+    ("inferenceConfig", "max_new_tokens"),
+)
 
 #: The bucket's attributes, one per kind of limit.
 REQUESTS_ATTR = "requests_empty_at_us"
@@ -204,10 +219,36 @@ def _prompts(value: Any) -> int:
     return 1
 
 
+def token_fields(route: str) -> tuple[tuple[str, ...], ...]:
+    """The fields a request on ``route`` names its output cap in (none for embeddings)."""
+    if route.endswith("/embeddings"):
+        return ()
+    return BEDROCK_RECORD_TOKEN_FIELDS if route == BEDROCK_RECORD_ROUTE else OPENAI_TOKEN_FIELDS
+
+
+def named_token_fields(route: str, body: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Each output-cap field ``body`` holds, dotted (``inferenceConfig.max_new_tokens``),
+    with its value as given (``None`` for a JSON null), in order of precedence."""
+    named = []
+    for path in token_fields(route):
+        holder: Any = body
+        for key in path[:-1]:
+            holder = holder.get(key) if isinstance(holder, Mapping) else None
+        if isinstance(holder, Mapping) and path[-1] in holder:
+            named.append((".".join(path), holder[path[-1]]))
+    return named
+
+
+def output_cap(route: str, body: Mapping[str, Any]) -> int:
+    """The output tokens the request asks for at most (its first field with a positive whole
+    number), 0 when it names none."""
+    return next((c for _, value in named_token_fields(route, body) if (c := _count(value))), 0)
+
+
 def estimate_tokens(route: str, body: Mapping[str, Any]) -> TokenEstimate:
     """A request's tokens before sending it: prompt characters / 4, plus max_tokens."""
     n = _count(body.get("n")) or 1
-    cap = _count(body.get("max_completion_tokens")) or _count(body.get("max_tokens"))
+    cap = output_cap(route, body)
     if route.endswith("/chat/completions"):
         messages = body.get("messages")
         chars = (

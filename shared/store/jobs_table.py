@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 
 from shared.errors import JobNotFoundError
 from shared.jobs import Counts, JobMeta, JobStatus, Metering
+from shared.latency import JobTiming
 from shared.store.dynamo import DynamoClient
 from shared.store.item_size import from_ddb, to_ddb
 from shared.store.retry import VALIDATION_CODE, error_parts
@@ -108,11 +109,12 @@ class JobsTable:
         )
         if "Item" not in meta_resp:
             raise JobNotFoundError(f"no job {job_id!r}")
-        counts, metering = Counts(), Metering()
+        counts, metering, timing = Counts(), Metering(), JobTiming()
         for i in shards:
             counts = counts + _counts_from_item(i)
             metering = metering + _metering_from_item(i)
-        return JobStatus(_meta_from_item(from_ddb(meta_resp["Item"])), counts, metering)
+            timing = timing + JobTiming.from_item(i)
+        return JobStatus(_meta_from_item(from_ddb(meta_resp["Item"])), counts, metering, timing)
 
     async def list_jobs(self, limit: int = 100) -> list[JobStatus]:
         """The newest ``limit`` jobs, newest first: from the jobs table's sparse index, or,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from shared.errors import TransientError
+from shared.latency import FIRST_STARTED, LAST_FINISHED, counter_update, started_at
 from shared.results import RequestResult, RequestStatus, utc_now_iso
 from shared.store.item_size import ITEM_MAX_BYTES, TRANSACTION_MAX_BYTES, TRANSACTION_MAX_ITEMS, item_bytes, to_ddb
 from shared.store.result_fit import fit_item, refused_item, result_bytes
@@ -35,8 +36,12 @@ log = logging.getLogger("llmbatch.store")
 
 #: Write request units per KB of an item written in a transaction (twice a plain write's).
 TRANSACTION_WRITE_UNITS_PER_KB = 2
-#: Room kept in each result transaction for its counter update (a counter shard is ~300 B).
-COUNTER_UPDATE_BYTES = 1024
+#: Room kept in each result transaction for its counter update: a counter shard with every
+#: count, metering figure and latency bucket (shared/latency.py) at 12 digits is 1,019 B
+#: (tests/unit/test_latency_counters.py); twice that, to be safe.
+COUNTER_UPDATE_BYTES = 2048
+#: What the counter shard's write is metered as, in KB (it stays under 1 KB, as above).
+COUNTER_ITEM_KB = 1
 #: The results one transaction may hold: the rest of its 100 actions and 4 MB.
 RESULTS_MAX_PER_WRITE = TRANSACTION_MAX_ITEMS - 1
 RESULTS_MAX_BYTES_PER_WRITE = TRANSACTION_MAX_BYTES - COUNTER_UPDATE_BYTES
@@ -165,33 +170,64 @@ class TerminalWrite:
             }
             for item in items
         ]
+        actions.append({"Update": self._counter_update(results, items)})
+        return actions
+
+    def _counter_update(self, results: Sequence[RequestResult], items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The counter shard's update: counts, tokens and metering, and the latency figures
+        of the answered requests (:mod:`shared.latency`), all ADDed in the transaction that
+        stores the results, so they move exactly when the results are first stored."""
         delta = Counter(r.status for r in results)
         # What the transaction costs, for the job's estimate; the counter update itself is
         # one more small transactional write.
-        write_units = TRANSACTION_WRITE_UNITS_PER_KB * (1 + sum(math.ceil(item_bytes(i) / 1024) for i in items))
-        actions.append(
-            {
-                "Update": {
-                    "TableName": self._table.jobs.name,
-                    "Key": self._table.jobs.counter_key(self._job_id),
-                    "UpdateExpression": "ADD succeeded :s, failed :f, cancelled :c, "
-                    "prompt_tokens :p, completion_tokens :o, write_units :w, offloaded :k SET updated_at = :t",
-                    "ExpressionAttributeValues": to_ddb(
-                        {
-                            ":s": delta[RequestStatus.SUCCEEDED],
-                            ":f": delta[RequestStatus.FAILED],
-                            ":c": delta[RequestStatus.CANCELLED],
-                            ":p": sum(r.usage.prompt_tokens for r in results),
-                            ":o": sum(r.usage.completion_tokens for r in results),
-                            ":w": write_units,
-                            ":k": sum(1 for r in results if r.response_ref),
-                            ":t": utc_now_iso(),
-                        }
-                    ),
-                }
-            }
+        write_units = TRANSACTION_WRITE_UNITS_PER_KB * (
+            COUNTER_ITEM_KB + sum(math.ceil(item_bytes(i) / 1024) for i in items)
         )
-        return actions
+        values: dict[str, Any] = {
+            ":s": delta[RequestStatus.SUCCEEDED],
+            ":f": delta[RequestStatus.FAILED],
+            ":c": delta[RequestStatus.CANCELLED],
+            ":p": sum(r.usage.prompt_tokens for r in results),
+            ":o": sum(r.usage.completion_tokens for r in results),
+            ":w": write_units,
+            ":k": sum(1 for r in results if r.response_ref),
+            ":t": utc_now_iso(),
+        }
+        adds = [
+            "succeeded :s",
+            "failed :f",
+            "cancelled :c",
+            "prompt_tokens :p",
+            "completion_tokens :o",
+            "write_units :w",
+            "offloaded :k",
+        ]
+        sets = [f"{LAST_FINISHED} = :t"]
+        names: dict[str, str] = {}
+        # Latency of answered requests only: a failure can be reopened by `retry`, which
+        # takes back its count but could not take back its latency.
+        figures, first_start = counter_update(
+            (r.latency_ms for r in results if r.status is RequestStatus.SUCCEEDED),
+            (started_at(r.finished_at, r.latency_ms) for r in results),
+        )
+        for i, (name, n) in enumerate(sorted(figures.items())):
+            names[f"#l{i}"] = name
+            values[f":l{i}"] = n
+            adds.append(f"#l{i} :l{i}")
+        if first_start:
+            # The shard's first write keeps its start: the job's first start is the earliest
+            # over the shards (DynamoDB has no min(); this is the cheap near-min).
+            sets.append(f"{FIRST_STARTED} = if_not_exists({FIRST_STARTED}, :b)")
+            values[":b"] = first_start
+        update: dict[str, Any] = {
+            "TableName": self._table.jobs.name,
+            "Key": self._table.jobs.counter_key(self._job_id),
+            "UpdateExpression": "ADD " + ", ".join(adds) + " SET " + ", ".join(sets),
+            "ExpressionAttributeValues": to_ddb(values),
+        }
+        if names:
+            update["ExpressionAttributeNames"] = names
+        return update
 
 
 def _pack(pairs: list[_Pair]) -> list[list[_Pair]]:

@@ -28,12 +28,13 @@ from shared.errors import (
     TransientError,
     UnreadableMessageError,
 )
+from shared.finish import FinishOutcome
 from shared.jobs import JobMeta
 from shared.limits.throttle import Permit
 from shared.messages import RequestMessage, belongs_to, decode_body, signed_by
 from shared.packing import OutgoingCall, Packer
 from shared.payloads import OFFLOAD_MAX_BYTES, request_body_prefix
-from shared.queue_ops import Requeuer
+from shared.queue_ops import Copy, Requeuer
 from shared.results import RequestResult, RequestStatus
 from shared.store.result_writer import ResultWriter
 from shared.worker.outcomes import (
@@ -57,6 +58,9 @@ log = logging.getLogger("llmbatch.worker")
 
 #: How often a running invocation re-reads its jobs (to notice a cancel).
 JOB_REFRESH_S = 2.0
+#: When a job's finished event could not be published, one of its records comes back after
+#: this long: its redelivery (a duplicate, never called again) checks the job again.
+FINISH_RETRY_S = 10
 #: How long a result waits for others to share its transaction. Under a rate limit answers
 #: trickle in (40 a second at 2,400 RPM): a short wait would write a few per transaction, and
 #: this one writes tens. Nothing waits on it but the record's own handler (its slot is free
@@ -113,6 +117,11 @@ class BatchRun:
         self._retry_delays: dict[str, int] = {}
         self._jobs_read_at = time.monotonic()
         self._jobs_lock = asyncio.Lock()
+        #: Jobs whose results this invocation wrote or found written (each with one of its
+        #: records): they may have finished (shared/finish.py).
+        self._touched: dict[str, SQSRecord] = {}
+        #: Records handed back to SQS after they were stored: their job's finished event failed.
+        self.handed_back: list[str] = []
 
     async def prepare(self, records: list[dict[str, Any]]) -> None:
         """Decode every record once, then one batched read for the whole batch: the jobs
@@ -145,7 +154,12 @@ class BatchRun:
 
     async def handle_record(self, record: SQSRecord) -> str:
         try:
-            return await self._handle_record(record)
+            disposition = await self._handle_record(record)
+            if disposition in (Disposition.STORED, Disposition.DUPLICATE):
+                decoded = self._decoded.get(record.message_id)
+                if decoded is not None and decoded.job_id:
+                    self._touched.setdefault(decoded.job_id, record)
+            return disposition
         finally:
             self._open -= 1
             self._flush_if_all_waiting()
@@ -270,7 +284,7 @@ class BatchRun:
         self._flush_if_all_waiting()
         try:
             async with asyncio.timeout(self.hard_stop.remaining()):
-                await self.requeuer.put(copy, deferral_delay_s(error))
+                await self.requeuer.put(Copy(copy, deferral_delay_s(error), group=wire.job_id))
         except TimeoutError as e:
             raise TransientError("could not send the deferred copy before the timeout", code="requeue") from e
         finally:
@@ -448,6 +462,21 @@ class BatchRun:
         self.stats.dead_lettered += 1
         return Disposition.DEAD_LETTERED
 
+    async def _check_finished(self) -> None:
+        """After every result is written: publish the finished event of each job this
+        invocation may have finished (shared/finish.py). A job whose event failed gets one
+        of its records handed back, so SQS brings it back to check again; the invocation's
+        other records are unaffected."""
+        finisher = self.worker.finisher
+        if finisher is None or not self._touched:
+            return
+        outcomes = await finisher.check(self._touched)
+        for job_id, outcome in outcomes.items():
+            if outcome is FinishOutcome.FAILED:
+                record = self._touched[job_id]
+                self.handed_back.append(record.message_id)
+                self._retry_delays[record.receipt_handle] = FINISH_RETRY_S
+
     def _flush_if_all_waiting(self) -> None:
         """When every record still open waits for its write, no other result can join the
         transaction: write now instead of waiting out ``RESULT_WRITE_WAIT_S``. Scheduled
@@ -475,6 +504,7 @@ class BatchRun:
         await self.writer.drain()
         if self.requeuer is not None:
             await self.requeuer.drain()
+        await self._check_finished()
         # Both below are best effort: the failed records go back to SQS regardless; at worst
         # they come back after the queue's own visibility timeout, without their last error.
         if self._retry_notes:

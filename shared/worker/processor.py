@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 from shared.budget import CallDurations, Deadline, LambdaContextLike
 from shared.config import RuntimeLimits, WorkerConfig
 from shared.endpoints.base import Endpoint
+from shared.finish import JobFinisher
 from shared.limits.adaptive import AdaptiveConcurrency
 from shared.limits.limiter import AdjustableLimiter
 from shared.limits.throttle import Throttle
@@ -27,7 +28,7 @@ from shared.worker.batch_run import BatchRun
 from shared.worker.stats import InvocationStats
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse, PartialItemFailures
 
 log = logging.getLogger("llmbatch.worker")
 
@@ -71,8 +72,11 @@ class Worker:
         limits: Callable[[], RuntimeLimits] | None = None,
         payloads: PayloadStore | None = None,
         throttle: Throttle | None = None,
+        finisher: JobFinisher | None = None,
     ) -> None:
         self.payloads = payloads
+        #: Publishes each job's finished event (shared/finish.py); None: no events.
+        self.finisher = finisher
         self.config = config
         self.store = store
         self.endpoints = endpoints
@@ -120,4 +124,8 @@ class Worker:
                 extra={"phases_s": [round(x, 3) for x in run.stats.phases_s], "records": len(records)},
             )
         self.last_stats = run.stats
-        return processor.response()
+        response = processor.response()
+        if run.handed_back:
+            handed_back: list[PartialItemFailures] = [{"itemIdentifier": m} for m in run.handed_back]
+            response["batchItemFailures"] = [*response["batchItemFailures"], *handed_back]
+        return response

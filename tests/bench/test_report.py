@@ -258,3 +258,33 @@ def test_the_template_is_read_in_blocks_and_a_repeated_name_is_refused() -> None
     assert template_blocks(source) == {"first": "line one\n\nline {two}", "second": " in the last wave"}
     with pytest.raises(ValueError, match="twice"):
         template_blocks(source + "%% first\nagain\n")
+
+
+def test_the_fairness_section_shows_each_runs_figures_and_its_slowdown() -> None:
+    from llmbatch.bench.e2e_report import fairness_lines
+    from llmbatch.bench.fairness import FairnessRun
+
+    runs = [
+        FairnessRun(
+            calls_in_flight=160,
+            big=3000,
+            small=20,
+            small_alone_s=2.0,
+            small_behind_s=5.0,
+            big_answered=1200,
+            small_submitted_after_s=8.0,
+        ),
+        FairnessRun(
+            calls_in_flight=32,
+            big=3000,
+            small=20,
+            small_alone_s=1.5,
+            small_behind_s=2.4,
+            big_answered=400,
+            small_submitted_after_s=8.0,
+        ),
+    ]
+    text = "\n".join(fairness_lines(runs))
+    assert "| 160 | 2.0 | 5.0 | 2.50x | 1,200 of 3,000 |" in text
+    assert "| 32 | 1.5 | 2.4 | 1.60x | 400 of 3,000 |" in text
+    assert fairness_lines([]) == []

@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 
 from llmbatch.client.client import LlmbatchClient
+from llmbatch.client.jobfile import is_bedrock_record
 from llmbatch.local.provision import template_copy
 from llmbatch.local.runner import LocalStack
 from shared.jobs import JobStatus
+from shared.messages import BedrockRecordLine, JobLine, RequestMessage
 
 #: Fast enough for CI, slow enough that concurrency matters.
 TEST_SIMULATOR = {"slots": 16, "base_latency_s": 0.02, "per_output_token_s": 0.0005, "jitter_s": 0.005, "seed": 3}
@@ -54,6 +56,25 @@ def chat_line(custom_id: str, text: str = "hello", max_tokens: int = 8) -> dict[
         "url": "/v1/chat/completions",
         "body": {"model": "sim-model", "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens},
     }
+
+
+async def enqueue_as_sdk(client: LlmbatchClient, lines: list[dict[str, Any]], *, endpoint: str) -> str:
+    """Create a job and enqueue its lines, signed, as a program using the SDK would: unlike
+    ``submit``, nothing checks them against the endpoint first (the worker's guards do)."""
+    job_id, sign_key = await client.create_job(len(lines), endpoint=endpoint)
+    requests = [
+        BedrockRecordLine.model_validate(line).to_job_line()
+        if is_bedrock_record(line)
+        else JobLine.model_validate(line)
+        for line in lines
+    ]
+    await client.enqueue(
+        [
+            RequestMessage.from_job_line(r, job_id=job_id, line_no=n, endpoint=endpoint, sign_key=sign_key).encode()
+            for n, r in enumerate(requests, start=1)
+        ]
+    )
+    return job_id
 
 
 async def wait_finished(client: LlmbatchClient, job_id: str, timeout_s: float = 120.0) -> JobStatus:

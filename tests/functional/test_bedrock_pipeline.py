@@ -16,7 +16,7 @@ from llmbatch.local.bedrock_fake import BedrockFakeThread
 from llmbatch.local.runner import LocalStack
 from shared.messages import BEDROCK_RECORD_ROUTE
 from shared.results import RequestStatus
-from tests.functional.conftest import FAST_RETRIES, wait_finished, write_jobfile
+from tests.functional.conftest import FAST_RETRIES, enqueue_as_sdk, wait_finished, write_jobfile
 
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
 TITAN_EMBED = "amazon.titan-embed-text-v2:0"
@@ -120,12 +120,11 @@ async def test_a_mixed_job_on_bedrock_accounts_for_every_request_once(
 async def test_a_bedrock_record_sent_to_an_openai_endpoint_fails_as_an_unsupported_route(
     stack: LocalStack, tmp_path: Path
 ) -> None:
-    # GIVEN a Bedrock record submitted to the original OpenAI-compatible endpoint
-    job_file = write_jobfile(tmp_path / "job.jsonl", [record("REC1", "hello")])
-
+    # GIVEN a Bedrock record for the original OpenAI-compatible endpoint, enqueued with the
+    # SDK (`submit` refuses it: tests/functional/test_submit_checks.py)
     async with LlmbatchClient(stack.resources) as client:
         # WHEN it runs
-        job_id = await client.submit(job_file, endpoint="default")
+        job_id = await enqueue_as_sdk(client, [record("REC1", "hello")], endpoint="default")
         final = await wait_finished(client, job_id, timeout_s=60)
         (result,) = await client.results(job_id)
 

@@ -15,6 +15,7 @@ import pytest
 from moto import mock_aws
 
 from llmbatch.client.stack import locate_stack
+from llmbatch.local.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,6 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def children_of(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
     return [int(x) for x in out.split()]
+
+
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
 
 
 def alive(pid: int) -> bool:
@@ -57,6 +62,11 @@ def test_local_up_serves_the_cli_and_ctrl_c_stops_everything(tmp_path: Path, mon
         while not state.exists() and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
         assert state.exists(), proc.stderr.read() if proc.poll() is not None else "no state file"
+        # ... with the workers' containers already started, one per invocation the mapping allows
+        # (their init runs before the first job, not in its first seconds)
+        forkservers = [p for p in children_of(proc.pid) if "forkserver" in cmdline(p)]
+        concurrency = int(load_template(ROOT / "template.yaml")["Parameters"]["WorkerMaxConcurrency"]["Default"])
+        assert len(forkservers) == 1 and len(children_of(forkservers[0])) == concurrency
 
         # WHEN another command runs with no flags
         job = tmp_path / "job.jsonl"

@@ -17,7 +17,7 @@ import pytest
 from llmbatch.client.client import LlmbatchClient
 from llmbatch.local.runner import LocalStack
 from shared.results import RequestStatus
-from tests.functional.conftest import FAST_RETRIES, wait_finished, write_jobfile
+from tests.functional.conftest import FAST_RETRIES, enqueue_as_sdk, wait_finished
 
 #: Nothing listens here: the original "default" endpoint must never be called in this module.
 UNUSED_URL = "http://127.0.0.1:9/v1"
@@ -70,16 +70,16 @@ async def test_a_job_on_a_sagemaker_tgi_endpoint_accounts_for_every_request_once
     stack: LocalStack, tmp_path: Path
 ) -> None:
     # GIVEN a SageMaker endpoint with TGI answers waiting, and a job of completions plus one
-    # embeddings request, which the TGI mapping cannot serve
+    # embeddings request, which the TGI mapping cannot serve, enqueued with the SDK (`submit`
+    # refuses it: tests/functional/test_submit_checks.py)
     texts = [f"answer number {i}" for i in range(REQUESTS)]
     queue_tgi_answers(stack.resources.aws_endpoint_url, texts)
     lines = [completion(i) for i in range(REQUESTS)]
     lines.append({"custom_id": "emb", "method": "POST", "url": "/v1/embeddings", "body": {"input": "x"}})
-    job_file = write_jobfile(tmp_path / "job.jsonl", lines)
 
     async with LlmbatchClient(stack.resources) as client:
         # WHEN it runs on the SageMaker endpoint
-        job_id = await client.submit(job_file, endpoint="llama")
+        job_id = await enqueue_as_sdk(client, lines, endpoint="llama")
         final = await wait_finished(client, job_id, timeout_s=90)
         results = {r.custom_id: r for r in await client.results(job_id)}
 

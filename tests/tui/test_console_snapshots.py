@@ -14,6 +14,8 @@ import pytest
 from textual.pilot import Pilot
 
 from tui.demo import write_demo_files
+from tui.pilot import wait_for
+from tui.screens.job_detail import JobDetailScreen
 from tui.screenshots import EXAMPLES, SCENES, SIZE, demo_app, jobs_scene
 
 
@@ -36,3 +38,16 @@ def test_jobs_in_the_light_theme(snap_compare: Callable[..., bool]) -> None:
         await pilot.pause()
 
     assert snap_compare(demo_app(), terminal_size=SIZE, run_before=light)
+
+
+def test_a_small_jobs_figures(snap_compare: Callable[..., bool]) -> None:
+    """Latency mean/p50/p99, error rate and requests/s of a finished job, from its counters."""
+
+    async def smoke_job(pilot: Pilot[Any]) -> None:
+        await jobs_scene(pilot)
+        await pilot.press("down", "down", "down", "down", "enter")
+        app = pilot.app
+        await wait_for(pilot, lambda: isinstance(app.screen, JobDetailScreen) and bool(app.screen.results))
+        await pilot.pause()
+
+    assert snap_compare(demo_app(), terminal_size=SIZE, run_before=smoke_job)

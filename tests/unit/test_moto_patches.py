@@ -99,6 +99,79 @@ def test_messages_come_oldest_first_and_each_to_one_receiver(sqs: Any) -> None:
     assert counts(sqs, q) == (0, 30, 0)
 
 
+def send_group(sqs: Any, queue: str, group: str | None, n: int) -> None:
+    for start in range(0, n, 10):
+        entries = [{"Id": str(i), "MessageBody": f"{group}-{start + i}"} for i in range(min(10, n - start))]
+        for e in entries:
+            if group is not None:
+                e["MessageGroupId"] = group
+        sqs.send_message_batch(QueueUrl=queue, Entries=entries)
+
+
+def test_a_quiet_tenant_is_served_before_a_noisy_one_with_a_backlog(sqs: Any) -> None:
+    # GIVEN a big job with 40 of its messages in flight and more waiting, then a small job
+    # sent after all of them (SQS fair queues: MessageGroupId is the tenant)
+    q = new_queue(sqs)
+    send_group(sqs, q, "big", 100)
+    for _ in range(4):
+        receive(sqs, q)
+    send_group(sqs, q, "small", 5)
+    # WHEN a consumer receives
+    got = [m["Body"] for m in receive(sqs, q)]
+    # THEN the small job's messages come first, then the big job's backlog in order
+    assert got[:5] == [f"small-{i}" for i in range(5)]
+    assert got[5:] == [f"big-{i}" for i in range(40, 45)]
+    assert receive(sqs, q)[0]["Attributes"]["MessageGroupId"] == "big"
+
+
+def test_below_the_noisy_threshold_messages_come_in_send_order_whatever_their_tenant(sqs: Any) -> None:
+    # GIVEN a tenant with 20 in flight (under SQS's 30) and a second tenant's messages behind its backlog
+    q = new_queue(sqs)
+    send_group(sqs, q, "a", 30)
+    receive(sqs, q)
+    receive(sqs, q)
+    send_group(sqs, q, "b", 3)
+    # WHEN a consumer receives THEN it gets the oldest first: fairness has nothing to correct
+    assert [m["Body"] for m in receive(sqs, q)] == [f"a-{i}" for i in range(20, 30)]
+
+
+def test_between_two_noisy_tenants_the_one_with_fewer_in_flight_goes_first(sqs: Any) -> None:
+    # GIVEN tenant a with 50 in flight and tenant b with 30, both with a backlog
+    q = new_queue(sqs)
+    send_group(sqs, q, "a", 60)
+    for _ in range(5):
+        receive(sqs, q)
+    send_group(sqs, q, "b", 40)
+    for _ in range(3):
+        receive(sqs, q)
+    before = counts(sqs, q)
+    # WHEN a consumer receives THEN it gets b's, the noisy tenant with fewer in flight
+    assert {m["Attributes"]["MessageGroupId"] for m in receive(sqs, q)} == {"b"}
+    assert before == (20, 80, 0)
+
+
+def test_a_message_without_a_group_is_a_tenant_of_its_own_and_counts_as_quiet(sqs: Any) -> None:
+    q = new_queue(sqs)
+    send_group(sqs, q, "big", 50)
+    for _ in range(4):
+        receive(sqs, q)
+    send_group(sqs, q, None, 2)
+    assert [m["Body"] for m in receive(sqs, q)][:2] == ["None-0", "None-1"]
+
+
+def test_deleting_a_noisy_tenants_messages_makes_it_quiet_again(sqs: Any) -> None:
+    # GIVEN a noisy tenant (40 in flight) and a quiet one, both with messages waiting
+    q = new_queue(sqs)
+    send_group(sqs, q, "a", 50)
+    in_flight = [m for _ in range(4) for m in receive(sqs, q)]
+    send_group(sqs, q, "b", 20)
+    # WHEN the noisy tenant's messages are deleted (processed)
+    for m in in_flight:
+        sqs.delete_message(QueueUrl=q, ReceiptHandle=m["ReceiptHandle"])
+    # THEN send order applies again: a's older messages come first
+    assert [m["Body"] for m in receive(sqs, q)] == [f"a-{i}" for i in range(40, 50)]
+
+
 def test_delete_by_current_or_old_handle_and_a_second_delete_succeed_a_forged_handle_does_not(sqs: Any) -> None:
     q = new_queue(sqs)
     sqs.send_message(QueueUrl=q, MessageBody="a")
@@ -431,3 +504,31 @@ def test_a_queue_keeps_nothing_of_the_messages_it_deleted() -> None:
     # THEN nothing of them is left
     assert ix.live == {} and ix.handles == {}
     assert len(ix.ready) + len(ix.waiting) <= 1024 + 1
+
+
+def test_a_clients_connection_stays_open_between_requests_as_at_aws(url: str) -> None:
+    # GIVEN one HTTP/1.1 connection to the local stack's moto
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=10)
+    headers = {
+        "X-Amz-Target": "DynamoDB_20120810.ListTables",
+        "Content-Type": "application/x-amz-json-1.0",
+        "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20261130/us-east-1/dynamodb/aws4_request, "
+        "SignedHeaders=host, Signature=x",
+    }
+    seen = set()
+    for _ in range(3):
+        # WHEN requests follow one another on it
+        conn.request("POST", "/", body=b"{}", headers=headers)
+        resp = conn.getresponse()
+        body = resp.read()
+        # THEN each is answered and none asks to close: the same socket carries them all
+        assert resp.status == 200 and "TableNames" in json.loads(body)
+        assert (resp.getheader("Connection") or "").lower() != "close"
+        assert conn.sock is not None
+        seen.add(conn.sock.getsockname())
+    assert len(seen) == 1
+    conn.close()

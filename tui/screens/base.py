@@ -38,6 +38,11 @@ class ConsoleScreen(Screen[None]):
     def report(self, error: BaseException) -> None:
         self.console_app.report_error(error)
 
+    def unsaved_changes(self) -> list[str]:
+        """What leaving the console now would lose, one short phrase each (the console asks
+        before quitting when there is any). Screens that hold edits say so."""
+        return []
+
 
 class PollingScreen(ConsoleScreen):
     """Calls :meth:`fetch` now and every ``refresh_s``; skips while another screen is on top."""

@@ -38,6 +38,21 @@ def failure_groups(results: list[RequestResult]) -> list[tuple[str, str, int]]:
     return [(code, message, n) for (code, message), n in counter.most_common()]
 
 
+def figures_line(job: JobStatus) -> str:
+    """Latency of the answered requests, error rate and requests/s, from the job's counters."""
+    f = job.figures()
+    if f["latency_mean_ms"] is None:
+        latency = "latency \N{EN DASH}"
+    else:
+        latency = (
+            f"latency mean {number(int(f['latency_mean_ms']))} ms · p50 {number(int(f['latency_p50_ms'] or 0))} ms"
+            f" · p99 {number(int(f['latency_p99_ms'] or 0))} ms (±{(f['latency_resolution'] or 0) * 100:.0f}%)"
+        )
+    errors = "\N{EN DASH}" if job.error_rate is None else f"{job.error_rate:.1%}"
+    rps = "\N{EN DASH}" if job.requests_per_s is None else f"{job.requests_per_s:,.1f}"
+    return f"{latency} · error rate {errors} · {rps} requests/s"
+
+
 class JobDetailScreen(PollingScreen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
@@ -138,6 +153,7 @@ class JobDetailScreen(PollingScreen):
             f" · tokens {number(c.prompt_tokens)} in / {number(c.completion_tokens)} out"
             f" · endpoint {job.meta.endpoint} · created {job.meta.created_at}",
         )
+        line.append("\n" + figures_line(job))
         line.append("\n" + self.cost_line(job))
         self.query_one("#job-summary", Static).update(line)
 

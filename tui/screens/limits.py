@@ -107,11 +107,20 @@ class LimitsScreen(PollingScreen):
         event.stop()
         self.apply_toggle(ADAPTIVE, event.value)
 
+    def edited(self) -> list[LimitField]:
+        """The fields whose input differs from the value in force: edits not applied (or refused)."""
+        fields = [self.field(spec.name) for spec in FIELDS]
+        return [
+            f for f in fields if f.loaded and f.input.value.strip() != ("" if f.in_force is None else str(f.in_force))
+        ]
+
+    def unsaved_changes(self) -> list[str]:
+        edited = self.edited()
+        return [f"limits edited but not applied: {', '.join(f.label for f in edited)}"] if edited else []
+
     def action_apply_all(self) -> None:
-        for spec in FIELDS:
-            f = self.field(spec.name)
-            if f.loaded and f.input.value.strip() != ("" if f.in_force is None else str(f.in_force)):
-                self.apply(spec.name, f.input.value)
+        for f in self.edited():
+            self.apply(f.setting, f.input.value)
 
     def action_reset(self) -> None:
         focused = self.focused

@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, DirectoryTree, Footer, Header, Input, Label, ProgressBar, Static
 
+from llmbatch.client.estimate import JobEstimate
 from shared.errors import JobFileError
 from tui.messages import JobSubmitted
 from tui.screens.base import ConsoleScreen
@@ -113,18 +114,25 @@ class SubmitScreen(ConsoleScreen):
             return
         self._set_busy(True)
         try:
-            job_file = await self.client.check_file(path, endpoint=self.endpoint)
+            estimate = await self.client.estimate(path, endpoint=self.endpoint)
         except JobFileError as e:
             self.show_problems(e)
         except Exception as e:
             self.show_result(Text(f"✗ {type(e).__name__}: {e}", style="red"))
             self.report(e)
         else:
-            self.show_result(
-                Text(f"✓ {path.name}: {job_file.total} request(s), all valid. Ready to submit.", style="green")
-            )
+            self.show_estimate(path, estimate)
         finally:
             self._set_busy(False)
+
+    def show_estimate(self, path: Path, estimate: JobEstimate) -> None:
+        """The file is valid: what it would use, cost and take, as ``submit --dry-run`` says."""
+        text = Text(
+            f"✓ {path.name}: {estimate.tokens.requests} request(s), all valid. Ready to submit.\n", style="green"
+        )
+        for line in estimate.lines()[1:]:  # the first says it was a dry run
+            text.append(f"{line}\n")
+        self.show_result(text)
 
     @work(exclusive=True, group="submit")
     async def submit(self) -> None:

@@ -1,0 +1,54 @@
+"""Leaving the console: ``q``, ``ctrl+c`` and ``ctrl+q`` quit at once, unless an edit would be
+lost; then the console asks (``y`` quits, ``n`` stays). A screen that holds edits says which
+(:meth:`tui.screens.base.ConsoleScreen.unsaved_changes`); the submit form is read here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from textual.css.query import NoMatches
+from textual.screen import Screen
+from textual.widgets import Input
+
+from tui.screens.base import ConsoleScreen
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.submit import SubmitScreen
+
+#: The submit form's inputs and what they hold before anyone types.
+SUBMIT_FORM = {"#submit-path": "", "#submit-endpoint": "default", "#submit-name": ""}
+
+FormValues = tuple[str, ...]
+
+
+class QuitConfirmScreen(ConfirmScreen):
+    """The question before quitting with unsaved edits."""
+
+    def __init__(self, lost: list[str]) -> None:
+        super().__init__(
+            "Quit llmbatch?",
+            "Quitting now loses: " + "; ".join(lost) + ".",
+            confirm_label="Quit",
+        )
+
+
+def submit_form(screen: SubmitScreen) -> FormValues | None:
+    """The submit form's values (None before it is built)."""
+    try:
+        return tuple(screen.query_one(selector, Input).value.strip() for selector in SUBMIT_FORM)
+    except NoMatches:
+        return None
+
+
+def unsaved_changes(screens: Iterable[Screen[object]], submitted: FormValues | None) -> list[str]:
+    """What quitting would lose on any open screen. The submit form counts when it holds
+    something other than its defaults and other than what was last submitted from it
+    (``submitted``)."""
+    lost: list[str] = []
+    for screen in screens:
+        if isinstance(screen, ConsoleScreen):
+            lost += screen.unsaved_changes()
+        if isinstance(screen, SubmitScreen):
+            values = submit_form(screen)
+            if values is not None and values not in (tuple(SUBMIT_FORM.values()), submitted):
+                lost.append("a job file chosen on the submit screen but not submitted")
+    return lost
