@@ -20,12 +20,14 @@ def short_timeout(template: dict[str, Any]) -> None:
 
 
 async def test_the_handler_returns_before_its_deadline_and_unfinished_records_complete_later(tmp_path: Path) -> None:
-    # GIVEN a worker with a 5 s timeout, 2 calls at a time, and an endpoint taking ~0.6 s a call:
-    # one invocation cannot finish a batch of 30
+    # GIVEN a worker with a 5 s timeout (1.5 s of it kept for writing), 2 calls at a time, and an
+    # endpoint taking ~1.2 s a call: an invocation can call at most 6 of its records, and the 30
+    # arrive in batches of 10 or more (the queue's receives split them between the two pollers
+    # as they come, but a SendMessageBatch brings 10 at a time)
     template = template_variant(tmp_path, short_timeout)
     local = LocalStack(
         template_path=template,
-        simulator_config={"slots": 16, "base_latency_s": 0.6, "jitter_s": 0.05, "per_output_token_s": 0.0},
+        simulator_config={"slots": 16, "base_latency_s": 1.2, "jitter_s": 0.05, "per_output_token_s": 0.0},
         parameter_overrides={"ModelCallConcurrency": "2", "WorkerMaxConcurrency": "2"},
         container_env=FAST_RETRIES,
         write_state=False,

@@ -26,12 +26,12 @@ async def test_an_interrupted_submit_shows_submitting_and_resume_completes_it_ex
     real_send = LlmbatchClient._send_batch
     batches = 0
 
-    async def dying_send(self: LlmbatchClient, batch: list[str]) -> None:
+    async def dying_send(self: LlmbatchClient, batch: list[str], job_id: str | None) -> None:
         nonlocal batches
         batches += 1
         if batches > 7:
             raise SubmitDied
-        await real_send(self, batch)
+        await real_send(self, batch, job_id)
 
     async with LlmbatchClient(fresh_sim.resources) as client:
         monkeypatch.setattr(LlmbatchClient, "_send_batch", dying_send)
