@@ -168,10 +168,11 @@ def markdown(runs: Sequence[E2ERun], fairness: Sequence[FairnessRun] = ()) -> li
         "",
         *fairness_lines(fairness),
         "Notes. A job's rate end to end is its steady rate less what its two ends cost, and those are fixed, "
-        "not per request: before the endpoint is full, the first `submit` calls, the mapping's batching window "
-        "(1 s), and on a fresh `local up` the worker containers' cold starts (ten at once); after it, the last "
-        "batches' partial waves of calls (a container has at most `ModelCallConcurrency` calls out, so the "
-        "endpoint is no longer full once fewer than two batches are left). Together some 6 to 9 s here, against "
+        "not per request: before the endpoint is full, the first `submit` calls and the mapping's batching "
+        "window (1 s) (the worker containers' cold starts are paid by `local up` before it reports ready, as "
+        "each has CPU of its own in AWS); after it, the last batches' partial waves of calls (a container has at "
+        "most `ModelCallConcurrency` calls out, so the endpoint is no longer full once fewer than two batches "
+        "are left). Together some 4 to 5 s here, against "
         "12.5 s of work for 2,000 requests at capacity, so the first, smallest job shows the lowest rate; the "
         "fifths show the steady rate, and the CPU per request, which falls with the job's size, shows no "
         "local-stack operation growing with it. Memory grows by what the jobs store (moto keeps the results "
