@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiobotocore.session import get_session
 
-from llmbatch.local.moto_server import MotoServer
-from llmbatch.local.provision import REGION, provision_stack
 from shared.finish import CLAIM_STALE_S, FinishOutcome, JobFinisher, finished_detail
 from shared.jobs import Counts, JobMeta, JobStatus
 from shared.results import RequestResult, RequestStatus, Usage
@@ -38,22 +34,6 @@ class FakeBus:
             self.failures -= 1
             raise ConnectionError("EventBridge unreachable")
         self.events.append(detail)
-
-
-@pytest.fixture(scope="module")
-def tables() -> Iterator[tuple[str, str, str]]:
-    with MotoServer() as server:
-        res = provision_stack(server.url).resources
-        yield server.url, res.jobs_table, res.results_table
-
-
-@pytest.fixture
-async def store(tables: tuple[str, str, str]) -> AsyncIterator[ResultStore]:
-    url, jobs, results = tables
-    async with get_session().create_client(
-        "dynamodb", endpoint_url=url, region_name=REGION, aws_access_key_id="t", aws_secret_access_key="t"
-    ) as ddb:
-        yield ResultStore(ddb, jobs_table=jobs, results_table=results)
 
 
 async def new_job(store: ResultStore, total: int, *, sealed: bool = True, **kw: Any) -> str:

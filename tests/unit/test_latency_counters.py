@@ -4,14 +4,10 @@ moto's server over real HTTP: written with each result, counted once, and small.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, replace
 
 import pytest
-from aiobotocore.session import get_session
 
-from llmbatch.local.moto_server import MotoServer
-from llmbatch.local.provision import REGION, provision_stack
 from shared.jobs import Counts, JobMeta, Metering
 from shared.latency import BUCKETS, RESOLUTION, JobTiming, bucket_attribute
 from shared.results import RequestResult, RequestStatus
@@ -22,24 +18,8 @@ from shared.store.terminal_writes import COUNTER_ITEM_KB, COUNTER_UPDATE_BYTES
 pytestmark = pytest.mark.functional
 
 
-@pytest.fixture(scope="module")
-def tables() -> Iterator[tuple[str, str, str]]:
-    with MotoServer() as server:
-        resources = provision_stack(server.url).resources
-        yield server.url, resources.jobs_table, resources.results_table
-
-
-@pytest.fixture
-async def store(tables: tuple[str, str, str]) -> AsyncIterator[ResultStore]:
-    url, jobs_table, results_table = tables
-    async with get_session().create_client(
-        "dynamodb",
-        endpoint_url=url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ) as ddb:
-        yield ResultStore(ddb, jobs_table=jobs_table, results_table=results_table, counter_shards=4)
+#: The store fixture (tests/unit/conftest.py) spreads counts over this many shards.
+COUNTER_SHARDS = 4
 
 
 def result(job_id: str, n: int, latency_ms: int, status: RequestStatus = RequestStatus.SUCCEEDED) -> RequestResult:

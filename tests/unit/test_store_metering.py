@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from aiobotocore.session import get_session
 
-from llmbatch.local.moto_server import MotoServer
-from llmbatch.local.provision import REGION, provision_stack
 from shared.jobs import JobMeta, Metering
 from shared.results import RequestResult, RequestStatus, Usage
 from shared.store.item_size import item_bytes
@@ -20,26 +16,6 @@ from shared.store.result_store import ResultStore
 from shared.store.terminal_writes import TRANSACTION_WRITE_UNITS_PER_KB
 
 pytestmark = pytest.mark.functional
-
-
-@pytest.fixture(scope="module")
-def tables() -> Iterator[tuple[str, str, str]]:
-    with MotoServer() as server:
-        resources = provision_stack(server.url).resources
-        yield server.url, resources.jobs_table, resources.results_table
-
-
-@pytest.fixture
-async def store(tables: tuple[str, str, str]) -> AsyncIterator[ResultStore]:
-    url, jobs_table, results_table = tables
-    async with get_session().create_client(
-        "dynamodb",
-        endpoint_url=url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ) as ddb:
-        yield ResultStore(ddb, jobs_table=jobs_table, results_table=results_table)
 
 
 async def new_job(store: ResultStore, total: int) -> str:
