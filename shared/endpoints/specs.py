@@ -43,6 +43,18 @@ class _Spec(BaseModel):
     max_inputs_per_call: int | None = Field(
         default=None, ge=1, description="How many inputs one call may carry when requests are packed."
     )
+    #: Failover (online lane): endpoints to send a job's requests to, in order, while this
+    #: one fails transiently beyond its threshold; see :mod:`shared.endpoints.failover`.
+    fallback: tuple[str, ...] = Field(default=(), description="Endpoint names to fail over to, in order.")
+    #: Routing by model: a request whose body names one of these models goes to that endpoint.
+    models: dict[str, str] = Field(default_factory=dict, description="Model name to endpoint name.")
+    #: Batch lane quotas (adjustable per account, so settings, not constants).
+    batch_max_records: int = Field(default=50_000, ge=1, description="Most records per native batch job.")
+    batch_max_jobs: int | None = Field(default=None, ge=1, description="Most native batch jobs running at once.")
+
+    def __hash__(self) -> int:
+        # Frozen models hash their fields; ``models`` is a dict, so hash the settings' JSON.
+        return hash((type(self).__name__, self.model_dump_json()))
 
     @property
     def routes(self) -> frozenset[str]:
@@ -76,6 +88,15 @@ class OpenAISpec(_Spec):
     url: str = Field(min_length=1, pattern=r"^https?://", description="Base URL as OpenAI clients take it (…/v1).")
     #: ``ssm:/name`` or ``secretsmanager:name``; never the key itself.
     api_key_ref: str = Field(default="", pattern=r"^$|^(ssm|secretsmanager):.+")
+    #: Whether the server implements the OpenAI Batch API (``/v1/files`` + ``/v1/batches``);
+    #: unset means "only if it is OpenAI's own API" (``api.openai.com``).
+    batch_api: bool | None = Field(default=None, description="The server offers /v1/batches.")
+
+    @property
+    def offers_batch_api(self) -> bool:
+        if self.batch_api is not None:
+            return self.batch_api
+        return self.url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0] == "api.openai.com"
 
 
 class BedrockSpec(_Spec):
@@ -91,6 +112,8 @@ class BedrockSpec(_Spec):
         description="Model id (or inference profile) for requests without a model, and for Bedrock records.",
     )
     endpoint_url: str | None = Field(default=None, pattern=r"^https?://", description="Override, for tests.")
+    #: Bedrock batch inference refuses jobs with fewer records (a per-model, adjustable quota).
+    batch_min_records: int = Field(default=100, ge=1, description="Fewest records per batch inference job.")
 
     def refusal(self, name: str, route: str, body: Mapping[str, Any]) -> str | None:
         """Also what the worker's translation refuses (no model, images, tools, ``n > 1``...)."""
