@@ -20,6 +20,10 @@ time, ``[[bedrock:fail-first-2:ThrottlingException]]`` the first two attempts of
 request, ``[[bedrock:sleep-1.5]]`` answers after 1.5 s. ``GET /_fake/stats`` counts calls,
 attempts and answers per request (its last user text or input text).
 
+Batch inference's control plane (service ``bedrock``: CreateModelInvocationJob, Get, List,
+Stop) is served by the same server, see :mod:`llmbatch.local.bedrock_batch_fake`; its jobs
+read and write S3 at ``s3_endpoint_url`` and answer each record with the InvokeModel above.
+
 It binds to 127.0.0.1 only. ``python -m llmbatch.local.bedrock_fake --port 0`` prints
 ``{"url": "http://127.0.0.1:PORT"}`` once listening.
 """
@@ -40,6 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from aiohttp import web
+
+from llmbatch.local.bedrock_batch_fake import BatchConfig, FakeBatchJobs
 
 LOCALHOST: Final = "127.0.0.1"
 
@@ -101,6 +107,20 @@ class FakeBedrock:
 
     latency_s: float = 0.0
     stats: FakeStats = field(default_factory=FakeStats)
+    #: Where batch jobs read their input and write their output (moto's server); None: AWS's own.
+    s3_endpoint_url: str | None = None
+    batch_config: BatchConfig = field(default_factory=BatchConfig)
+    #: Batch inference's control plane (:mod:`llmbatch.local.bedrock_batch_fake`), answering
+    #: each record with this fake's own InvokeModel.
+    batch: FakeBatchJobs = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batch = FakeBatchJobs(
+            lambda model, body: self._invoke(model, body),
+            batch_fault,
+            config=self.batch_config,
+            s3_endpoint_url=self.s3_endpoint_url,
+        )
 
     def reset(self) -> None:
         self.stats = FakeStats()
@@ -196,6 +216,18 @@ class FakeBedrock:
             "X-Amzn-Bedrock-Output-Token-Count": str(completion),
             "X-Amzn-Bedrock-Invocation-Latency": str(int(self.latency_s * 1000)),
         }
+
+
+def batch_fault(raw: str) -> tuple[str, str] | None:
+    """The fault a batch record's markers ask for: a batch job tries each record once, so
+    ``fail-first-N`` fails it; ``sleep`` markers are ignored."""
+    for marker in _MARKER.findall(raw):
+        parts = marker.split(":")
+        if parts[0].startswith("sleep-"):
+            continue
+        fault = BedrockFault(parts[1] if parts[0].startswith("fail-first-") and len(parts) == 2 else parts[0])
+        return fault.code, fault.message
+    return None
 
 
 def _check_signature(request: web.Request) -> None:
@@ -328,6 +360,7 @@ def build_app(fake: FakeBedrock | None = None) -> web.Application:
     app.router.add_post("/model/{modelId}/invoke", fake.invoke)
     app.router.add_get("/_fake/stats", stats)
     app.router.add_post("/_fake/reset", reset)
+    fake.batch.routes(app)
     return app
 
 
@@ -417,10 +450,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-s", type=float, default=0.0)
+    parser.add_argument("--s3-endpoint-url", default=None, help="Where batch jobs read and write (moto's server).")
+    parser.add_argument("--batch-step-s", type=float, default=BatchConfig.step_s, help="Seconds per batch job step.")
     args = parser.parse_args(argv)
 
     async def serve() -> None:
-        running = await start_bedrock_fake(FakeBedrock(latency_s=args.latency_s), port=args.port)
+        fake = FakeBedrock(
+            latency_s=args.latency_s,
+            s3_endpoint_url=args.s3_endpoint_url,
+            batch_config=BatchConfig(step_s=args.batch_step_s),
+        )
+        running = await start_bedrock_fake(fake, port=args.port)
         print(json.dumps({"url": running.url, "port": running.port}), flush=True)
         try:
             await asyncio.Event().wait()

@@ -19,10 +19,14 @@ from __future__ import annotations
 import base64
 import struct
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final
 
 from shared.endpoints.base import content_texts, invalid
+from shared.endpoints.specs import CHAT_ROUTE, EMBEDDINGS_ROUTE
 from shared.errors import PermanentError
+from shared.messages import BEDROCK_RECORD_ROUTE
 from shared.results import Usage
 
 #: HTTP status recorded for a request that cannot be translated (as a server would answer it).
@@ -253,3 +257,184 @@ def record_usage(headers: Mapping[str, str], answer: Any) -> Usage:
         return Usage(int(prompt or 0), int(completion or 0))
     except ValueError:
         return Usage.from_body(answer)
+
+
+# --------------------------------------------------------------------------------------------
+# Batch inference (CreateModelInvocationJob): InvokeModel bodies per model family, and back
+# --------------------------------------------------------------------------------------------
+# A Bedrock batch job runs every record through InvokeModel, so a chat request is written in
+# the body format of its model's family (Converse's structure cannot be used there), and the
+# record's ``modelOutput`` is that family's answer. A family with no known format is refused.
+
+#: The Messages API version Bedrock's Anthropic models take in an InvokeModel body.
+ANTHROPIC_VERSION: Final = "bedrock-2023-05-31"
+#: Anthropic's Messages API needs ``max_tokens``; OpenAI's default is "as many as the model allows".
+ANTHROPIC_DEFAULT_MAX_TOKENS: Final = 4096
+#: Titan text ``completionReason`` → OpenAI ``finish_reason``.
+TITAN_FINISH_REASONS: Final[Mapping[str, str]] = {
+    "FINISH": "stop",
+    "STOP_CRITERIA_MET": "stop",
+    "LENGTH": "length",
+    "CONTENT_FILTERED": "content_filter",
+}
+
+
+class BatchFormat(StrEnum):
+    """How a record's ``modelInput`` was written, hence how its ``modelOutput`` is read."""
+
+    ANTHROPIC_CHAT = "anthropic-chat"
+    TITAN_TEXT_CHAT = "titan-text-chat"
+    TITAN_EMBEDDING = "titan-embedding"
+    #: A Bedrock record (``recordId``/``modelInput`` job line): sent and answered as it is.
+    RECORD = "record"
+
+
+@dataclass(frozen=True)
+class BatchInput:
+    """One request as a Bedrock batch record's model and ``modelInput``."""
+
+    model: str
+    model_input: dict[str, Any]
+    format: BatchFormat
+
+
+def _model_name(model: str) -> str:
+    """A model id without an ARN's path (``.../inference-profile/us.anthropic.x`` → ``us.anthropic.x``)."""
+    return model.rsplit("/", 1)[-1]
+
+
+def is_anthropic_model(model: str) -> bool:
+    name = _model_name(model)
+    return name.startswith("anthropic.") or ".anthropic." in name
+
+
+def is_titan_text_model(model: str) -> bool:
+    return "amazon.titan-text" in _model_name(model)
+
+
+def batch_input(route: str, body: Mapping[str, Any], *, default_model: str | None) -> BatchInput:
+    """The batch record for a request on ``route`` (an OpenAI route or Bedrock's record route).
+
+    Raises
+    ------
+    PermanentError
+        ``invalid_request``/``unsupported_parameter`` for what the model's InvokeModel body
+        cannot express (as online), ``unsupported_model`` for a chat model whose body format
+        is not known here, ``unsupported_route`` for a route batch inference cannot serve.
+    """
+    if route == BEDROCK_RECORD_ROUTE:
+        if not default_model:
+            raise invalid("no default_model: Bedrock records name no model, the endpoint must")
+        return BatchInput(default_model, dict(body), BatchFormat.RECORD)
+    if route == EMBEDDINGS_ROUTE:
+        model = model_id(body, default_model)
+        inputs = embedding_inputs(body)
+        if len(inputs) != 1:
+            raise invalid(
+                "batch inference embeds one text per record: send one 'input' string per request",
+                code="unsupported_parameter",
+            )
+        return BatchInput(model, titan_embedding_request(inputs[0], body), BatchFormat.TITAN_EMBEDDING)
+    if route != CHAT_ROUTE:
+        raise invalid(f"Bedrock batch inference does not serve {route}", code="unsupported_route")
+    request = chat_to_converse(body, default_model=default_model)  # every online check, once
+    model = str(request["modelId"])
+    if is_anthropic_model(model):
+        return BatchInput(model, _anthropic_body(request), BatchFormat.ANTHROPIC_CHAT)
+    if is_titan_text_model(model):
+        return BatchInput(model, _titan_text_body(request), BatchFormat.TITAN_TEXT_CHAT)
+    raise invalid(
+        f"no InvokeModel body format is known here for {model!r} (Anthropic and Titan text are): "
+        "write the job as Bedrock records (recordId/modelInput) for this model",
+        code="unsupported_model",
+    )
+
+
+def _anthropic_body(request: Mapping[str, Any]) -> dict[str, Any]:
+    config = request.get("inferenceConfig", {})
+    body: dict[str, Any] = {
+        "anthropic_version": ANTHROPIC_VERSION,
+        "max_tokens": config.get("maxTokens", ANTHROPIC_DEFAULT_MAX_TOKENS),
+        "messages": [
+            {"role": m["role"], "content": [{"type": "text", "text": b["text"]} for b in m["content"]]}
+            for m in request["messages"]
+        ],
+    }
+    if request.get("system"):
+        body["system"] = "\n\n".join(block["text"] for block in request["system"])
+    for ours, theirs in (("temperature", "temperature"), ("topP", "top_p"), ("stopSequences", "stop_sequences")):
+        if ours in config:
+            body[theirs] = config[ours]
+    return body
+
+
+def _titan_text_body(request: Mapping[str, Any]) -> dict[str, Any]:
+    """Titan text takes one prompt: the conversation in its ``User:``/``Bot:`` convention."""
+    turns = [
+        f"{'User' if m['role'] == 'user' else 'Bot'}: {' '.join(b['text'] for b in m['content'])}"
+        for m in request["messages"]
+    ]
+    system = "\n".join(block["text"] for block in request.get("system", []))
+    prompt = "\n".join(([system, ""] if system else []) + turns + ["Bot:"])
+    config = request.get("inferenceConfig", {})
+    generation = {
+        theirs: config[ours]
+        for ours, theirs in (
+            ("maxTokens", "maxTokenCount"),
+            ("temperature", "temperature"),
+            ("topP", "topP"),
+            ("stopSequences", "stopSequences"),
+        )
+        if ours in config
+    }
+    return {"inputText": prompt, **({"textGenerationConfig": generation} if generation else {})}
+
+
+def batch_answer(
+    batch: BatchInput, output: Any, *, body: Mapping[str, Any], request_id: str, created: int
+) -> dict[str, Any]:
+    """A record's ``modelOutput`` in the OpenAI response shape of its route (a Bedrock
+    record's answer as it is, as online).
+
+    Raises
+    ------
+    PermanentError
+        ``unexpected_response`` when the output is not the answer its format promises.
+    """
+    if batch.format is BatchFormat.RECORD:
+        return output if isinstance(output, dict) else {"output": output}
+    if not isinstance(output, Mapping):
+        raise PermanentError("the model's output is not a JSON object", code="unexpected_response")
+    if batch.format is BatchFormat.TITAN_EMBEDDING:
+        return embeddings_list(
+            [titan_embedding(output)], model=batch.model, encoding_format=body.get("encoding_format", "float")
+        )
+    if batch.format is BatchFormat.ANTHROPIC_CHAT:
+        blocks = output.get("content")
+        if not isinstance(blocks, list):
+            raise PermanentError("the model's answer has no 'content' list", code="unexpected_response")
+        text = "".join(b["text"] for b in blocks if isinstance(b, Mapping) and isinstance(b.get("text"), str))
+        usage = output.get("usage") or {}
+        prompt, completion = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+        reason = finish_reason(output.get("stop_reason"))
+    else:
+        results = output.get("results")
+        if not isinstance(results, list) or not results or not isinstance(results[0], Mapping):
+            raise PermanentError("the model's answer has no 'results'", code="unexpected_response")
+        text = str(results[0].get("outputText", ""))
+        prompt, completion = int(output.get("inputTextTokenCount", 0)), int(results[0].get("tokenCount", 0))
+        reason = TITAN_FINISH_REASONS.get(str(results[0].get("completionReason")), "stop")
+    return _chat_completion(text, reason, prompt, completion, model=batch.model, request_id=request_id, created=created)
+
+
+def _chat_completion(
+    text: str, reason: str, prompt: int, completion: int, *, model: str, request_id: str, created: int
+) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+    }
