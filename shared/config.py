@@ -125,8 +125,16 @@ class WorkerConfig(_Settings):
     limits_max_age_s: float = Field(default=5.0, ge=0)
     #: Calls per invocation while the limits parameter does not say (see ``default_limits``).
     max_concurrency: Concurrency = 16
-    #: The queue the worker reads; failed messages get their visibility set on it.
+    #: The normal-priority request queue (shared/priority.py); a record of no known queue
+    #: is taken for one of it. A record's failed retry delay and deferred copy go to its own queue.
     request_queue_url: str = ""
+    #: The high- and low-priority request queues (empty: the stack has none).
+    high_priority_queue_url: str = ""
+    low_priority_queue_url: str = ""
+    #: How often a container re-reads the higher-priority queues' backlog, and about how long
+    #: a record held back behind them waits before it comes back (shared/worker/priority.py).
+    priority_check_s: float = Field(default=2.0, gt=0)
+    priority_yield_s: float = Field(default=5.0, ge=1, le=900)
     dead_letter_queue_url: str = ""
     retry_base_s: float = Field(default=2.0, ge=0)
     retry_max_s: float = Field(default=300.0, ge=0)

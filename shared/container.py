@@ -89,17 +89,23 @@ async def _build_worker(config: WorkerConfig, stack: AsyncExitStack) -> Worker:
     )
     sqs = await stack.enter_async_context(aws.create_client("sqs", config=aws_config))
     queue = QueueOps(
-        sqs, request_queue_url=config.request_queue_url, dead_letter_queue_url=config.dead_letter_queue_url
+        sqs,
+        request_queue_url=config.request_queue_url,
+        dead_letter_queue_url=config.dead_letter_queue_url,
+        high_queue_url=config.high_priority_queue_url,
+        low_queue_url=config.low_priority_queue_url,
     )
     # One bucket per endpoint, in the jobs table, shared by every container (shared/limits/rate_bucket.py).
     throttle = Throttle(DynamoRateBucket(ddb, config.jobs_table), overrides=config.rate_limit_overrides())
     finisher = await _finisher(aws, stack, store, config.event_bus_name, aws_config)
+    limits_source = LimitsSource(config)
+    limits_source.warm()
     return Worker(
         config,
         store,
         endpoints,
         queue=queue,
-        limits=LimitsSource(config),
+        limits=limits_source,
         payloads=payloads,
         throttle=throttle,
         finisher=finisher,

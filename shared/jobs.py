@@ -100,6 +100,19 @@ class JobMeta:
     #: The job's "Job Finished" event: ``pending`` while claimed, ``sent`` once published
     #: (shared/finish.py); empty before the job finished.
     finished_event: str = ""
+    #: ``high``, ``normal`` or ``low`` (shared/priority.py): the queue its requests go to,
+    #: on submit, resume, retry and redrive alike. Jobs made before priorities are normal.
+    priority: str = "normal"
+    #: The lane the job runs on (``online`` or ``batch``, see shared/lanes) and why it was
+    #: chosen (``submit --lane``); empty for jobs submitted without ``--lane`` (online).
+    lane: str = ""
+    lane_reason: str = ""
+    #: A batch-lane job's native progress, summed over its parts by the lane poller.
+    native_parts: int = 0
+    native_parts_running: int = 0
+    native_parts_done: int = 0
+    native_completed: int = 0
+    native_failed: int = 0
 
 
 class NewJob(NamedTuple):
@@ -147,7 +160,9 @@ class JobStatus:
             return JobState.SUBMITTING
         if done:
             return JobState.COMPLETED
-        return JobState.IN_PROGRESS if self.counts.terminal > 0 else JobState.QUEUED
+        # A batch-lane job is in progress once its native jobs report any record done.
+        started = self.counts.terminal > 0 or self.meta.native_completed + self.meta.native_failed > 0
+        return JobState.IN_PROGRESS if started else JobState.QUEUED
 
     @property
     def finished(self) -> bool:
@@ -160,7 +175,10 @@ class JobStatus:
 
     @property
     def requests_per_s(self) -> float | None:
-        """Terminal requests over the time from the first call's start to the last result."""
+        """Terminal requests over the time from the first call's start to the last result;
+        None on the batch lane (its results are imported in bursts: no calls to time)."""
+        if self.meta.lane == "batch":
+            return None
         active = self.timing.active_s
         return self.counts.terminal / active if active and self.counts.terminal else None
 
@@ -194,5 +212,24 @@ class JobStatus:
             "prompt_tokens": self.counts.prompt_tokens,
             "completion_tokens": self.counts.completion_tokens,
             "endpoint": self.meta.endpoint,
+            "priority": self.meta.priority,
             "created_at": self.meta.created_at,
+            **self.lane_dict(),
         }
+
+    def lane_dict(self) -> dict[str, Any]:
+        """The lane, its reason and a batch-lane job's native progress; nothing for a job
+        submitted without ``--lane``."""
+        m = self.meta
+        if not m.lane:
+            return {}
+        d: dict[str, Any] = {"lane": m.lane, "lane_reason": m.lane_reason}
+        if m.lane == "batch":
+            d["native"] = {
+                "parts": m.native_parts,
+                "parts_running": m.native_parts_running,
+                "parts_done": m.native_parts_done,
+                "completed": m.native_completed,
+                "failed": m.native_failed,
+            }
+        return d

@@ -38,6 +38,8 @@ BUCKET_PREFIX = "lat#"
 SUM_ATTRIBUTE = "latency_sum_ms"
 FIRST_STARTED = "first_started_at"
 LAST_FINISHED = "updated_at"
+#: A result's ``latency_ms`` when nothing timed its call (no call takes 0 ms).
+NOT_TIMED = 0
 
 
 def bucket_of(latency_ms: float) -> int:
@@ -173,10 +175,14 @@ class JobTiming:
 def counter_update(latencies_ms: Iterable[int], starts: Iterable[str]) -> tuple[dict[str, int], str]:
     """What one result transaction adds to its counter shard: the bucket counts and the sum
     of its answered requests' latencies (attribute name to increment, zero counts left out),
-    and the earliest start among its results ('' for none)."""
+    and the earliest start among its results ('' for none). A latency of :data:`NOT_TIMED`
+    is left out: the request was not timed (a batch-lane answer, imported from a native
+    batch job that times no request: shared/lanes/poller.py)."""
     adds: dict[str, int] = {}
     total = 0
     for ms in latencies_ms:
+        if ms <= NOT_TIMED:
+            continue
         name = bucket_attribute(bucket_of(ms))
         adds[name] = adds.get(name, 0) + 1
         total += ms

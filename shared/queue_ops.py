@@ -21,12 +21,19 @@ from typing import Any
 
 from shared.backoff import SQS_MAX_DELAY_S
 from shared.errors import TransientError, UnreadableMessageError
+from shared.priority import PriorityQueues
 
 #: SQS's own limits for one SendMessageBatch, and for DelaySeconds.
 SQS_BATCH_MAX_ENTRIES = 10
 SQS_BATCH_MAX_BYTES = 1_048_576
 #: How long a deferred copy waits for others to share its SendMessageBatch.
 REQUEUE_WAIT_S = 0.2
+#: A queue's messages that are work still to do: waiting, in flight, or delayed.
+BACKLOG_ATTRIBUTES = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
 
 
 def pack_batches(bodies: Sequence[str]) -> list[list[int]]:
@@ -49,12 +56,22 @@ def pack_batches(bodies: Sequence[str]) -> list[list[int]]:
 
 class QueueOps:
     """Retry-later visibility, fresh copies, and dead-lettering (its reason attached as a
-    message attribute), on the request queue and its dead-letter queue."""
+    message attribute), on the request queues (one per priority, shared/priority.py) and
+    their dead-letter queue. Without a queue named, the normal request queue is meant."""
 
-    def __init__(self, sqs: Any, *, request_queue_url: str, dead_letter_queue_url: str) -> None:
+    def __init__(
+        self,
+        sqs: Any,
+        *,
+        request_queue_url: str,
+        dead_letter_queue_url: str,
+        high_queue_url: str = "",
+        low_queue_url: str = "",
+    ) -> None:
         self._sqs = sqs
         self._queue_url = request_queue_url
         self._dlq_url = dead_letter_queue_url
+        self.queues = PriorityQueues.of(normal=request_queue_url, high=high_queue_url, low=low_queue_url)
         self.calls: Counter[str] = Counter()
 
     @property
@@ -71,9 +88,11 @@ class QueueOps:
             MessageAttributes={"llmbatch-reason": {"DataType": "String", "StringValue": reason[:1000] or "-"}},
         )
 
-    async def retry_later(self, delays: dict[str, int]) -> None:
-        """``receipt handle -> seconds``, 10 per ChangeMessageVisibilityBatch."""
-        if not self._queue_url or not delays:
+    async def retry_later(self, delays: dict[str, int], *, queue_url: str | None = None) -> None:
+        """``receipt handle -> seconds``, 10 per ChangeMessageVisibilityBatch, on the queue the
+        messages came from (a receipt handle is good on its own queue only)."""
+        queue_url = queue_url or self._queue_url
+        if not queue_url or not delays:
             return
         entries = [
             {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": d} for i, (h, d) in enumerate(delays.items())
@@ -81,31 +100,44 @@ class QueueOps:
         for start in range(0, len(entries), SQS_BATCH_MAX_ENTRIES):
             self.calls["change_message_visibility_batch"] += 1
             await self._sqs.change_message_visibility_batch(
-                QueueUrl=self._queue_url, Entries=entries[start : start + SQS_BATCH_MAX_ENTRIES]
+                QueueUrl=queue_url, Entries=entries[start : start + SQS_BATCH_MAX_ENTRIES]
             )
 
     async def send_copies(self, copies: Sequence[Copy]) -> list[bool]:
-        """Send copies to the request queue; which of them were sent."""
+        """Send copies, each to its own request queue; which of them were sent."""
         sent = [False] * len(copies)
-        for batch in pack_batches([c.body for c in copies]):
-            self.calls["send_message_batch"] += 1
-            resp = await self._sqs.send_message_batch(
-                QueueUrl=self._queue_url, Entries=[copies[i].entry(str(i)) for i in batch]
-            )
-            for ok in resp.get("Successful") or []:
-                sent[int(ok["Id"])] = True
+        by_queue: dict[str, list[int]] = {}
+        for i, c in enumerate(copies):
+            by_queue.setdefault(c.queue_url or self._queue_url, []).append(i)
+        for url, indexes in by_queue.items():
+            for batch in pack_batches([copies[i].body for i in indexes]):
+                self.calls["send_message_batch"] += 1
+                entries = [copies[indexes[j]].entry(str(indexes[j])) for j in batch]
+                resp = await self._sqs.send_message_batch(QueueUrl=url, Entries=entries)
+                for ok in resp.get("Successful") or []:
+                    sent[int(ok["Id"])] = True
         return sent
+
+    async def backlog(self, queue_url: str) -> int:
+        """The queue's work still to do: its messages waiting, in flight and delayed (SQS's
+        approximate counts, one GetQueueAttributes)."""
+        self.calls["get_queue_attributes"] += 1
+        resp = await self._sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=list(BACKLOG_ATTRIBUTES))
+        attrs = resp.get("Attributes") or {}
+        return sum(int(attrs.get(name, 0)) for name in BACKLOG_ATTRIBUTES)
 
 
 @dataclass(frozen=True)
 class Copy:
-    """A fresh copy of a message for the request queue: its body, how long SQS keeps it
-    delayed, and its tenant (the job id: SQS fair queues serve a job with a small share of
-    the messages in flight before a job with a large one, README: "Fairness between jobs")."""
+    """A fresh copy of a message for a request queue: its body, how long SQS keeps it
+    delayed, its tenant (the job id: SQS fair queues serve a job with a small share of
+    the messages in flight before a job with a large one, README: "Fairness between jobs"),
+    and the queue it goes to (its original's; None: the normal request queue)."""
 
     body: str
     delay_s: int = 0
     group: str | None = None
+    queue_url: str | None = None
 
     def entry(self, entry_id: str) -> dict[str, Any]:
         """The SendMessageBatch entry."""

@@ -20,6 +20,7 @@ from llmbatch.client.jobfile import JobFile
 from shared.config import RuntimeLimits
 from shared.deadletter import DeadLetter
 from shared.jobs import JobStatus
+from shared.priority import DEFAULT_PRIORITY, Priority
 from shared.results import RequestResult
 
 
@@ -49,6 +50,7 @@ class ConsoleClient(Protocol):
         name: str | None = None,
         endpoint: str = "default",
         on_progress: ProgressCallback | None = None,
+        priority: Priority | str = DEFAULT_PRIORITY,
     ) -> str: ...
 
 

@@ -25,6 +25,7 @@ from shared.jobs import Counts, JobMeta, JobStatus, Metering
 from shared.latency import JobTiming, started_at
 from shared.limits.rate_math import RateLimits
 from shared.messages import RequestMessage
+from shared.priority import DEFAULT_PRIORITY, Priority
 from shared.results import RequestResult, RequestStatus, Usage
 from tui.screens.queue import Sample
 
@@ -368,6 +369,7 @@ class DemoClient:
         name: str | None = None,
         endpoint: str = "default",
         on_progress: ProgressCallback | None = None,
+        priority: Priority | str = DEFAULT_PRIORITY,
     ) -> str:
         job_file = await self.check_file(path, endpoint=endpoint)
         self.submitted += 1
@@ -383,6 +385,7 @@ class DemoClient:
                 FIXED_NOW.isoformat(timespec="seconds"),
                 sealed=True,
                 enqueued=job_file.total,
+                priority=Priority(priority).value,
             ),
             Counts(),
         )

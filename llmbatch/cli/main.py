@@ -16,6 +16,7 @@ from llmbatch.cli.limits import limits
 from llmbatch.cli.options import StackParameter, endpoint_options, local_endpoint, stack_options, stack_parameter
 from llmbatch.client.stack import locate_stack
 from llmbatch.local.endpoint_choice import LocalEndpoint
+from shared.priority import DEFAULT_PRIORITY, Priority
 
 __all__ = ["LOCAL_EXTRA_HINT", "LOCAL_EXTRA_MODULES", "cli", "main", "missing_extra", "stack_parameter"]
 
@@ -124,7 +125,8 @@ def up(endpoint: str | None, endpoint_url: str | None, slots: int, parameters: t
         say(f"  model endpoint  {resources.model_endpoint_url}")
         if stack.model_server:
             say(f'  model           "{stack.model_server.model_alias}" (jobs name it so)')
-        say(f"  request queue   {resources.request_queue_url}")
+        say(f"  request queues  {resources.request_queue_url} (normal priority)")
+        say(f"                  {resources.high_priority_queue_url} (high), {resources.low_priority_queue_url} (low)")
         say(f"  function logs   {stack.log_dir}/")
         say("Ctrl-C stops it.")
         while not stop_requested:
@@ -144,6 +146,20 @@ def up(endpoint: str | None, endpoint_url: str | None, slots: int, parameters: t
     "--dry-run", is_flag=True, help="check the file and print its expected tokens, cost and duration; send nothing"
 )
 @click.option("--notify", metavar="URL", help="POST the job's signed Job Finished event to this https URL")
+@click.option(
+    "--priority",
+    type=click.Choice([p.value for p in Priority]),
+    default=DEFAULT_PRIORITY.value,
+    show_default=True,
+    help="high goes ahead of normal jobs; low runs only while no other job has work (--resume keeps the job's)",
+)
+@click.option(
+    "--lane",
+    type=click.Choice(["online", "batch", "auto"]),
+    help="online (the default): the workers; batch: the endpoint's native batch API, at its discount;"
+    " auto: batch when the job is big enough and --within allows the API's completion window",
+)
+@click.option("--within", metavar="DURATION", help="with --lane auto: how soon the job must finish (90m, 2h, 1d)")
 @stack_options
 def submit(
     file: Path,
@@ -152,6 +168,9 @@ def submit(
     resume: str | None,
     dry_run: bool,
     notify: str | None,
+    priority: str,
+    lane: str | None,
+    within: str | None,
     stack: str | None,
     region: str | None,
 ) -> int:
@@ -159,9 +178,37 @@ def submit(
     from llmbatch.cli import commands
     from llmbatch.cli.progress import sending_progress
 
+    if within and lane != "auto":
+        raise click.UsageError("--within goes with --lane auto")
+    from llmbatch.client.lanes import parse_duration
+
+    within_s = parse_duration(within) if within else None
     resources = locate_stack(stack, region=region)
     if dry_run:
         click.echo("\n".join(asyncio.run(commands.estimate(resources, file, endpoint=endpoint)).lines()))
+        if lane is not None:  # the lane it would take, or why batch is refused
+            choice = asyncio.run(commands.lane_choice(resources, file, lane=lane, within_s=within_s, endpoint=endpoint))
+            click.echo(f"{'lane':<18} {choice.lane.value}: {choice.reason}")
+        return 0
+    if lane is not None:
+        if resume:
+            raise click.UsageError("--resume continues a job on its own lane: leave out --lane")
+        with sending_progress("enqueueing") as on_progress:
+            job_id, choice = asyncio.run(
+                commands.submit_on_lane(
+                    resources,
+                    file,
+                    lane=lane,
+                    within_s=within_s,
+                    name=name,
+                    endpoint=endpoint,
+                    on_progress=on_progress,
+                    notify_url=notify or "",
+                    priority=priority,
+                )
+            )
+        _stderr(choice.line())
+        click.echo(job_id)
         return 0
     with sending_progress("enqueueing") as on_progress:
         job_id = asyncio.run(
@@ -173,6 +220,7 @@ def submit(
                 resume=resume,
                 on_progress=on_progress,
                 notify_url=notify or "",
+                priority=priority,
             )
         )
     click.echo(job_id)

@@ -21,27 +21,28 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from llmbatch.client.cost import Pricing
+from llmbatch.client.enqueue import SUBMIT_PARALLELISM, send_messages
 from llmbatch.client.estimate import ASSUMED_LATENCY_S, LATENCY_SAMPLE, JobEstimate, Latency, LiveLimits, estimate_job
-from llmbatch.client.jobfile import JobFile, read_job_file
+from llmbatch.client.jobfile import MAX_REPORTED_PROBLEMS, JobFile, read_job_file
+from llmbatch.client.lanes import Lane, LaneChoice, choose_lane
 from llmbatch.client.stack import StackResources
 from shared.config import RuntimeLimits, WorkerConfig
 from shared.deadletter import DeadLetter, dead_letter_body, is_redrivable, keep_dead_letters, list_dead_letters
-from shared.errors import ConfigError, PermanentError, TransientError
+from shared.errors import ConfigError, JobFileError, PermanentError
 from shared.finish import EventBridgePublisher, JobFinisher
 from shared.jobs import JobMeta, JobStatus, NewJob, new_job_id
+from shared.lanes.native import NativeRecord
+from shared.lanes.parts import LaneTable, stage_parts
+from shared.lanes.poller import progress_figures
+from shared.lanes.registry import native_limits, native_refusal
 from shared.limits.throttle import Throttle
 from shared.messages import RequestMessage, new_sign_key
 from shared.notify import check_url
 from shared.payloads import OFFLOAD_MAX_BYTES, PayloadStore, request_body_key
-from shared.queue_ops import Copy, pack_batches
+from shared.priority import DEFAULT_PRIORITY, Priority, PriorityQueues
 from shared.results import RequestResult, RequestStatus, utc_now_iso
 from shared.store.result_store import ResultStore
 
-#: SendMessageBatch calls in flight at once while submitting (as many as the client's
-#: connection pool holds: each call waits mostly on the network, not on this process).
-SUBMIT_PARALLELISM = 32
-#: Requests sent between two notes of progress in the job record (the resume points).
-SUBMIT_CHECKPOINT = 1000
 ESM_CONCURRENCY_BOUNDS = (2, 1000)
 #: The error code of a result line whose offloaded answer is no longer in the payload bucket.
 RESPONSE_EXPIRED = "response_expired"
@@ -79,9 +80,18 @@ class LlmbatchClient:
 
     async def __aenter__(self) -> LlmbatchClient:
         session = get_session()
-        config = AioConfig(max_pool_connections=32, retries={"mode": "standard", "max_attempts": 5})
+        config = AioConfig(max_pool_connections=SUBMIT_PARALLELISM, retries={"mode": "standard", "max_attempts": 5})
         kw = {**self.resources.client_kwargs(), "config": config}
-        self.sqs = await self._stack.enter_async_context(session.create_client("sqs", **kw))
+        # The SQS calls are ours (a job's messages, checked line by line before), not a
+        # user's parameters: the SDK's check of each against the model was a fifth of
+        # submit's CPU per SendMessageBatch (issue 12), and SQS checks them anyway.
+        sqs_config = AioConfig(
+            max_pool_connections=SUBMIT_PARALLELISM,
+            retries={"mode": "standard", "max_attempts": 5},
+            parameter_validation=False,
+        )
+        sqs_kw = {**kw, "config": sqs_config}
+        self.sqs = await self._stack.enter_async_context(session.create_client("sqs", **sqs_kw))
         self.ddb = await self._stack.enter_async_context(session.create_client("dynamodb", **kw))
         self.ssm = await self._stack.enter_async_context(session.create_client("ssm", **kw))
         self.lambda_ = await self._stack.enter_async_context(session.create_client("lambda", **kw))
@@ -191,26 +201,37 @@ class LlmbatchClient:
         on_progress: ProgressCallback | None = None,
         resume_job_id: str | None = None,
         notify_url: str = "",
+        priority: Priority | str = DEFAULT_PRIORITY,
+        lane: LaneChoice | None = None,
+        job_file: JobFile | None = None,
     ) -> str:
         """Validate the whole file, create the job, enqueue every request. Returns the job id.
+        The requests go to the queue of the job's ``priority`` (a resumed job keeps its own).
 
-        Requests are sent in checkpoints of ``SUBMIT_CHECKPOINT``; the job record notes how
-        many are sent, and shows ``submitting`` until all are. With ``resume_job_id`` a
+        The job record notes how many requests are sent every ``SUBMIT_CHECKPOINT``
+        (llmbatch/client/enqueue.py), and shows ``submitting`` until all are. With ``resume_job_id`` a
         submit that died part way picks up at its last checkpoint (a request sent twice is
         answered once: the workers' writes are conditional).
         """
-        job_file = await self.check_file(path, endpoint=endpoint)
+        job_file = job_file or await self.check_file(path, endpoint=endpoint)
         if resume_job_id:
             job = await self.status(resume_job_id)
             if job.total != job_file.total:
                 raise ConfigError(f"{path} has {job_file.total} requests, job {resume_job_id} has {job.total}")
             # A job made before jobs had keys has none: its messages go unsigned, as before.
             job_id, sign_key, start = resume_job_id, job.meta.sign_key, job.meta.enqueued
+            priority = job.meta.priority
             if job.meta.sealed:
                 return job_id
         else:
             job_id, sign_key = await self.create_job(
-                job_file.total, name=name or path.name, endpoint=endpoint, sealed=False, notify_url=notify_url
+                job_file.total,
+                name=name or path.name,
+                endpoint=endpoint,
+                sealed=False,
+                notify_url=notify_url,
+                priority=priority,
+                lane=lane,
             )
             start = 0
         limit = job_file.max_message_bytes
@@ -224,17 +245,33 @@ class LlmbatchClient:
                 key = await self.payloads.put(request_body_key(job_id, n.line_no), json.dumps(msg.body).encode())
                 encoded = msg.model_copy(update={"body": {}, "body_ref": key}).encode()
             messages.append(encoded)
-        for chunk_start in range(start, len(messages), SUBMIT_CHECKPOINT):
-            chunk = messages[chunk_start : chunk_start + SUBMIT_CHECKPOINT]
-            await self.enqueue(chunk, on_progress=_offset(on_progress, chunk_start, len(messages)), job_id=job_id)
-            sent = chunk_start + len(chunk)
-            await self.store.record_enqueued(job_id, sent, sealed=sent == len(messages))
-        if start >= len(messages):
-            await self.store.record_enqueued(job_id, len(messages), sealed=True)
+        if start < len(messages):
+
+            async def note(sent: int) -> None:
+                await self.store.record_enqueued(job_id, sent, sealed=False)
+
+            await send_messages(
+                self.sqs,
+                self.resources.queue_url(_priority(priority)),
+                messages,
+                group=job_id,
+                start=start,
+                on_progress=on_progress,
+                checkpoint=note,
+            )
+        await self.store.record_enqueued(job_id, len(messages), sealed=True)
         return job_id
 
     async def create_job(
-        self, total: int, *, name: str = "", endpoint: str = "default", sealed: bool = True, notify_url: str = ""
+        self,
+        total: int,
+        *,
+        name: str = "",
+        endpoint: str = "default",
+        sealed: bool = True,
+        notify_url: str = "",
+        priority: Priority | str = DEFAULT_PRIORITY,
+        lane: LaneChoice | None = None,
     ) -> NewJob:
         """Create a job of ``total`` requests for a program that enqueues its own messages.
 
@@ -246,6 +283,8 @@ class LlmbatchClient:
         """
         if total < 1:
             raise ConfigError(f"a job has at least one request, got {total}")
+        priority = _priority(priority)
+        self.resources.queue_url(priority)  # the stack has its queue, or the job is not made
         if notify_url:  # plain http only to this machine, and only on the local stack
             try:
                 check_url(notify_url, allow_loopback_http=bool(self.resources.aws_endpoint_url))
@@ -262,46 +301,104 @@ class LlmbatchClient:
                 enqueued=total if sealed else 0,
                 sign_key=job.sign_key,
                 notify_url=notify_url,
+                priority=priority.value,
+                lane=lane.lane.value if lane else "",
+                lane_reason=lane.reason if lane else "",
             )
         )
         return job
 
-    async def enqueue(
-        self, bodies: list[str], *, on_progress: ProgressCallback | None = None, job_id: str | None = None
-    ) -> None:
-        """SendMessageBatch in batches of up to 10 entries and 1 MiB, several in flight.
-        ``job_id`` is each message's ``MessageGroupId``: SQS fair queues (and the local
-        stack's) then serve a job with few messages in flight before one with many."""
-        batches = [[bodies[i] for i in group] for group in pack_batches(bodies)]
-        sent = 0
-        gate = asyncio.Semaphore(SUBMIT_PARALLELISM)
+    # ---- lanes (llmbatch/client/lanes.py) -----------------------------------------------
 
-        async def send(batch: list[str]) -> None:
-            nonlocal sent
-            async with gate:
-                await self._send_batch(batch, job_id)
-            sent += len(batch)
-            if on_progress:
-                on_progress(sent, len(bodies))
+    async def choose_lane(
+        self, job_file: JobFile, *, lane: Lane | str, endpoint: str = "default", within_s: float | None = None
+    ) -> LaneChoice:
+        """The lane the checked ``job_file`` would run on (raises ``LaneRefusedError``)."""
+        spec = (await self.worker_settings()).endpoints[endpoint]
+        return choose_lane(
+            lane, records=job_file.total, endpoint=endpoint, limits=native_limits(spec), within_s=within_s
+        )
 
-        await asyncio.gather(*(send(b) for b in batches))
-
-    async def _send_batch(self, batch: list[str], job_id: str | None) -> None:
-        entries = {str(i): Copy(body, group=job_id) for i, body in enumerate(batch)}
-        for attempt in range(8):
-            resp = await self.sqs.send_message_batch(
-                QueueUrl=self.resources.request_queue_url,
-                Entries=[c.entry(i) for i, c in entries.items()],
+    async def submit_on_lane(
+        self,
+        path: Path,
+        *,
+        lane: Lane | str,
+        within_s: float | None = None,
+        name: str | None = None,
+        endpoint: str = "default",
+        on_progress: ProgressCallback | None = None,
+        notify_url: str = "",
+        priority: Priority | str = DEFAULT_PRIORITY,
+    ) -> tuple[str, LaneChoice]:
+        """``submit --lane``: check the file as ``submit`` does, choose the lane, then take
+        the online path, or stage the records for the lane poller (nothing goes to SQS)."""
+        job_file = await self.check_file(path, endpoint=endpoint)
+        choice = await self.choose_lane(job_file, lane=lane, endpoint=endpoint, within_s=within_s)
+        if choice.lane is Lane.ONLINE:
+            job_id = await self.submit(
+                path,
+                name=name,
+                endpoint=endpoint,
+                on_progress=on_progress,
+                notify_url=notify_url,
+                priority=priority,
+                lane=choice,
+                job_file=job_file,
             )
-            failed = resp.get("Failed") or []
-            permanent = [f for f in failed if f.get("SenderFault")]
-            if permanent:
-                raise ConfigError(f"SQS refused a message: {permanent[0].get('Message')}")
-            entries = {f["Id"]: entries[f["Id"]] for f in failed}
-            if not entries:
-                return
-            await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
-        raise TransientError("SQS kept refusing messages", code="enqueue")
+        else:
+            job_id = await self._submit_batch(
+                job_file, choice, name=name or path.name, endpoint=endpoint, notify_url=notify_url
+            )
+        return job_id, choice
+
+    async def _submit_batch(
+        self, job_file: JobFile, choice: LaneChoice, *, name: str, endpoint: str, notify_url: str
+    ) -> str:
+        """Create the job, stage its records in parts in the payload bucket (the lane poller
+        starts them), then seal it."""
+        if self.payloads is None or choice.limits is None:
+            raise ConfigError("the batch lane stages a job's records in the payload bucket: this stack has none")
+        spec = (await self.worker_settings()).endpoints[endpoint]
+        refused = [
+            f"{job_file.path}:{n.line_no}: {why}"
+            for n in job_file.lines
+            if (why := native_refusal(endpoint, spec, n.request.url, n.request.body)) is not None
+        ]
+        if refused:
+            raise JobFileError(refused[:MAX_REPORTED_PROBLEMS], len(refused))
+        job_id, _ = await self.create_job(
+            job_file.total, name=name, endpoint=endpoint, sealed=False, notify_url=notify_url, lane=choice
+        )
+        records = [NativeRecord(n.line_no, n.request.custom_id, n.request.url, n.request.body) for n in job_file.lines]
+        lanes = LaneTable(self.store.dynamo, self.store.jobs_table)
+        parts = await stage_parts(
+            self.payloads,
+            lanes,
+            job_id=job_id,
+            endpoint=endpoint,
+            records=records,
+            max_records=choice.limits.max_records,
+        )
+        await lanes.set_job_progress(job_id, progress_figures(parts))
+        await self.store.record_enqueued(job_id, job_file.total, sealed=True)
+        return job_id
+
+    async def enqueue(
+        self,
+        bodies: list[str],
+        *,
+        on_progress: ProgressCallback | None = None,
+        job_id: str | None = None,
+        priority: Priority | str = DEFAULT_PRIORITY,
+    ) -> None:
+        """SendMessageBatch in batches of up to 10 entries and 1 MiB, several in flight, to
+        the request queue of ``priority``. ``job_id`` is each message's ``MessageGroupId``:
+        SQS fair queues (and the local stack's) then serve a job with few messages in flight
+        before one with many."""
+        await send_messages(
+            self.sqs, self.resources.queue_url(_priority(priority)), bodies, group=job_id, on_progress=on_progress
+        )
 
     # ---- jobs and results ---------------------------------------------------------------
 
@@ -327,8 +424,9 @@ class LlmbatchClient:
         return await list_dead_letters(self.store, job_id)
 
     async def redrive(self, job_id: str | None = None) -> int:
-        """Move dead letters (of one job, or all) back to the request queue and reopen their
-        requests. Each step is safe to repeat: a redrive cut short can simply be run again.
+        """Move dead letters (of one job, or all) back to their job's request queue (its
+        priority's) and reopen their requests. Each step is safe to repeat: a redrive cut
+        short can simply be run again.
 
         A letter is forgotten only once its request is settled: reopened and re-sent, or
         re-sent because it has no result (a consistent read), or left alone because it has
@@ -336,6 +434,7 @@ class LlmbatchClient:
         take it for "nothing to reopen", and raises if it cannot tell: the letter then stays.
         """
         moved = 0
+        priorities: dict[str, str] = {}
         for letter in await self.dead_letters(job_id):
             if not is_redrivable(letter):
                 continue
@@ -344,7 +443,9 @@ class LlmbatchClient:
                 continue
             reopened = await self.store.reopen(letter.job_id, letter.key)
             if reopened or not await self.store.stored_results([(letter.job_id, letter.key)]):
-                await self.enqueue([body])
+                if letter.job_id not in priorities:
+                    priorities[letter.job_id] = (await self.status(letter.job_id)).meta.priority
+                await self.enqueue([body], job_id=letter.job_id, priority=priorities[letter.job_id])
                 moved += 1
             await self.store.forget_dead_letter(letter.job_id, letter.key)
         return moved
@@ -434,22 +535,25 @@ class LlmbatchClient:
     # ---- queues and limits --------------------------------------------------------------
 
     async def queue_stats(self) -> QueueStats:
+        """The request queues' messages (every priority's, summed) and the dead letters."""
         names = [
             "ApproximateNumberOfMessages",
             "ApproximateNumberOfMessagesNotVisible",
             "ApproximateNumberOfMessagesDelayed",
         ]
-        main, dlq = await asyncio.gather(
-            self.sqs.get_queue_attributes(QueueUrl=self.resources.request_queue_url, AttributeNames=names),
+        r = self.resources
+        urls = [u for u in (r.high_priority_queue_url, r.request_queue_url, r.low_priority_queue_url) if u]
+        *requests, dlq = await asyncio.gather(
+            *(self.sqs.get_queue_attributes(QueueUrl=u, AttributeNames=names) for u in urls),
             self.sqs.get_queue_attributes(
-                QueueUrl=self.resources.dead_letter_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+                QueueUrl=r.dead_letter_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
             ),
         )
-        a = main["Attributes"]
+        visible, in_flight, delayed = (sum(int(q["Attributes"].get(n, 0)) for q in requests) for n in names)
         return QueueStats(
-            visible=int(a.get(names[0], 0)),
-            in_flight=int(a.get(names[1], 0)),
-            delayed=int(a.get(names[2], 0)),
+            visible=visible,
+            in_flight=in_flight,
+            delayed=delayed,
             dead_letters=int(dlq["Attributes"].get("ApproximateNumberOfMessages", 0)),
         )
 
@@ -487,17 +591,30 @@ class LlmbatchClient:
     async def worker_concurrency_changed_at(self) -> datetime | None:
         """When the worker's event source mapping last changed (its LastModified); None
         when the function has no mapping."""
-        resp = await self.lambda_.list_event_source_mappings(FunctionName=self.resources.worker_function)
-        mappings = resp.get("EventSourceMappings") or []
-        changed: datetime | None = mappings[0].get("LastModified") if mappings else None
+        mappings = await self._worker_mappings()
+        changed: datetime | None = mappings[Priority.NORMAL].get("LastModified") if mappings else None
         return changed
 
-    async def _worker_mapping(self) -> dict[str, Any]:
+    async def _worker_mappings(self) -> dict[Priority, dict[str, Any]]:
+        """The worker's event source mapping of each priority's queue; a mapping of no queue
+        the stack names counts as the normal one (a stack of another version)."""
         resp = await self.lambda_.list_event_source_mappings(FunctionName=self.resources.worker_function)
-        mappings = resp.get("EventSourceMappings", [])
-        if not mappings:
+        r = self.resources
+        queues = PriorityQueues.of(
+            normal=r.request_queue_url, high=r.high_priority_queue_url, low=r.low_priority_queue_url
+        )
+        found: dict[Priority, dict[str, Any]] = {}
+        for m in resp.get("EventSourceMappings") or []:
+            found.setdefault(queues.priority_of(m.get("EventSourceArn")) or Priority.NORMAL, dict(m))
+        return found
+
+    async def _worker_mapping(self) -> dict[str, Any]:
+        """The normal-priority queue's mapping: its concurrency is the worker's
+        (WorkerMaxConcurrency, which the high-priority queue's mapping shares)."""
+        mappings = await self._worker_mappings()
+        if Priority.NORMAL not in mappings:
             raise ConfigError(f"function {self.resources.worker_function} has no event source mapping")
-        return dict(mappings[0])
+        return mappings[Priority.NORMAL]
 
     async def get_worker_concurrency(self) -> int | None:
         mapping = await self._worker_mapping()
@@ -507,15 +624,19 @@ class LlmbatchClient:
         lo, hi = ESM_CONCURRENCY_BOUNDS
         if not lo <= value <= hi:
             raise ConfigError(f"maximum concurrency must be from {lo} to {hi}, got {value}")
-        mapping = await self._worker_mapping()
-        await self.lambda_.update_event_source_mapping(
-            UUID=mapping["UUID"], ScalingConfig={"MaximumConcurrency": value}
-        )
+        mappings = await self._worker_mappings()
+        if Priority.NORMAL not in mappings:
+            raise ConfigError(f"function {self.resources.worker_function} has no event source mapping")
+        # High and normal share WorkerMaxConcurrency (template.yaml); low keeps its own share.
+        for priority in (Priority.HIGH, Priority.NORMAL):
+            if priority in mappings:
+                await self.lambda_.update_event_source_mapping(
+                    UUID=mappings[priority]["UUID"], ScalingConfig={"MaximumConcurrency": value}
+                )
 
 
-def _offset(callback: ProgressCallback | None, base: int, total: int) -> ProgressCallback | None:
-    """Progress of one checkpoint's chunk reported as progress through the whole job."""
-    if callback is None:
-        return None
-    cb = callback
-    return lambda sent, _chunk_total: cb(base + sent, total)
+def _priority(value: Priority | str) -> Priority:
+    try:
+        return Priority(value)
+    except ValueError:
+        raise ConfigError(f"priority must be one of {', '.join(Priority)}, got {value!r}") from None

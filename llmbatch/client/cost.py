@@ -58,6 +58,14 @@ class TokenPrice:
 
     input_per_million: float
     output_per_million: float
+    #: The share of these prices the endpoint's native batch API takes off (0.5: half price);
+    #: 0 when not set. A price setting (``Prices``), not a constant: providers change it.
+    batch_discount: float = 0.0
+
+    def batch(self) -> TokenPrice:
+        """The prices on the batch lane."""
+        keep = 1.0 - self.batch_discount
+        return TokenPrice(self.input_per_million * keep, self.output_per_million * keep, self.batch_discount)
 
 
 @dataclass(frozen=True)
@@ -80,12 +88,22 @@ class PriceList:
                 raise ValueError(f"unknown AWS price(s) {sorted(unknown)}; known: {sorted(aws_names)}")
             aws = AwsPrices(**{k: _price(v) for k, v in data.get("aws", {}).items()})
             endpoints = {
-                name: TokenPrice(_price(p["input_per_million"]), _price(p["output_per_million"]))
+                name: TokenPrice(
+                    _price(p["input_per_million"]),
+                    _price(p["output_per_million"]),
+                    _discount(p.get("batch_discount", 0)),
+                )
                 for name, p in data.get("endpoints", {}).items()
             }
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise ConfigError(f"{PRICES_ENV} is not a valid price list: {e}") from e
         return cls(aws, endpoints)
+
+
+def _discount(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ValueError(f"a batch_discount is a share of the price from 0 to below 1 (0.5: half price), got {value!r}")
+    return float(value)
 
 
 def _price(value: Any) -> float:
@@ -130,6 +148,18 @@ class CostEstimate:
     dynamodb_write_units: float
     dynamodb_read_units: float
     s3_requests: float
+    #: The model's tokens priced on each lane (None when not priced): the online price, and
+    #: the batch price (the online one less the endpoint's ``batch_discount``).
+    model_online_usd: float | None = None
+    model_batch_usd: float | None = None
+    batch_discount: float = 0.0
+
+    def lanes_line(self) -> str:
+        """``online $0.1200 · batch $0.0600 (50% batch discount)`` for the model's tokens."""
+        if self.model_online_usd is None or self.model_batch_usd is None:
+            return "not priced"
+        discount = f"{self.batch_discount:.0%} batch discount" if self.batch_discount else "no batch_discount set"
+        return f"online {usd(self.model_online_usd)} · batch {usd(self.model_batch_usd)} ({discount})"
 
     @property
     def aws_usd(self) -> float:
@@ -192,12 +222,15 @@ def estimate_cost(job: JobStatus, pricing: Pricing) -> CostEstimate:
     s3_puts, s3_gets = claimed_requests + m.offloaded, m.claim_checks + m.offloaded
 
     price = pricing.prices.endpoints.get(job.meta.endpoint)
-    model_usd = (
-        None
-        if price is None
-        else (counts.prompt_tokens * price.input_per_million + counts.completion_tokens * price.output_per_million)
-        / MILLION
-    )
+
+    def tokens_usd(p: TokenPrice | None) -> float | None:
+        if p is None:
+            return None
+        return (counts.prompt_tokens * p.input_per_million + counts.completion_tokens * p.output_per_million) / MILLION
+
+    online_usd, batch_usd = tokens_usd(price), tokens_usd(price.batch() if price else None)
+    # A batch-lane job's tokens are billed at the batch price.
+    model_usd = batch_usd if job.meta.lane == "batch" else online_usd
     return CostEstimate(
         lambda_usd=lambda_usd,
         sqs_usd=sqs_requests * aws.sqs_request,
@@ -209,4 +242,7 @@ def estimate_cost(job: JobStatus, pricing: Pricing) -> CostEstimate:
         dynamodb_write_units=write_units,
         dynamodb_read_units=read_units,
         s3_requests=s3_puts + s3_gets,
+        model_online_usd=online_usd,
+        model_batch_usd=batch_usd,
+        batch_discount=price.batch_discount if price else 0.0,
     )

@@ -131,6 +131,7 @@ class JobEstimate:
             f"max_output_tokens  {t.output:,} (the requests' max_tokens: an upper bound{uncapped})",
             f"expected_tokens    ~{t.total:,}",
             f"estimated_cost     ~{self.cost.summary()}",
+            f"model_by_lane      ~{self.cost.lanes_line()}",
             f"expected_duration  ~{_seconds(d.seconds)} (bound by {d.bound}; {d.invocations} invocation(s),"
             f" {d.active_workers} at once)",
             f"live_limits        {lim.workers} worker(s) x {lim.calls_per_worker} call(s), batches of"

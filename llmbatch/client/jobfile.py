@@ -10,6 +10,7 @@ request on the ``bedrock:invoke-model`` route that only Bedrock endpoints serve.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +18,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from shared.endpoints.failover import check_routing, routed_refusal
 from shared.endpoints.specs import EndpointSpec
 from shared.errors import JobFileError
 from shared.limits.rate_math import named_token_fields
 from shared.messages import (
     JSON_SAFE_INT_MAX,
+    MESSAGE_VERSION,
     NOT_FINITE,
     SIGN_KEY_HEX_LEN,
     SUPPORTED_URLS,
@@ -78,7 +81,8 @@ def read_job_file(
 
     With ``endpoints`` (the stack's, as its workers read them), a job on an endpoint not
     among them is refused, and so is each line that endpoint cannot serve (its route, or a
-    body its translation refuses: :meth:`EndpointSpec.refusal`). With ``max_tokens_per_request``, every
+    body its translation refuses: :meth:`EndpointSpec.refusal`), judged by the endpoint its
+    ``models`` map routes the line to (shared/endpoints/failover.py). With ``max_tokens_per_request``, every
     output-cap field a line names must be a whole number within it (a ``null`` is refused:
     it asks the server for no limit at all).
 
@@ -86,6 +90,9 @@ def read_job_file(
     ------
     JobFileError
         Listing ``FILE:LINE: reason`` for the first problems found (all lines are checked).
+    ConfigError
+        The endpoints' ``fallback`` or ``models`` settings are inconsistent (the workers
+        refuse to start with them).
     """
     problems: list[str] = []
     total_problems = 0
@@ -98,6 +105,8 @@ def read_job_file(
         if len(problems) < MAX_REPORTED_PROBLEMS:
             problems.append(f"{path}:{line_no}: {reason}")
 
+    if endpoints is not None:
+        check_routing(endpoints)  # the workers refuse to start with these settings: so does submit
     spec = None if endpoints is None else endpoints.get(endpoint)
     if endpoints is not None and spec is None:
         configured = ", ".join(sorted(endpoints)) or "none"
@@ -150,7 +159,7 @@ def read_job_file(
                 f"request is {size} bytes as a message, over the queue's limit of {max_message_bytes}",
             )
             continue
-        refused = None if spec is None else spec.refusal(endpoint, request.url, request.body)
+        refused = None if endpoints is None else routed_refusal(endpoints, endpoint, request.url, request.body)
         if refused is not None:
             problem(line_no, refused)
             continue
@@ -191,11 +200,40 @@ def token_cap_problem(request: JobLine, cap: int) -> str | None:
 def largest_message_bytes(request: JobLine, *, line_no: int, endpoint: str) -> int:
     """The size of the request's message at its largest: with a job id longer than
     ``new_job_id``'s, a signature, and the ``receives`` a worker may add when it sends a
-    fresh copy (which must fit the queue as well as the first)."""
-    msg = RequestMessage.from_job_line(
-        request, job_id="j" * 32, line_no=line_no, endpoint=endpoint, sign_key="0" * SIGN_KEY_HEX_LEN
+    fresh copy (which must fit the queue as well as the first).
+
+    The line is already validated, so its message is only serialized here (no second
+    validation, signature or copy: those were half of checking a file, issue 12); the
+    signature and the receives are fixed-length ASCII, so they add the same bytes to every
+    message (:func:`_signed_and_resent_extra`)."""
+    bare = RequestMessage.model_construct(
+        v=MESSAGE_VERSION,
+        job_id=_LONGEST_JOB_ID,
+        custom_id=request.custom_id,
+        line=line_no,
+        url=request.url,
+        body=request.body,
+        endpoint=endpoint,
+        sig=None,
+        receives=0,
     )
-    return len(msg.model_copy(update={"receives": JSON_SAFE_INT_MAX}).encode().encode())
+    return len(bare.encode().encode()) + _signed_and_resent_extra()
+
+
+#: A job id longer than any ``new_job_id`` makes.
+_LONGEST_JOB_ID = "j" * 32
+
+
+@functools.cache
+def _signed_and_resent_extra() -> int:
+    """The bytes a signature and the largest ``receives`` add to any message."""
+    probe = JobLine(custom_id="probe", method="POST", url=SUPPORTED_URLS[0], body={})
+    bare = RequestMessage.from_job_line(probe, job_id=_LONGEST_JOB_ID, line_no=1, endpoint="e")
+    signed = RequestMessage.from_job_line(
+        probe, job_id=_LONGEST_JOB_ID, line_no=1, endpoint="e", sign_key="0" * SIGN_KEY_HEX_LEN
+    )
+    largest = signed.model_copy(update={"receives": JSON_SAFE_INT_MAX})
+    return len(largest.encode().encode()) - len(bare.encode().encode())
 
 
 def is_bedrock_record(data: dict[str, Any]) -> bool:

@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.errors import StackNotFoundError
+from shared.errors import ConfigError, StackNotFoundError
+from shared.priority import Priority
 
 #: Where ``llmbatch local up`` records what it started (relative to the working directory).
 DEFAULT_STATE_PATH = Path(".llmbatch") / "local.json"
@@ -37,6 +38,10 @@ class StackResources:
     model_endpoint_url: str | None = None
     #: The bus of the jobs' "Job Finished" events (empty for stacks deployed before it existed).
     event_bus: str = ""
+    #: The high- and low-priority request queues (empty for stacks deployed before priorities;
+    #: ``request_queue_url`` is the normal one).
+    high_priority_queue_url: str = ""
+    low_priority_queue_url: str = ""
 
     @classmethod
     def from_outputs(
@@ -54,11 +59,26 @@ class StackResources:
                 worker_function=outputs["WorkerFunctionName"],
                 payload_bucket=outputs.get("PayloadBucketName", ""),
                 event_bus=outputs.get("EventBusName", ""),
+                high_priority_queue_url=outputs.get("HighPriorityQueueUrl", ""),
+                low_priority_queue_url=outputs.get("LowPriorityQueueUrl", ""),
                 aws_endpoint_url=aws_endpoint_url,
                 **extra,
             )
         except KeyError as e:
             raise StackNotFoundError(f"stack {name!r} has no output {e.args[0]}") from e
+
+    def queue_url(self, priority: Priority) -> str:
+        """The request queue of ``priority``; a ConfigError on a stack without one."""
+        url = {
+            Priority.HIGH: self.high_priority_queue_url,
+            Priority.NORMAL: self.request_queue_url,
+            Priority.LOW: self.low_priority_queue_url,
+        }[Priority(priority)]
+        if not url:
+            raise ConfigError(
+                f"stack {self.name!r} has no {priority} priority queue (deployed before priorities: update it)"
+            )
+        return url
 
     def client_kwargs(self) -> dict[str, Any]:
         """Arguments for every boto3 / aiobotocore client aimed at this stack."""

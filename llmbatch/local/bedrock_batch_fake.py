@@ -211,6 +211,14 @@ class FakeBatchJobs:
             )
         return self._s3
 
+    async def use_s3(self, s3_endpoint_url: str | None) -> None:
+        """Read and write S3 at ``s3_endpoint_url`` from the next job on (a fake started
+        before the moto server it is to use: the local stack's, say)."""
+        if self._s3_exit is not None:
+            await self._s3_exit.aclose()
+            self._s3_exit = self._s3 = None
+        self.s3_endpoint_url = s3_endpoint_url
+
     def step(self, job_id: str) -> None:
         """Take the job's next step now (tests drive a slow job step by step)."""
         self.jobs[job_id.rsplit("/", 1)[-1]].wake.set()

@@ -427,6 +427,40 @@ class BedrockFakeThread:
 
         self._run(do())
 
+    # --- batch inference, driven from the test's thread ------------------------------------
+
+    def use_s3(self, s3_endpoint_url: str) -> None:
+        """Batch jobs read and write S3 at ``s3_endpoint_url`` (a stack started after the fake)."""
+        self._run(self.fake.batch.use_s3(s3_endpoint_url))
+
+    def configure_batch(self, **changes: Any) -> None:
+        """Change the batch quotas and speed (as ``POST /_fake/batch/config``); every unfinished
+        job takes its next step now, then waits the new ``step_s`` between steps."""
+
+        async def do() -> None:
+            self.fake.batch.config.update(changes)
+            for job_id in list(self.fake.batch.jobs):
+                self.fake.batch.step(job_id)
+
+        self._run(do())
+
+    def step_batch_job(self, job_id: str) -> None:
+        """Take one batch job's next step now."""
+
+        async def do() -> None:
+            self.fake.batch.step(job_id)
+
+        self._run(do())
+
+    def batch_jobs(self) -> list[dict[str, Any]]:
+        """Every batch job as GetModelInvocationJob describes it, in submit order."""
+
+        async def read() -> list[dict[str, Any]]:
+            jobs = sorted(self.fake.batch.jobs.values(), key=lambda j: j.submit_time)
+            return [j.describe() for j in jobs]
+
+        return list(self._run(read()))
+
     def stop(self) -> None:
         if self._running is not None:
             with contextlib.suppress(Exception):

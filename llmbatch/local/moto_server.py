@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -10,8 +11,9 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from moto.server import ThreadedMotoServer
 
@@ -317,10 +319,18 @@ class MotoServerProcess:
     Lambda's pollers. It stops when its stdin closes, so it never outlives the process that
     started it, whichever way that one ends."""
 
-    def __init__(self, *, patch_transactions: bool = True, forward_dynamodb: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        patch_transactions: bool = True,
+        forward_dynamodb: str | None = None,
+        warm: Sequence[str] = (),
+    ) -> None:
         self._args = [] if patch_transactions else ["--faithful-transactions"]
         if forward_dynamodb:
             self._args += ["--forward-dynamodb", forward_dynamodb]
+        if warm:
+            self._args += ["--warm", ",".join(warm)]
         self._proc: subprocess.Popen[str] | None = None
         self.url = ""
 
@@ -353,6 +363,10 @@ class MotoServerProcess:
             return
         if proc.stdin:
             proc.stdin.close()
+        # Its state is in memory and goes with it: no need to wait for werkzeug's orderly
+        # shutdown (half a second of its poll interval, twice per stack in every test).
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -369,6 +383,23 @@ class MotoServerProcess:
         self.stop()
 
 
+#: The services a local stack's template needs (llmbatch/local/provision.py creates their
+#: resources), besides DynamoDB, which has a moto process of its own.
+LOCAL_STACK_SERVICES: Final = ("sqs", "ssm", "lambda", "s3", "events", "secretsmanager", "scheduler", "iam")
+
+
+def warm_backends(services: Sequence[str]) -> None:
+    """Import moto's models of ``services`` now. moto imports a service's modules on the first
+    request for it; SSM's pull in much of EC2's (~1.8 s of CPU), which the stack's provisioning
+    then waited for. Run in a thread once the server answers, this overlaps the parent's other
+    start-up steps; a request that comes first just waits for the import, as it did before."""
+    from moto.backends import get_backend
+
+    for service in services:
+        with contextlib.suppress(Exception):  # a name moto does not know: its first request says so
+            get_backend(service)  # type: ignore[call-overload]
+
+
 def _serve() -> None:
     """The entry point of :class:`MotoServerProcess`: prints ``{"url": ...}``, serves until
     stdin closes. Ctrl-C at a terminal reaches the whole process group: the parent stops
@@ -381,6 +412,9 @@ def _serve() -> None:
     server = MotoServer(patch_transactions="--faithful-transactions" not in sys.argv)
     url = server.start()
     print(json.dumps({"url": url}), flush=True)
+    if "--warm" in sys.argv:
+        services = sys.argv[sys.argv.index("--warm") + 1].split(",")
+        threading.Thread(target=warm_backends, args=(services,), daemon=True, name="moto-warm").start()
     sys.stdin.read()  # until the parent closes our stdin (or dies)
     server.stop()
 

@@ -130,6 +130,11 @@ class EventSourceMappingEmulator:
         self._threads.append(t)
         t.start()
 
+    def signal_stop(self) -> None:
+        """Ask every slot to stop after its current receive or invocation, without waiting
+        (a stack tells all its mappings at once, then waits for each)."""
+        self._stop.set()
+
     def stop(self) -> None:
         self._stop.set()
         for t in self._threads:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import secrets
 import zipfile
 from collections.abc import Callable, Mapping
@@ -57,6 +58,25 @@ class EventSource:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """A function's ``Schedule``/``ScheduleV2`` event: its expression and its period."""
+
+    event_id: str
+    expression: str
+    #: The period a ``rate(...)`` expression gives (None for ``cron(...)``).
+    rate_s: float | None
+
+
+def schedule_period_s(expression: str) -> float | None:
+    """``rate(2 minutes)`` -> 120.0; ``cron(...)`` -> None."""
+    m = re.fullmatch(r"rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)", expression.strip())
+    if not m:
+        return None
+    unit = {"minute": 60, "hour": 3600, "day": 86400}[m.group(2).rstrip("s")]
+    return float(int(m.group(1)) * unit)
+
+
+@dataclass(frozen=True)
 class LocalFunction:
     logical_id: str
     name: str
@@ -66,6 +86,8 @@ class LocalFunction:
     memory_mb: int
     environment: dict[str, str]
     event_sources: list[EventSource] = field(default_factory=list)
+    #: Scheduled events (EventBridge Scheduler or a rule): the local stack runs them.
+    schedules: list[Schedule] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -263,7 +285,14 @@ class _Creator:
         self.r.refs[logical_id] = name
         self.r.attrs[logical_id] = {"Arn": f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"}
         sources: list[EventSource] = []
+        schedules: list[Schedule] = []
         for event_id, event in spec.get("Events", {}).items():
+            if event.get("Type") in ("Schedule", "ScheduleV2"):
+                expression = str(
+                    event["Properties"]["Schedule" if event["Type"] == "Schedule" else "ScheduleExpression"]
+                )
+                schedules.append(Schedule(event_id, expression, schedule_period_s(expression)))
+                continue
             if event.get("Type") != "SQS":
                 continue
             props = event["Properties"]
@@ -291,6 +320,7 @@ class _Creator:
             memory_mb=int(spec.get("MemorySize", 128)),
             environment=env,
             event_sources=sources,
+            schedules=schedules,
         )
 
     def _role(self, function_name: str) -> str:

@@ -18,9 +18,10 @@ from llmbatch.local.endpoint_choice import LocalEndpoint
 from llmbatch.local.lambda_runtime import ContainerProcess
 from llmbatch.local.model_server import STACK_PARAMETERS as MODEL_SERVER_PARAMETERS
 from llmbatch.local.model_server import ModelServer
-from llmbatch.local.moto_server import MotoServerProcess
+from llmbatch.local.moto_server import LOCAL_STACK_SERVICES, MotoServerProcess
 from llmbatch.local.poller import EventSourceMappingEmulator
 from llmbatch.local.provision import DEFAULT_TEMPLATE, ProvisionedStack, provision_stack
+from llmbatch.local.schedule import ScheduleEmulator
 
 log = logging.getLogger("llmbatch.local")
 
@@ -76,6 +77,7 @@ class LocalStack:
         write_state: bool = True,
         log_dir: Path | None = DEFAULT_LOG_DIR,
         warm_containers: bool = False,
+        schedule_interval_s: float | None = None,
     ) -> None:
         self.template_path = template_path
         self.endpoint_url = endpoint_url
@@ -98,9 +100,12 @@ class LocalStack:
         # moto in processes of their own: DynamoDB in one, every other service in the other
         # (which passes DynamoDB calls on), apart from the pollers' process: each its own
         # core and interpreter lock. The workers reach DynamoDB's directly.
-        self.dynamodb = MotoServerProcess()
+        self.dynamodb = MotoServerProcess(warm=("dynamodb",))
         self.moto: MotoServerProcess | None = None
         self.pollers: list[EventSourceMappingEmulator] = []
+        #: The functions' scheduled events, run every ``schedule_interval_s`` (llmbatch/local/schedule.py).
+        self.schedule_interval_s = schedule_interval_s
+        self.schedules: list[ScheduleEmulator] = []
         self.provisioned: ProvisionedStack | None = None
 
     @property
@@ -117,7 +122,7 @@ class LocalStack:
 
     def _start(self) -> StackResources:
         dynamodb_url = self.dynamodb.start()
-        self.moto = MotoServerProcess(forward_dynamodb=dynamodb_url)
+        self.moto = MotoServerProcess(forward_dynamodb=dynamodb_url, warm=LOCAL_STACK_SERVICES)
         aws_url = self.moto.start()
         # Webhooks to a server on this machine are plain http (the Notifier refuses that in AWS).
         container_env = {
@@ -147,6 +152,17 @@ class LocalStack:
                 )
                 poller.start()
                 self.pollers.append(poller)
+            for schedule in function.schedules:
+                scheduler = ScheduleEmulator(
+                    function,
+                    schedule,
+                    aws_url,
+                    interval_s=self.schedule_interval_s,
+                    container_env=container_env,
+                    log_dir=self.log_dir,
+                )
+                scheduler.start()
+                self.schedules.append(scheduler)
         if self.warm_containers:  # the request queue's workers: the others wait for rare events
             for poller in self.pollers:
                 if poller.source.queue_url == self.provisioned.resources.request_queue_url:
@@ -161,10 +177,17 @@ class LocalStack:
         return self.provisioned.resources
 
     def stop(self) -> None:
+        # Every mapping's slots are told first, so their last long polls end together.
+        for poller in self.pollers:
+            poller.signal_stop()
         for poller in self.pollers:
             with contextlib.suppress(Exception):
                 poller.stop()
         self.pollers.clear()
+        for scheduler in self.schedules:
+            with contextlib.suppress(Exception):
+                scheduler.stop()
+        self.schedules.clear()
         with contextlib.suppress(Exception):
             ContainerProcess.shutdown()
         if self.simulator:

@@ -19,6 +19,7 @@ from aiobotocore.session import AioSession, get_session
 
 from shared.config import RuntimeLimits
 from shared.endpoints.base import Endpoint, EndpointReply
+from shared.endpoints.failover import check_routing
 from shared.endpoints.openai_http import OpenAIHttpEndpoint
 from shared.endpoints.specs import BedrockSpec, EndpointSpec, OpenAISpec, SageMakerSpec
 from shared.errors import PermanentError
@@ -94,6 +95,16 @@ class EndpointFactory:
         }
 
     async def build(self, specs: Mapping[str, EndpointSpec]) -> dict[str, Endpoint]:
+        """One endpoint per name, fallbacks and ``models`` targets among them: each called
+        by its own name, so its own limits, packing and metrics apply to its calls.
+
+        Raises
+        ------
+        ConfigError
+            A ``fallback`` or ``models`` entry names no endpoint, or the fallbacks loop
+            (checked before any client is made).
+        """
+        check_routing(specs)
         endpoints: dict[str, Endpoint] = {}
         for name, spec in specs.items():
             endpoint = await self._builders[type(spec)](name, spec)

@@ -7,7 +7,12 @@ One part of a job becomes one model invocation job:
   creates the job with the stack's ``BedrockBatchRole``; its output goes under
   ``.../part-{NNNNN}/output/``, where Bedrock writes ``{jobId}/input.jsonl.out`` and
   ``{jobId}/manifest.json.out``. The client request token is derived from the part, so a
-  repeated start (a poller run that died after the call) finds the job it created;
+  repeated start (a poller run that died after the call) finds the job it created. One
+  token per part is enough because a part is never started again once its job exists: when
+  Bedrock fails the whole job (``Failed``, ``Expired``) the poller fails the part's records
+  with the job's message and ``llmbatch retry`` runs them online (shared/lanes/poller.py).
+  A poller that restarted such parts would need an attempt number in the token, or Bedrock
+  would hand back the failed job;
 - a record's id is its job-file line, 11 digits (Bedrock's record ids are short and
   alphanumeric; a ``custom_id`` is neither), so the output maps back to ``custom_id`` exactly;
 - ``progress`` maps the job's status and record counts; ``outcomes`` streams the output file

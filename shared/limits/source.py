@@ -24,6 +24,15 @@ class LimitsSource:
         self._last = config.default_limits
         self._provider: Any = None
 
+    def warm(self) -> None:
+        """Make the SSM client and read the limits now, in the container's init phase: creating it loads and
+        parses botocore's endpoint and service data (~0.15 s of CPU), which the first
+        invocation otherwise paid inside its deadline (ten fresh containers at once spent
+        most of a job's first 1.5 s on it; issue 12)."""
+        # The first read too: its connection and the client's first-call set-up (the
+        # limits are then cached for ``limits_max_age_s``, as any read's are).
+        self()
+
     def _ssm(self) -> Any:
         """Powertools' SSM provider (its cache honours ``max_age``) on a client whose calls
         are bounded: the read happens inside the invocation's deadline, and a slow SSM must

@@ -14,12 +14,14 @@ import asyncio
 import logging
 import math
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from shared.backoff import deferral_delay_s, retry_delay_s
 from shared.budget import Deadline
 from shared.config import RuntimeLimits
 from shared.endpoints.base import Endpoint, EndpointReply
+from shared.endpoints.failover import Choice
 from shared.errors import (
     BudgetExhaustedError,
     EndpointTimeoutError,
@@ -47,6 +49,7 @@ from shared.worker.outcomes import (
     request_result,
     retry_note,
 )
+from shared.worker.priority import BatchSource
 from shared.worker.stats import NO_ENDPOINT, EndpointStats, InvocationStats
 
 if TYPE_CHECKING:
@@ -113,6 +116,8 @@ class BatchRun:
         self._lookup_error: TransientError | None = None
         queue = worker.queue
         self.requeuer = Requeuer(queue) if queue is not None and queue.can_requeue else None
+        #: The queue of the batch's records (its priority), set by ``prepare``.
+        self.source = BatchSource.of([], None)
         self._retry_notes: list[dict[str, Any]] = []
         self._retry_delays: dict[str, int] = {}
         self._jobs_read_at = time.monotonic()
@@ -129,6 +134,7 @@ class BatchRun:
         so they are not paid for twice. Only ids that passed the schema (and so DynamoDB's
         key rules) are looked up: no message can make this read fail for its neighbours."""
         self._open = len(records)
+        self.source = BatchSource.of(records, self.worker.queue.queues if self.worker.queue else None)
         keys: list[tuple[str, str]] = []
         for r in records:
             decoded = decode_record(r.get("body"))
@@ -187,6 +193,9 @@ class BatchRun:
         if job.cancel_requested:
             return await self._settle(wire, request_result(wire, attempt, RequestStatus.CANCELLED, error=CANCELLED))
 
+        gate = self.worker.priority
+        if gate is not None and await gate.holds_back(self.source.priority, max_wait_s=self.deadline.remaining()):
+            return await self._defer(wire, receive_count, gate.error)
         endpoint = self.worker.endpoints.get(wire.endpoint)
         if endpoint is None:
             return await self._settle(
@@ -206,33 +215,42 @@ class BatchRun:
             )
         except TransientError as e:
             return await self._defer(wire, receive_count, e)
+        # Routing by model and failover (shared/endpoints/failover.py): the endpoint to call
+        # now, which the result names; a failed call is counted against it.
+        choice = self.worker.failover.choose(
+            wire.endpoint, msg.url, msg.body, retry=attempt > 1, last=attempt >= self.worker.config.max_attempts
+        )
+        endpoint = self.worker.endpoints.get(choice.endpoint, endpoint)
         started = time.monotonic()
         try:
-            reply = await self._call(endpoint, msg)
+            reply = await self._call(endpoint, msg, choice)
         except JobCancelledError:
             return await self._settle(msg, request_result(wire, attempt, RequestStatus.CANCELLED, error=CANCELLED))
         except PermanentError as e:
             latency = int((time.monotonic() - started) * 1000)
             return await self._settle(
                 msg,
-                request_result(
-                    wire,
-                    attempt,
-                    RequestStatus.FAILED,
-                    status_code=e.status_code,
-                    error=(e.code or "failed", e.message),
-                    latency_ms=latency,
+                replace(
+                    request_result(
+                        wire,
+                        attempt,
+                        RequestStatus.FAILED,
+                        status_code=e.status_code,
+                        error=(e.code or "failed", e.message),
+                        latency_ms=latency,
+                    ),
+                    endpoint=endpoint.name,
                 ),
             )
         except TransientError as e:
             if (msg.job_id, msg.custom_id) not in self._called:
                 return await self._defer(wire, receive_count, e)
-            for s in self._counters(msg.endpoint):
+            for s in self._counters(endpoint.name):
                 s.retried += 1
                 if isinstance(e, BudgetExhaustedError):
                     s.budget_exhausted += 1
             if attempt >= self.worker.config.max_attempts:
-                return await self._settle(msg, exhausted_result(wire, attempt, e))
+                return await self._settle(msg, replace(exhausted_result(wire, attempt, e), endpoint=endpoint.name))
             self._retry_notes.append(retry_note(msg, attempt, e))
             delay = retry_delay_s(
                 e, attempt, base_s=self.worker.config.retry_base_s, cap_s=self.worker.config.retry_max_s
@@ -241,11 +259,10 @@ class BatchRun:
             self.worker.request_log.retrying(msg, e, delay)
             raise
         latency = int((time.monotonic() - started) * 1000)
-        for s in self._counters(msg.endpoint):
+        for s in self._counters(endpoint.name):
             s.latencies_ms.append(latency)
-        return await self._settle(
-            msg, request_result(wire, attempt, RequestStatus.SUCCEEDED, reply=reply, latency_ms=latency)
-        )
+        result = request_result(wire, attempt, RequestStatus.SUCCEEDED, reply=reply, latency_ms=latency)
+        return await self._settle(msg, replace(result, endpoint=endpoint.name))
 
     async def _with_body(self, wire: RequestMessage) -> RequestMessage:
         """The message with its body, read from the payload bucket when it came as a
@@ -284,7 +301,9 @@ class BatchRun:
         self._flush_if_all_waiting()
         try:
             async with asyncio.timeout(self.hard_stop.remaining()):
-                await self.requeuer.put(Copy(copy, deferral_delay_s(error), group=wire.job_id))
+                await self.requeuer.put(
+                    Copy(copy, deferral_delay_s(error), group=wire.job_id, queue_url=self.source.queue_url)
+                )
         except TimeoutError as e:
             raise TransientError("could not send the deferred copy before the timeout", code="requeue") from e
         finally:
@@ -314,9 +333,9 @@ class BatchRun:
         job = self._jobs.get(job_id)
         return bool(job and job.cancel_requested)
 
-    async def _call(self, endpoint: Endpoint, msg: RequestMessage) -> EndpointReply:
+    async def _call(self, endpoint: Endpoint, msg: RequestMessage, choice: Choice | None = None) -> EndpointReply:
         """The request's answer, from a call of its own or one packed with others of its job
-        (shared/packing.py), all within the deadline."""
+        (shared/packing.py), all within the deadline; then the routing ``choice`` is done with."""
         try:
             async with asyncio.timeout(self.deadline.remaining()):
                 return await self.packer.call(
@@ -331,6 +350,9 @@ class BatchRun:
             raise BudgetExhaustedError(
                 "invocation deadline reached before the call finished", code="budget_exhausted"
             ) from e
+        finally:
+            if choice is not None:
+                self.worker.failover.release(choice)
 
     async def _call_endpoint(self, call: OutgoingCall) -> EndpointReply:
         """One model call, for one request or a packed group of one job (``call.group``):
@@ -396,6 +418,7 @@ class BatchRun:
                     started = time.monotonic()
                     reply = await endpoint.call(call.route, call.body, timeout_s=timeout_s, custom_id=call.custom_id)
                     durations.observe(time.monotonic() - started)
+                    self.worker.failover.observe(endpoint.name, None, wait_budget_s=0.0)
                     return reply
                 except EndpointTimeoutError as e:
                     if timeout_s < cfg.call_timeout_s:  # cut short by the deadline, not by the call timeout
@@ -406,6 +429,10 @@ class BatchRun:
                 for s in self._counters(endpoint.name):
                     s.throttled += 1
                 self.worker.throttle.throttled(endpoint.name, e.retry_after_s)
+            # Its health, for failover: judged as the permit judges a wait (``_permit``).
+            self.worker.failover.observe(
+                endpoint.name, e, wait_budget_s=self.deadline.remaining() - self.worker.config.min_call_s
+            )
             raise
 
     async def _store(self, result: RequestResult) -> str:
@@ -514,6 +541,6 @@ class BatchRun:
                 log.exception("could not write retry notes")
         if self.worker.queue is not None and self._retry_delays:
             try:
-                await self.worker.queue.retry_later(self._retry_delays)
+                await self.worker.queue.retry_later(self._retry_delays, queue_url=self.source.queue_url)
             except Exception:
                 log.exception("could not set retry delays")

@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 from shared.budget import CallDurations, Deadline, LambdaContextLike
 from shared.config import RuntimeLimits, WorkerConfig
 from shared.endpoints.base import Endpoint
+from shared.endpoints.failover import Failover
 from shared.finish import JobFinisher
 from shared.limits.adaptive import AdaptiveConcurrency
 from shared.limits.limiter import AdjustableLimiter
@@ -25,6 +26,7 @@ from shared.queue_ops import QueueOps
 from shared.request_log import RequestLog
 from shared.store.result_store import ResultStore
 from shared.worker.batch_run import BatchRun
+from shared.worker.priority import PriorityGate
 from shared.worker.stats import InvocationStats
 
 if TYPE_CHECKING:
@@ -80,7 +82,15 @@ class Worker:
         self.config = config
         self.store = store
         self.endpoints = endpoints
+        #: Routing by model and failover between endpoints, with each one's health (shared/endpoints/failover.py).
+        self.failover = Failover(config.endpoints)
         self.queue = queue
+        #: Holds lower-priority records back while a queue ahead has work (shared/worker/priority.py).
+        self.priority = (
+            PriorityGate(queue, check_every_s=config.priority_check_s, yield_delay_s=config.priority_yield_s)
+            if queue is not None
+            else None
+        )
         self._limits = limits or (lambda: config.default_limits)
         self.limiter = AdjustableLimiter(config.default_limits.max_concurrency)
         self.concurrency = AdaptiveConcurrency(self.limiter)

@@ -26,7 +26,7 @@ from llmbatch.local.template import function_spec, load_template
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")
 SAM_BUILD = ROOT / ".aws-sam" / "build"
-FUNCTIONS = ("Worker", "DeadLetter", "Notifier")
+FUNCTIONS = ("Worker", "DeadLetter", "Notifier", "LanePoller")
 LAYER = "SharedLayer"
 #: Lambda's limit on a function and its layers, unzipped.
 LAMBDA_UNZIPPED_LIMIT_BYTES = 250 * 1024 * 1024

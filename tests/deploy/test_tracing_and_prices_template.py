@@ -18,15 +18,16 @@ from shared.observability import TRACE_DISABLED_ENV, tracing_enabled
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
 TEMPLATE = load_template(TEMPLATE_PATH)
-FUNCTIONS = ("Worker", "DeadLetter")
+FUNCTIONS = ("Worker", "DeadLetter", "LanePoller")
 #: Where `make lint` installs the SAM CLI (the Makefile's SAM_VENV).
 SAM_PYTHON = ROOT / os.environ.get("SAM_VENV", ".venv-sam") / "bin" / "python"
 XRAY_POLICY = "AWSXrayWriteOnlyAccess"
+PSEUDO = {"AWS::Region": "us-east-1", "AWS::Partition": "aws", "AWS::AccountId": "123456789012"}
 
 
 def environment(function: str, **overrides: str) -> dict[str, Any]:
     """A function's variables as CloudFormation would set them for these parameter values."""
-    resolver = Resolver(TEMPLATE, parameter_values(TEMPLATE, overrides), {"AWS::Region": "us-east-1"})
+    resolver = Resolver(TEMPLATE, parameter_values(TEMPLATE, overrides), PSEUDO)
     resolver.refs = {name: name for name in TEMPLATE["Resources"]}
     variables: dict[str, Any] = resolver.resolve(function_spec(TEMPLATE, function)["Environment"]["Variables"])
     return variables

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
-FUNCTIONS = ("Worker", "DeadLetter", "Notifier")
+FUNCTIONS = ("Worker", "DeadLetter", "Notifier", "LanePoller")
 #: Where `make lint` installs the SAM CLI (the Makefile's SAM_VENV).
 SAM_PYTHON = ROOT / os.environ.get("SAM_VENV", ".venv-sam") / "bin" / "python"
 VPC_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"

@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 import pytest
 
-from llmbatch.client import client as control
+from llmbatch.client import enqueue
 from llmbatch.client.client import LlmbatchClient
 from llmbatch.client.stack import StackResources
 from llmbatch.local.moto_server import MotoServer
@@ -70,25 +70,25 @@ async def test_submit_signs_every_message_with_the_key_kept_in_the_job(
 async def test_resume_signs_with_the_stored_key(
     resources: StackResources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # GIVEN a submit of 30 requests in checkpoints of 10 that dies after its first checkpoint
+    # GIVEN a submit of 30 requests in checkpoints of 10 whose connection dies after one batch
     drain(resources)
-    monkeypatch.setattr(control, "SUBMIT_CHECKPOINT", 10)
+    monkeypatch.setattr(enqueue, "SUBMIT_CHECKPOINT", 10)
     job_file = write_jobfile(tmp_path / "job.jsonl", [chat_line(f"r{i}") for i in range(30)])
     calls = 0
-    real_enqueue = LlmbatchClient.enqueue
+    real_send = enqueue.send_batch
 
-    async def enqueue_then_die(self: LlmbatchClient, bodies: list[str], **kw: Any) -> None:
+    async def send_then_die(sqs: Any, queue_url: str, batch: list[str], group: str | None) -> None:
         nonlocal calls
         calls += 1
         if calls > 1:
             raise ConnectionError("the submitting laptop went to sleep")
-        await real_enqueue(self, bodies, **kw)
+        await real_send(sqs, queue_url, batch, group)
 
     async with LlmbatchClient(resources) as client:
-        monkeypatch.setattr(LlmbatchClient, "enqueue", enqueue_then_die)
+        monkeypatch.setattr(enqueue, "send_batch", send_then_die)
         with pytest.raises(ConnectionError):
             await client.submit(job_file)
-        monkeypatch.setattr(LlmbatchClient, "enqueue", real_enqueue)
+        monkeypatch.setattr(enqueue, "send_batch", real_send)
         job = (await client.list_jobs(limit=1))[0]
         assert job.meta.enqueued == 10
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from llmbatch.client import client as control
+from llmbatch.client import enqueue
 from llmbatch.client.client import LlmbatchClient
 from llmbatch.local.runner import LocalStack
 from shared.jobs import JobState
@@ -20,28 +21,30 @@ class SubmitDied(Exception):
 async def test_an_interrupted_submit_shows_submitting_and_resume_completes_it_exactly_once(
     fresh_sim: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # GIVEN checkpoints of 50 requests and a submit of 180 that dies after 7 batches of 10
-    monkeypatch.setattr(control, "SUBMIT_CHECKPOINT", 50)
+    # GIVEN checkpoints of 50 requests and a submit of 180 whose connection dies after 7
+    # batches of 10
+    monkeypatch.setattr(enqueue, "SUBMIT_CHECKPOINT", 50)
     job_file = write_jobfile(tmp_path / "job.jsonl", [chat_line(f"r{i}") for i in range(180)])
-    real_send = LlmbatchClient._send_batch
+    real_send = enqueue.send_batch
     batches = 0
 
-    async def dying_send(self: LlmbatchClient, batch: list[str], job_id: str | None) -> None:
+    async def dying_send(sqs: Any, queue_url: str, batch: list[str], group: str | None) -> None:
         nonlocal batches
         batches += 1
         if batches > 7:
             raise SubmitDied
-        await real_send(self, batch, job_id)
+        await real_send(sqs, queue_url, batch, group)
 
     async with LlmbatchClient(fresh_sim.resources) as client:
-        monkeypatch.setattr(LlmbatchClient, "_send_batch", dying_send)
+        monkeypatch.setattr(enqueue, "send_batch", dying_send)
         with pytest.raises(SubmitDied):
             await client.submit(job_file)
-        monkeypatch.setattr(LlmbatchClient, "_send_batch", real_send)
+        monkeypatch.setattr(enqueue, "send_batch", real_send)
         job = (await client.list_jobs(limit=1))[0]
 
-        # THEN the job says it is still submitting, with its first checkpoint noted
-        assert job.state is JobState.SUBMITTING and job.meta.enqueued == 50
+        # THEN the job says it is still submitting, with the 70 requests that got through noted
+        # (the sends in flight finish; none starts after the failure)
+        assert job.state is JobState.SUBMITTING and job.meta.enqueued == 70
 
         # WHEN the submit is resumed
         assert await client.submit(job_file, resume_job_id=job.job_id) == job.job_id

@@ -11,7 +11,14 @@ import pytest
 
 from llmbatch.client.jobfile import MAX_REPORTED_PROBLEMS, largest_message_bytes, read_job_file
 from shared.errors import JobFileError
-from shared.messages import MAX_BODY_NESTING, SUPPORTED_URLS, JobLine, RequestMessage, decode_message
+from shared.messages import (
+    JSON_SAFE_INT_MAX,
+    MAX_BODY_NESTING,
+    SUPPORTED_URLS,
+    JobLine,
+    RequestMessage,
+    decode_message,
+)
 
 
 def job_line(custom_id: Any = "req-1", **overrides: Any) -> str:
@@ -312,3 +319,20 @@ def test_the_size_check_leaves_room_for_the_signature_and_a_workers_receives(tmp
     assert largest > bare
     assert "over the queue's limit" in problems_of(path, max_message_bytes=bare).problems[0]
     assert read_job_file(path, max_message_bytes=largest).total == 1
+
+
+@pytest.mark.parametrize(
+    "custom_id, body",
+    [
+        ("ascii", {"model": "m", "input": "x" * 300}),
+        ("dédoublé-é", {"model": "m", "messages": [{"role": "user", "content": "你好\uff0c世界 ☃ \u00e9" * 50}]}),
+        ("nested", {"model": "m", "input": [[1.5, -2e-9], {"a": None, "b": True}], "max_tokens": 7}),
+    ],
+)
+def test_the_largest_size_is_the_signed_message_resent_with_the_largest_receives(
+    custom_id: str, body: dict[str, object]
+) -> None:
+    request = JobLine(custom_id=custom_id, method="POST", url="/v1/embeddings", body=body)
+    signed = RequestMessage.from_job_line(request, job_id="j" * 32, line_no=123, endpoint="ep", sign_key="f" * 32)
+    resent = signed.model_copy(update={"receives": JSON_SAFE_INT_MAX})
+    assert largest_message_bytes(request, line_no=123, endpoint="ep") == len(resent.encode().encode())

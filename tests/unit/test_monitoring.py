@@ -112,7 +112,12 @@ def test_the_dashboard_charts_every_metric_the_worker_publishes_and_no_other(
 
     # WHEN the dashboard body is resolved as CloudFormation would
     resolver = Resolver(TEMPLATE, parameter_values(TEMPLATE), {"AWS::Region": "us-east-1"})
-    resolver.attrs = {"RequestQueue": {"QueueName": "q"}, "DeadLetterQueue": {"QueueName": "d"}}
+    resolver.attrs = {
+        "RequestQueueHigh": {"QueueName": "qh"},
+        "RequestQueue": {"QueueName": "q"},
+        "RequestQueueLow": {"QueueName": "ql"},
+        "DeadLetterQueue": {"QueueName": "d"},
+    }
     body = json.loads(resolver.resolve(RESOURCES["Dashboard"]["Properties"]["DashboardBody"]))
 
     # THEN it is valid JSON and charts each of them, with their dimensions, and names no

@@ -55,10 +55,12 @@ def parameter_bounds(template: dict[str, Any], value: Any) -> tuple[int, int]:
 
 
 def worker_sqs_event(template: dict[str, Any]) -> dict[str, Any]:
+    """The worker's event source on the normal-priority queue (the others are checked
+    against it in test_template_priority.py)."""
     events = functions(template)["Worker"]["Events"]
     sqs = [e["Properties"] for e in events.values() if e["Type"] == "SQS"]
-    assert len(sqs) == 1
-    return sqs[0]
+    (normal,) = [e for e in sqs if ref_target(e["Queue"]) == "RequestQueue"]
+    return normal
 
 
 def statements(node: Any) -> Iterator[dict[str, Any]]:

@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
 PSEUDO = {"AWS::StackName": "s", "AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws"}
 KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-FUNCTIONS = ("Worker", "DeadLetter")
-QUEUES = ("RequestQueue", "DeadLetterQueue")
+FUNCTIONS = ("Worker", "DeadLetter", "LanePoller")
+QUEUES = ("RequestQueueHigh", "RequestQueue", "RequestQueueLow", "DeadLetterQueue")
 TABLES = ("JobsTable", "ResultsTable")
 #: Findings the template fixes (on every resource they apply to, unless named): none may come back as a skip.
 FIXED = {
@@ -268,3 +268,52 @@ def test_a_function_may_use_the_given_key_only_to_decrypt_and_make_data_keys(
             "Resource": KEY_ARN,
         }
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# The lane poller's Bedrock batch permissions
+# --------------------------------------------------------------------------------------------
+
+MODELS = (
+    "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-haiku-20240307-v1:0",
+    "arn:aws:bedrock:us-east-1::foundation-model/amazon.titan-embed-text-v2:0",
+)
+BATCH_JOBS = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/*"
+BATCH_ROLE = "arn:aws:iam::123456789012:role/s-BedrockBatchRole"
+
+
+def grants(spec: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(a, r) for s in statements(spec) for a in as_list(s["Action"]) for r in as_list(s["Resource"])}
+
+
+@pytest.mark.parametrize("models", [(), MODELS[:1], MODELS])
+def test_the_lane_poller_passes_only_the_batch_role_and_reaches_only_its_models_and_jobs(
+    template: dict[str, Any], models: tuple[str, ...]
+) -> None:
+    # GIVEN the LanePoller with no, one and two configured Bedrock models
+    spec = function(template, "LanePoller", BedrockModelArns=",".join(models))
+    granted = grants(spec)
+
+    # WHEN / THEN its Bedrock and IAM grants are exactly: create jobs on those models and in
+    # this account's job ARNs, follow and stop those jobs, pass the one batch role; none at all
+    # without models
+    bedrock = {g for g in granted if g[0].split(":")[0] in ("bedrock", "iam")}
+    expected = {
+        *{("bedrock:CreateModelInvocationJob", m) for m in models},
+        ("bedrock:CreateModelInvocationJob", BATCH_JOBS),
+        ("bedrock:GetModelInvocationJob", BATCH_JOBS),
+        ("bedrock:StopModelInvocationJob", BATCH_JOBS),
+        ("iam:PassRole", BATCH_ROLE),
+    }
+    assert bedrock == (expected if models else set())
+    # ... the role only to Bedrock
+    for s in statements(spec):
+        if "iam:PassRole" in as_list(s["Action"]):
+            assert s["Condition"] == {"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}}
+    # ... and no wildcard beyond the jobs' ARNs and object prefixes of the payload bucket
+    bucket = "arn:aws:x:::PayloadBucket"
+    assert not [a for a, _ in granted if "*" in a]
+    assert {r for _, r in granted if "*" in r} <= {BATCH_JOBS} | {
+        f"{bucket}/{prefix}/*" for prefix in ("batch", "results", "failed")
+    }
+    assert spec["Environment"]["Variables"]["BATCH_ROLE_ARN"] == BATCH_ROLE

@@ -151,10 +151,12 @@ class JobDetailScreen(PollingScreen):
             f"  succeeded {number(c.succeeded)} · failed {number(c.failed)} · cancelled {number(c.cancelled)}"
             f" · pending {number(job.pending)} of {number(job.total)}"
             f" · tokens {number(c.prompt_tokens)} in / {number(c.completion_tokens)} out"
-            f" · endpoint {job.meta.endpoint} · created {job.meta.created_at}",
+            f" · endpoint {job.meta.endpoint} · {job.meta.priority} priority · created {job.meta.created_at}",
         )
         line.append("\n" + figures_line(job))
         line.append("\n" + self.cost_line(job))
+        if job.meta.lane:
+            line.append("\n" + lane_line(job))
         self.query_one("#job-summary", Static).update(line)
 
     async def load_pricing(self) -> None:
@@ -305,3 +307,15 @@ class JobDetailScreen(PollingScreen):
         self.notify(f"Failed requests of {self.job_id} enqueued again", title="Retry")
         self._loaded_terminal = -1
         self.poll_now()
+
+
+def lane_line(job: JobStatus) -> str:
+    """The lane ``submit --lane`` chose and why; a batch-lane job's native progress."""
+    m = job.meta
+    text = f"lane {m.lane}: {m.lane_reason}"
+    if m.lane == "batch":
+        text += (
+            f" · native {number(m.native_completed)} completed, {number(m.native_failed)} failed;"
+            f" parts {m.native_parts_done} of {m.native_parts} done, {m.native_parts_running} running"
+        )
+    return text

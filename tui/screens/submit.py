@@ -9,10 +9,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, DirectoryTree, Footer, Header, Input, Label, ProgressBar, Static
+from textual.widgets import Button, DirectoryTree, Footer, Header, Input, Label, ProgressBar, Select, Static
 
 from llmbatch.client.estimate import JobEstimate
-from shared.errors import JobFileError
+from llmbatch.client.lanes import Lane, LaneChoice, LaneRefusedError, parse_duration
+from shared.errors import ConfigError, JobFileError
+from shared.priority import DEFAULT_PRIORITY, Priority
+from tui.backend import supports
 from tui.messages import JobSubmitted
 from tui.screens.base import ConsoleScreen
 
@@ -44,6 +47,30 @@ class SubmitScreen(ConsoleScreen):
                     with Vertical():
                         yield Label("Job name")
                         yield Input(placeholder="(the file name)", id="submit-name")
+                    with Vertical():
+                        yield Label("Priority")
+                        yield Select(
+                            [(p.value, p) for p in Priority],
+                            value=DEFAULT_PRIORITY,
+                            allow_blank=False,
+                            id="submit-priority",
+                            tooltip="high goes ahead of normal jobs; low runs only while no other job has work",
+                        )
+                with Horizontal(classes="form-row"):
+                    with Vertical():
+                        yield Label("Lane")
+                        yield Select(
+                            [(lane.value, lane) for lane in Lane],
+                            value=Lane.ONLINE,
+                            allow_blank=False,
+                            id="submit-lane",
+                            tooltip="online: the queue and the workers; batch: the endpoint's native batch API, at its"
+                            " discount, within its completion window; auto: batch when the file is big enough and"
+                            " Within allows",
+                        )
+                    with Vertical():
+                        yield Label("Within (auto lane)")
+                        yield Input(placeholder="e.g. 2d (empty: no deadline)", id="submit-within")
                 with Horizontal(classes="buttons"):
                     yield Button("Check", id="check", variant="primary")
                     yield Button("Submit", id="submit", variant="success")
@@ -63,6 +90,26 @@ class SubmitScreen(ConsoleScreen):
     @property
     def endpoint(self) -> str:
         return self.query_one("#submit-endpoint", Input).value.strip() or "default"
+
+    @property
+    def priority(self) -> Priority:
+        value = self.query_one("#submit-priority", Select).value
+        return value if isinstance(value, Priority) else DEFAULT_PRIORITY
+
+    @property
+    def lane(self) -> Lane:
+        value = self.query_one("#submit-lane", Select).value
+        return value if isinstance(value, Lane) else Lane.ONLINE
+
+    def within_s(self) -> float | None:
+        """The deadline of the auto lane, in seconds (None when empty); raises ConfigError
+        for an unreadable one or one given with another lane (as ``submit --within``)."""
+        raw = self.query_one("#submit-within", Input).value.strip()
+        if not raw:
+            return None
+        if self.lane is not Lane.AUTO:
+            raise ConfigError("Within goes with the auto lane")
+        return parse_duration(raw)
 
     @on(DirectoryTree.FileSelected, "#file-tree")
     def _file_selected(self, event: DirectoryTree.FileSelected) -> None:
@@ -140,9 +187,17 @@ class SubmitScreen(ConsoleScreen):
         if path is None:
             self.show_result(Text("Enter or choose a job file first.", style="red"))
             return
+        try:
+            within_s = self.within_s()
+            if self.lane is not Lane.ONLINE and not supports(self.client, "submit_on_lane"):
+                raise ConfigError("this stack offers the online lane only")
+        except ConfigError as e:
+            self.show_result(Text(f"✗ not submitted: {e}", style="red"))
+            return
         bar = self.query_one("#submit-progress", ProgressBar)
         bar.update(total=None, progress=0)
         name = self.query_one("#submit-name", Input).value.strip() or None
+        choice: LaneChoice | None = None
 
         def progress(sent: int, total: int) -> None:
             bar.update(total=total, progress=sent)
@@ -150,9 +205,25 @@ class SubmitScreen(ConsoleScreen):
         self._set_busy(True)
         self.show_result(Text(f"Submitting {path.name}…"))
         try:
-            job_id = await self.client.submit(path, name=name, endpoint=self.endpoint, on_progress=progress)
+            if self.lane is Lane.ONLINE:
+                job_id = await self.client.submit(
+                    path, name=name, endpoint=self.endpoint, on_progress=progress, priority=self.priority
+                )
+            else:
+                job_id, choice = await getattr(self.client, "submit_on_lane")(  # noqa: B009 - optional method
+                    path,
+                    lane=self.lane,
+                    within_s=within_s,
+                    name=name,
+                    endpoint=self.endpoint,
+                    on_progress=progress,
+                    priority=self.priority,
+                )
         except JobFileError as e:
             self.show_problems(e)
+            bar.update(total=100, progress=0)
+        except LaneRefusedError as e:  # nothing was created
+            self.show_result(Text(f"✗ not submitted: {e}", style="red"))
             bar.update(total=100, progress=0)
         except Exception as e:
             self.show_result(Text(f"✗ not submitted: {type(e).__name__}: {e}", style="red"))
@@ -160,7 +231,10 @@ class SubmitScreen(ConsoleScreen):
         else:
             self.last_job_id = job_id
             bar.update(total=bar.total or 1, progress=bar.total or 1)
-            self.show_result(Text(f"✓ submitted {path.name} as {job_id}", style="green"))
+            done = Text(f"✓ submitted {path.name} as {job_id} ({self.priority} priority)", style="green")
+            if choice is not None:
+                done.append(f"\n{choice.line()}")
+            self.show_result(done)
             self.notify(job_id, title="Job submitted")
             self.post_message(JobSubmitted(job_id))
         finally:

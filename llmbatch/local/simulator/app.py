@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from llmbatch.local.simulator.batch_api import BatchService, add_batch_routes
 from llmbatch.local.simulator.config import _CLIENT_MAX_SIZE, MISSING_MODEL, SimulatorConfig
 from llmbatch.local.simulator.core import Simulator, _read_json
 from llmbatch.local.simulator.openai_api import (
@@ -82,6 +83,7 @@ def build_app(config: SimulatorConfig | None = None) -> web.Application:
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
+    add_batch_routes(app, BatchService(lambda: sim.config, lambda: sim._fail_first_calls), _read_json)
     app.router.add_get("/_sim/stats", get_stats)
     app.router.add_post("/_sim/reset", post_reset)
     app.router.add_get("/_sim/config", get_config)

@@ -70,6 +70,13 @@ class SimulatorConfig:
     api_key: str | None = None
     #: Names listed by ``GET /v1/models`` (any name but ``missing-model`` is served).
     models: tuple[str, ...] = ("sim-model",)
+    #: The Batch API (``/v1/files`` + ``/v1/batches``, simulator/batch_api.py): seconds a
+    #: batch stays ``validating`` and ``finalizing`` (and ``cancelling``), requests done per
+    #: second while ``in_progress``, and OpenAI's limits of one batch.
+    batch_step_s: float = 1.0
+    batch_records_per_s: float = 50.0
+    batch_max_requests: int = 50_000
+    batch_max_file_bytes: int = 200 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.slots < 1:
@@ -86,6 +93,7 @@ class SimulatorConfig:
             "hang_s",
             "slow_tail_s",
             "retry_after_s",
+            "batch_step_s",
         ):
             value = getattr(self, name)
             if value < 0 or not math.isfinite(value):
@@ -98,6 +106,10 @@ class SimulatorConfig:
             raise ValueError("max_output_tokens_default must be >= 1")
         if not self.models:
             raise ValueError("models must name at least one model")
+        if not (math.isfinite(self.batch_records_per_s) and self.batch_records_per_s > 0):
+            raise ValueError(f"batch_records_per_s must be a finite number > 0, got {self.batch_records_per_s}")
+        if self.batch_max_requests < 1 or self.batch_max_file_bytes < 1:
+            raise ValueError("batch_max_requests and batch_max_file_bytes must be >= 1")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SimulatorConfig:
