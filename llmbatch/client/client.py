@@ -128,15 +128,18 @@ class LlmbatchClient:
         """Validate a job file against this stack: its queue, its live caps, and its
         endpoints as the workers read them (a job on an endpoint the stack lacks, or a line
         its endpoint cannot serve, is refused). Raises ``JobFileError``."""
-        limits = await self.get_limits()
+        # Three reads of three services, independent: at once.
+        limits, max_message_bytes, worker = await asyncio.gather(
+            self.get_limits(), self.max_message_bytes(), self.worker_settings()
+        )
         return read_job_file(
             path,
-            max_message_bytes=await self.max_message_bytes(),
+            max_message_bytes=max_message_bytes,
             endpoint=endpoint,
             offload_max_bytes=OFFLOAD_MAX_BYTES if self.payloads else None,
             max_requests=limits.max_requests_per_job,
             max_tokens_per_request=limits.max_tokens_per_request,
-            endpoints=(await self.worker_settings()).endpoints,
+            endpoints=worker.endpoints,
         )
 
     async def worker_settings(self) -> WorkerConfig:

@@ -217,3 +217,116 @@ def back_up_touched_items_only() -> None:
     models.copy = _Copy()  # type: ignore[assignment]
     models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
     _applied = True
+
+
+def query_one_partition() -> None:
+    """A table Query reads its own partition, from just after its start key (once per process).
+
+    moto answers every page of a Query on a table by sorting *every item of every partition*
+    (``Table.all_items``), keeping those of the queried partition, sorting them again, and
+    walking from the first one past the previous pages: each page costs O(table log table),
+    so reading a 100,000-request job's results took ten minutes of the DynamoDB process's
+    CPU, and every job's counter read (``status``, the workers' finish check) got dearer as
+    jobs accumulated in the table (issue 12). Real DynamoDB reads a page in time of its own.
+
+    Here a Query on a table's key (not an index), read forwards, hands moto's own query only
+    the items it can return: the partition's, in range-key order (the order is cached per
+    partition and used again while its keys are unchanged), after the exclusive start key;
+    without a range-key condition or a ``QueryFilter``, only as many as can fill the page (1 MB
+    or ``Limit``, and one more). moto then filters, pages, projects and counts as before, so
+    the answer (items, ``LastEvaluatedKey``, counts) is the same. Backward reads and index
+    queries keep moto's path, with only the partition to sort for a backward table read.
+    Callers hold the local stack's DynamoDB lock, as for every moto call.
+    """
+    import bisect
+
+    from moto.dynamodb.models import dynamo_type
+    from moto.dynamodb.models.table import RESULT_SIZE_LIMIT, Table
+
+    DynamoType = dynamo_type.DynamoType
+    original: Any = Table.query
+    # (table id, partition key) -> (the partition's keys in order, their key set)
+    order: dict[tuple[int, Any], tuple[list[Any], set[Any]]] = {}
+
+    def keys_in_order(table: Any, hash_key: Any, partition: dict[Any, Any]) -> list[Any]:
+        cached = order.get((id(table), hash_key))
+        if cached is not None and len(cached[1]) == len(partition) and cached[1].issuperset(partition):
+            return cached[0]
+        keys = sorted(partition)
+        order[(id(table), hash_key)] = (keys, set(keys))
+        return keys
+
+    def query(
+        self: Any,
+        hash_key: Any,
+        range_comparison: Any,
+        range_objs: Any,
+        limit: int,
+        exclusive_start_key: dict[str, Any],
+        scan_index_forward: bool,
+        projection_expressions: Any,
+        index_name: str | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        if index_name or not self.range_key_attr or hash_key is None:
+            return original(
+                self,
+                hash_key,
+                range_comparison,
+                range_objs,
+                limit,
+                exclusive_start_key,
+                scan_index_forward,
+                projection_expressions,
+                index_name,
+                *args,
+                **kwargs,
+            )
+        partition = self.items.get(hash_key) or {}
+        start_key: dict[str, Any] | None = exclusive_start_key
+        if not scan_index_forward:
+            candidates = list(partition.values())
+        else:
+            keys = keys_in_order(self, hash_key, partition)
+            first = 0
+            if exclusive_start_key and self.range_key_attr in exclusive_start_key:
+                first = bisect.bisect_right(keys, DynamoType(exclusive_start_key[self.range_key_attr]))
+                start_key = None  # the items before it are not handed over
+            # A condition on the range key or a QueryFilter skips items without counting them
+            # towards the page: then every candidate is handed over.
+            filtered = range_comparison is not None or bool(kwargs.get("range_key_conditions"))
+            filtered = filtered or any(k not in ("hash_key_conditions", "range_key_conditions") for k in kwargs)
+            candidates = []
+            size = 0
+            for key in keys[first:]:
+                item = partition[key]
+                candidates.append(item)
+                size += item.size()
+                # One more than fits the page: moto then sees that the page is full.
+                if not filtered and (size > RESULT_SIZE_LIMIT or (limit and len(candidates) > limit)):
+                    break
+        own = self.__dict__.get("all_items")
+        self.all_items = lambda: candidates
+        try:
+            return original(
+                self,
+                hash_key,
+                range_comparison,
+                range_objs,
+                limit,
+                start_key,
+                scan_index_forward,
+                projection_expressions,
+                index_name,
+                *args,
+                **kwargs,
+            )
+        finally:
+            if own is None:
+                del self.all_items
+            else:
+                self.all_items = own
+
+    query.faithful = original  # type: ignore[attr-defined]  # moto's own, for the tests that compare
+    Table.query = query  # type: ignore[method-assign]

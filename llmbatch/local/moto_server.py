@@ -201,7 +201,8 @@ def apply_patches(*, transactions: bool = True) -> None:
     * :func:`_keep_connections_alive`: HTTP/1.1 keep-alive, as AWS's endpoints.
     * :func:`_remember_backend_per_host`: the dispatcher's service lookup, once per host.
     * ``llmbatch.local.moto_sqs``: standard queues O(1) in their depth.
-    * ``llmbatch.local.moto_dynamodb``: condition expressions parsed once, items sized once; and (``transactions``)
+    * ``llmbatch.local.moto_dynamodb``: condition expressions parsed once, items sized once, a
+      table Query reading its own partition only; and (``transactions``)
       TransactWriteItems backs up the items it touches, not whole tables. Off, moto's own
       (the benchmark's ``--faithful-moto``).
     """
@@ -215,10 +216,16 @@ def apply_patches(*, transactions: bool = True) -> None:
     _remember_backend_per_host()
     _serialize_dynamodb()
     _serialize_sqs()
-    from llmbatch.local.moto_dynamodb import back_up_touched_items_only, parse_each_condition_once, size_each_item_once
+    from llmbatch.local.moto_dynamodb import (
+        back_up_touched_items_only,
+        parse_each_condition_once,
+        query_one_partition,
+        size_each_item_once,
+    )
 
     parse_each_condition_once()
     size_each_item_once()
+    query_one_partition()
     if transactions:
         back_up_touched_items_only()
     _patched = True

@@ -14,6 +14,8 @@ from llmbatch.bench.run import main
 
 REQUESTS = 60
 RPM_REQUESTS = 30
+#: The fairness runs' big job, tiny too (the figures come from `make bench`, not from tests).
+FAIRNESS_BIG = 100
 
 EXISTING_DOCS = "# Benchmarks\n\n## slots32: in-process figures\n\nkept\n\n## Caveats\n\n- kept too\n"
 
@@ -30,6 +32,8 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         str(REQUESTS),
         "--e2e-rpm-requests",
         str(RPM_REQUESTS),
+        "--e2e-fairness",
+        str(FAIRNESS_BIG),
         "--json",
         str(json_path),
         "--write-docs",
@@ -55,6 +59,17 @@ def test_each_job_ran_through_the_local_stack_and_every_request_was_answered(fig
     assert runs[f"e2e-{REQUESTS}"]["rpm_limit"] is None
     # only the end-to-end scenario ran
     assert figures["runs"] == [] and figures["sweep"] == []
+
+
+@pytest.mark.functional
+def test_the_fairness_runs_timed_both_jobs_with_each_setting(figures: dict[str, Any]) -> None:
+    runs = figures["fairness"]
+    # the template's defaults, then the containers sized to the endpoint: fewer calls in flight
+    assert len(runs) == 2 and runs[0]["calls_in_flight"] > runs[1]["calls_in_flight"]
+    for run in runs:
+        assert run["big"] == FAIRNESS_BIG and 0 <= run["big_answered"] <= FAIRNESS_BIG
+        assert run["small_alone_s"] > 0 and run["small_behind_s"] > 0
+        assert run["slowdown"] == pytest.approx(run["small_behind_s"] / run["small_alone_s"])
 
 
 @pytest.mark.functional
