@@ -172,13 +172,14 @@ def markdown(runs: Sequence[E2ERun], fairness: Sequence[FairnessRun] = ()) -> li
         "window (1 s) (the worker containers' cold starts are paid by `local up` before it reports ready, as "
         "each has CPU of its own in AWS); after it, the last batches' partial waves of calls (a container has at "
         "most `ModelCallConcurrency` calls out, so the endpoint is no longer full once fewer than two batches "
-        "are left). Together some 4 to 5 s here, against "
+        "are left). Together under 2 s here, against "
         "12.5 s of work for 2,000 requests at capacity, so the first, smallest job shows the lowest rate; the "
         "fifths show the steady rate, and the CPU per request, which falls with the job's size, shows no "
         "local-stack operation growing with it. Memory grows by what the jobs store (moto keeps the results "
         "table in memory), not by the queue: its messages are freed as they are deleted. The runs share the "
-        "machine's two CPUs with the simulator and the benchmark's own process; this machine was also shared "
-        "with other sessions' test runs, which moves wall-clock figures by as much as ±30% from run to run.",
+        "machine's two CPUs with the simulator and the benchmark's own process; the machine's host is shared "
+        "too: the same job's CPU per request, the simulator's included, has doubled from one hour to the "
+        "next, so compare runs made together.",
         "",
         "Profiles of the local processes before and after the changes (py-spy, top frames) and what each change "
         "did are in [local-stack-profiles.md](local-stack-profiles.md).",
