@@ -23,15 +23,18 @@ class LimitsSource:
         self._config = config
         self._last = config.default_limits
         self._provider: Any = None
+        #: Read the parameter afresh next time, whatever the cache holds.
+        self._fetch_next = False
 
     def warm(self) -> None:
-        """Make the SSM client and read the limits now, in the container's init phase: creating it loads and
-        parses botocore's endpoint and service data (~0.15 s of CPU), which the first
-        invocation otherwise paid inside its deadline (ten fresh containers at once spent
-        most of a job's first 1.5 s on it; issue 12)."""
-        # The first read too: its connection and the client's first-call set-up (the
-        # limits are then cached for ``limits_max_age_s``, as any read's are).
+        """Make the SSM client and read the limits once now, in the container's init phase:
+        creating the client loads and parses botocore's endpoint and service data (~0.15 s of
+        CPU), and its first call sets up the connection and the response parser, which the
+        first invocation otherwise paid inside its deadline (ten fresh containers at once
+        spent most of a job's first 1.5 s on them; issue 12). The first invocation still reads
+        the parameter afresh: the limits in force are those of its start, not of the init."""
         self()
+        self._fetch_next = True
 
     def _ssm(self) -> Any:
         """Powertools' SSM provider (its cache honours ``max_age``) on a client whose calls
@@ -52,7 +55,10 @@ class LimitsSource:
         if not self._config.limits_parameter:
             return self._last
         try:
-            raw = self._ssm().get(self._config.limits_parameter, max_age=int(self._config.limits_max_age_s))
+            fetch, self._fetch_next = self._fetch_next, False
+            raw = self._ssm().get(
+                self._config.limits_parameter, max_age=int(self._config.limits_max_age_s), force_fetch=fetch
+            )
             self._last = RuntimeLimits.from_json(str(raw), defaults=self._config.default_limits)
         except ConfigError as e:
             log.warning("ignoring invalid limits parameter: %s", e)

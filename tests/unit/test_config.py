@@ -167,8 +167,10 @@ class FakeSsm:
 
     def __init__(self, *values: str) -> None:
         self.values = list(values)
+        self.forced: list[bool] = []
 
-    def get(self, name: str, max_age: int) -> str:
+    def get(self, name: str, max_age: int, force_fetch: bool = False) -> str:
+        self.forced.append(force_fetch)
         return self.values.pop(0)
 
 
@@ -187,6 +189,23 @@ def test_the_limits_source_fills_what_the_parameter_does_not_name_from_the_confi
     # refused second read leaves it in force
     assert first == RuntimeLimits(max_concurrency=40, rpm_limit=600)
     assert second == first
+
+
+def test_limits_read_at_init_are_read_afresh_by_the_first_invocation() -> None:
+    # GIVEN a container whose init read the limits (warm), and an operator who changes them
+    # before its first invocation
+    config = WorkerConfig.from_env({**REQUIRED_ENV, "LIMITS_PARAMETER": "/s/limits"})
+    source = LimitsSource(config)
+    ssm = FakeSsm('{"rpm_limit": 600}', '{"rpm_limit": 900}', '{"rpm_limit": 900}')
+    source._ssm = lambda: ssm  # type: ignore[method-assign]
+    source.warm()
+
+    # WHEN the invocations read them
+    first, second = source(), source()
+
+    # THEN the first bypasses the cache the init filled, the next ones may use it
+    assert ssm.forced == [False, True, False]
+    assert first.rpm_limit == second.rpm_limit == 900
 
 
 # --------------------------------------------------------------------------------------------
