@@ -14,7 +14,6 @@ import asyncio
 import logging
 import math
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from shared.backoff import deferral_delay_s, retry_delay_s
@@ -230,15 +229,13 @@ class BatchRun:
             latency = int((time.monotonic() - started) * 1000)
             return await self._settle(
                 msg,
-                replace(
-                    request_result(
-                        wire,
-                        attempt,
-                        RequestStatus.FAILED,
-                        status_code=e.status_code,
-                        error=(e.code or "failed", e.message),
-                        latency_ms=latency,
-                    ),
+                request_result(
+                    wire,
+                    attempt,
+                    RequestStatus.FAILED,
+                    status_code=e.status_code,
+                    error=(e.code or "failed", e.message),
+                    latency_ms=latency,
                     endpoint=endpoint.name,
                 ),
             )
@@ -250,7 +247,7 @@ class BatchRun:
                 if isinstance(e, BudgetExhaustedError):
                     s.budget_exhausted += 1
             if attempt >= self.worker.config.max_attempts:
-                return await self._settle(msg, replace(exhausted_result(wire, attempt, e), endpoint=endpoint.name))
+                return await self._settle(msg, exhausted_result(wire, attempt, e, endpoint=endpoint.name))
             self._retry_notes.append(retry_note(msg, attempt, e))
             delay = retry_delay_s(
                 e, attempt, base_s=self.worker.config.retry_base_s, cap_s=self.worker.config.retry_max_s
@@ -261,8 +258,10 @@ class BatchRun:
         latency = int((time.monotonic() - started) * 1000)
         for s in self._counters(endpoint.name):
             s.latencies_ms.append(latency)
-        result = request_result(wire, attempt, RequestStatus.SUCCEEDED, reply=reply, latency_ms=latency)
-        return await self._settle(msg, replace(result, endpoint=endpoint.name))
+        result = request_result(
+            wire, attempt, RequestStatus.SUCCEEDED, reply=reply, latency_ms=latency, endpoint=endpoint.name
+        )
+        return await self._settle(msg, result)
 
     async def _with_body(self, wire: RequestMessage) -> RequestMessage:
         """The message with its body, read from the payload bucket when it came as a

@@ -51,15 +51,18 @@ def request_result(
     status_code: int | None = None,
     error: tuple[str, str] | None = None,
     latency_ms: int = 0,
+    endpoint: str | None = None,
 ) -> RequestResult:
-    """The terminal result of the request ``msg`` carries, at its ``attempt``."""
+    """The terminal result of the request ``msg`` carries, at its ``attempt``; ``endpoint``
+    is the one that answered, when failover or routing by model sent it elsewhere than the
+    message's own."""
     return RequestResult(
         job_id=msg.job_id,
         custom_id=msg.custom_id,
         line=msg.line,
         status=status,
         attempt=attempt,
-        endpoint=msg.endpoint,
+        endpoint=endpoint or msg.endpoint,
         latency_ms=latency_ms,
         status_code=reply.status_code if reply else status_code,
         request_id=reply.request_id if reply else None,
@@ -72,7 +75,9 @@ def request_result(
     )
 
 
-def exhausted_result(msg: RequestMessage, attempt: int, e: TransientError) -> RequestResult:
+def exhausted_result(
+    msg: RequestMessage, attempt: int, e: TransientError, *, endpoint: str | None = None
+) -> RequestResult:
     """The final failure of a request whose calls kept failing transiently: recorded by the
     worker, with the last error, as the DeadLetter function would after the queue's
     ``maxReceiveCount`` (which stays the backstop for crashes and timeouts)."""
@@ -82,6 +87,7 @@ def exhausted_result(msg: RequestMessage, attempt: int, e: TransientError) -> Re
         RequestStatus.FAILED,
         status_code=e.status_code,
         error=("retries_exhausted", exhausted_message(attempt, e.code or "transient", e.message)),
+        endpoint=endpoint,
     )
 
 
