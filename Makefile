@@ -80,15 +80,20 @@ lint: install $(SAM_STAMP) $(CHECKOV_STAMP)
 	$(CHECKOV_ENV) $(CHECKOV_VENV)/bin/checkov --file template.yaml --framework cloudformation \
 		--skip-download --compact --quiet
 
+# Two test files at a time (pytest-xdist; a file's module-scoped local stack stays in its process):
+# most tests wait on a stack or the simulated endpoint, so CI's two cores run the suite in about
+# 60% of the time. `make test PARALLEL=` runs it in one process.
+PARALLEL ?= -n 2 --dist loadfile
+
 # The whole suite under 3.11, then the unit tests under 3.12 and 3.13 (without pytest's cache, so
 # `pytest --lf` still means the 3.11 run).
 test: lint $(foreach v,$(OTHER_PYTHONS),.venv-py$(v)/.installed-$(PYPROJECT_SUM))
-	$(PY) -m pytest -q
-	$(foreach v,$(OTHER_PYTHONS),.venv-py$(v)/bin/python -m pytest tests/unit -q -p no:cacheprovider &&) true
+	$(PY) -m pytest -q $(PARALLEL)
+	$(foreach v,$(OTHER_PYTHONS),.venv-py$(v)/bin/python -m pytest tests/unit -q -p no:cacheprovider $(PARALLEL) &&) true
 
 # One of the other Pythons alone: make test-py312, make test-py313.
 test-py3%: .venv-py3%/.installed-$(PYPROJECT_SUM)
-	.venv-py3$*/bin/python -m pytest tests/unit -q -p no:cacheprovider
+	.venv-py3$*/bin/python -m pytest tests/unit -q -p no:cacheprovider $(PARALLEL)
 
 bench: install
 	$(VENV)/bin/llmbatch bench --write-docs

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
+from llmbatch.client.aws_session import aws_session
 from llmbatch.client.cost import Pricing
 from llmbatch.client.enqueue import SUBMIT_PARALLELISM, send_messages
 from llmbatch.client.estimate import ASSUMED_LATENCY_S, LATENCY_SAMPLE, JobEstimate, Latency, LiveLimits, estimate_job
@@ -79,7 +79,7 @@ class LlmbatchClient:
         self.store: ResultStore
 
     async def __aenter__(self) -> LlmbatchClient:
-        session = get_session()
+        session = aws_session()
         config = AioConfig(max_pool_connections=SUBMIT_PARALLELISM, retries={"mode": "standard", "max_attempts": 5})
         kw = {**self.resources.client_kwargs(), "config": config}
         # The SQS calls are ours (a job's messages, checked line by line before), not a

@@ -19,7 +19,7 @@ from llmbatch.client.cost import PRICES_ENV, CostEstimate, Pricing, estimate_cos
 from llmbatch.client.estimate import JobEstimate
 from llmbatch.local.runner import LocalStack
 from shared.jobs import JobStatus
-from tests.functional.conftest import chat_line, wait_finished, write_jobfile
+from tests.functional.conftest import chat_line, sim_reset, wait_finished, write_jobfile
 from tests.functional.test_cli import job_count, queue_depth
 
 pytestmark = pytest.mark.functional
@@ -46,13 +46,20 @@ def worker_variables(stack: LocalStack, **changes: str) -> Iterator[None]:
         lam.update_function_configuration(FunctionName=name, Environment={"Variables": before})
 
 
+@pytest.fixture(scope="module")
+def configured(stack: LocalStack) -> Iterator[LocalStack]:
+    """The module's endpoints and prices, set once (each change restarts the worker's containers)."""
+    with worker_variables(stack, ENDPOINTS=json.dumps(ENDPOINTS), **{PRICES_ENV: json.dumps(PRICES)}):
+        yield stack
+
+
 @pytest.fixture
-def state(fresh_sim: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
+def state(configured: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalStack:
+    sim_reset(configured)
     path = tmp_path / "local.json"
-    path.write_text(fresh_sim.resources.to_json())
+    path.write_text(configured.resources.to_json())
     monkeypatch.setenv("LLMBATCH_STATE", str(path))
-    with worker_variables(fresh_sim, ENDPOINTS=json.dumps(ENDPOINTS)):
-        yield fresh_sim
+    return configured
 
 
 def token_cap(stack: LocalStack) -> int:
@@ -158,9 +165,8 @@ def test_a_dry_run_prints_the_estimate_and_sends_nothing(
     job = write_jobfile(tmp_path / "job.jsonl", [chat_line(f"r{i}", "x" * 400, max_tokens=4) for i in range(5)])
     jobs_before = job_count(state)
 
-    # WHEN it is dry-run
-    with worker_variables(state, **{PRICES_ENV: json.dumps(PRICES)}):
-        code = main(["submit", "--dry-run", str(job)])
+    # WHEN it is dry-run (the module's prices are set for its endpoint)
+    code = main(["submit", "--dry-run", str(job)])
 
     # THEN the tokens, cost and duration are printed, and no job or message exists
     out = capsys.readouterr().out
@@ -191,8 +197,7 @@ def test_the_dry_runs_cost_is_within_ten_percent_of_the_finished_jobs(state: Loc
             actual = estimate_cost(finished, Pricing.from_function_configuration(await client.worker_configuration()))
             return estimate, finished, actual
 
-    with worker_variables(state, **{PRICES_ENV: json.dumps(PRICES)}):
-        estimate, finished, actual = asyncio.run(run())
+    estimate, finished, actual = asyncio.run(run())
 
     # THEN the tokens are the ones the simulator counted, and the costs agree within 10%
     assert finished.counts.succeeded == len(lines)
