@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from llmbatch.bench.e2e import FIFTHS, LOCAL_UP, RPM_LIMIT, TITLE, E2ERun
 from llmbatch.bench.fairness import FairnessRun
 from llmbatch.bench.harness import BASE_SIMULATOR
+from llmbatch.local.provision import DEFAULT_TEMPLATE
+from llmbatch.local.template import load_template, parameter_values
 
 START = "<!-- local-e2e: start -->"
 END = "<!-- local-e2e: end -->"
@@ -98,6 +100,18 @@ def targets(runs: Sequence[E2ERun]) -> list[str]:
     return lines
 
 
+def _default(parameter: str) -> str:
+    """A template parameter's default, as the local stack starts with it."""
+    return parameter_values(load_template(DEFAULT_TEMPLATE))[parameter]
+
+
+def _defaults() -> str:
+    """The template's defaults that shape these runs."""
+    return ", ".join(
+        f"{name} {_default(name)}" for name in ("BatchSize", "WorkerMaxConcurrency", "ModelCallConcurrency")
+    )
+
+
 def fairness_lines(runs: Sequence[FairnessRun]) -> list[str]:
     """Issue 14's fairness figure: the small job's time behind the big one against alone."""
     if not runs:
@@ -122,12 +136,13 @@ def fairness_lines(runs: Sequence[FairnessRun]) -> list[str]:
         ),
         "",
         "The queue's part holds: the small job's messages are the next ones received (`tests/functional/"
-        "test_fairness.py` counts it). What is left is waiting for a worker to take them: every invocation "
-        "slot is busy with a batch of the big job (`BatchSize` records each), so the small job waits for one to "
-        "end, then shares that container's calls, and with more calls in flight than the endpoint has slots "
-        "(the template's defaults: 10 containers x 16 calls against 32 slots) each call also waits in the "
-        "endpoint's own queue. Smaller batches shorten the first wait; sizing `WorkerMaxConcurrency` x "
-        "`ModelCallConcurrency` to the endpoint's slots shortens the second.",
+        "test_fairness.py` counts it). The rest is waiting for a worker to take them: every invocation slot is "
+        "busy with a batch of the big job, so the small job waits for one to end, about one batch's time; the "
+        f"template's `BatchSize`, {_default('BatchSize')}, is two waves of `ModelCallConcurrency` for that reason (with "
+        "batches of 100 the small job took 3.4x to 4.2x its time alone: each held a slot for ~6 s). Then it "
+        "shares that container's calls, and with more calls in flight than the endpoint has slots (the "
+        "template's defaults against 32 slots) each call also waits in the endpoint's own queue; sizing "
+        "`WorkerMaxConcurrency` x `ModelCallConcurrency` to the endpoint's slots removes that wait.",
         "",
     ]
 
@@ -142,8 +157,7 @@ def markdown(runs: Sequence[E2ERun], fairness: Sequence[FairnessRun] = ()) -> li
         "",
         "The local stack as a user runs it (`llmbatch/bench/e2e.py`): `llmbatch local up --slots 32` in a process of its "
         "own, the simulator set to the benchmark's endpoint (32 slots, 200 ms a call ± 20 ms: capacity "
-        f"{CAPACITY:.0f} requests/s), the template's defaults otherwise (BatchSize 100, WorkerMaxConcurrency 10, "
-        "ModelCallConcurrency 16); for each job `submit` (the CLI's code, in the benchmark's process) and "
+        f"{CAPACITY:.0f} requests/s), the template's defaults otherwise ({_defaults()}); for each job `submit` (the CLI's code, in the benchmark's process) and "
         "`status` polled once a second until completed. The jobs run one after another on the same `local up`, so "
         "its tables and queues keep what the earlier ones left. The RPM-bound job sets the limits parameter's "
         f"`rpm_limit` to {RPM_LIMIT:,} (and the simulator's limit to the same, both buckets starting empty).",

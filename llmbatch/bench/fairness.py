@@ -22,7 +22,7 @@ from llmbatch.bench.e2e import LIMITS_SETTLE_S, LocalUp, finished_times, sim_pre
 from llmbatch.bench.harness import BASE_SIMULATOR
 
 #: The big job: about 20 s of the endpoint's capacity (160 requests/s), far more than the
-#: workers hold in flight (WorkerMaxConcurrency 10 x BatchSize 100).
+#: workers hold in flight (WorkerMaxConcurrency x BatchSize).
 BIG = 3_000
 #: The small job: an evaluation run's size.
 SMALL = 20

@@ -379,8 +379,20 @@ def markdown_report(report: BenchReport, *, now: datetime | None = None) -> str:
         out.append("")
     out += _targets(report)
     out += e2e_report.markdown(report.e2e, report.fairness)
-    out += [_say("caveats"), ""]
+    out += [_caveats(report), ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _caveats(report: BenchReport, slots: int = 32) -> str:
+    """The caveats, with the batches the in-process scenarios ran (the template's BatchSize)."""
+    batch = int(report.settings.get("batch_size") or 0)
+    if not batch:  # a report without its settings
+        return _say("caveats", batch_size="BatchSize", waves="its waves of calls")
+    full, rest = divmod(batch, slots)
+    waves = f"{full} full wave{'' if full == 1 else 's'} of calls" if full else ""
+    if rest:
+        waves += f" and a last one of {rest}" if full else f"one partial wave of {rest} calls"
+    return _say("caveats", batch_size=batch, waves=waves)
 
 
 def splice_e2e_section(existing: str, report: BenchReport) -> str:
