@@ -137,10 +137,9 @@ def fairness_lines(runs: Sequence[FairnessRun]) -> list[str]:
         "",
         "The queue's part holds: the small job's messages are the next ones received (`tests/functional/"
         "test_fairness.py` counts it). The rest is waiting for a worker to take them: every invocation slot is "
-        "busy with a batch of the big job, so the small job waits for one to end, about one batch's time; the "
-        f"template's `BatchSize`, {_default('BatchSize')}, is two waves of `ModelCallConcurrency` for that reason (with "
-        "batches of 100 the small job took 3.4x to 4.2x its time alone: each held a slot for ~6 s). Then it "
-        "shares that container's calls, and with more calls in flight than the endpoint has slots (the "
+        "busy with a batch of the big job, so the small job waits for one to end, about one batch's time "
+        "(smaller batches shorten it, at the price of more AWS calls per request: `BatchSize` in template.yaml). "
+        "Then it shares that container's calls, and with more calls in flight than the endpoint has slots (the "
         "template's defaults against 32 slots) each call also waits in the endpoint's own queue; sizing "
         "`WorkerMaxConcurrency` x `ModelCallConcurrency` to the endpoint's slots removes that wait.",
         "",
