@@ -15,7 +15,7 @@ from tui.screens.confirm import ConfirmScreen
 from tui.screens.submit import SubmitScreen
 
 #: The submit form's inputs and what they hold before anyone types.
-SUBMIT_FORM = {"#submit-path": "", "#submit-endpoint": "default", "#submit-name": ""}
+SUBMIT_FORM = {"#submit-path": "", "#submit-endpoint": "default", "#submit-name": "", "#submit-within": ""}
 
 FormValues = tuple[str, ...]
 
@@ -50,5 +50,5 @@ def unsaved_changes(screens: Iterable[Screen[object]], submitted: FormValues | N
         if isinstance(screen, SubmitScreen):
             values = submit_form(screen)
             if values is not None and values not in (tuple(SUBMIT_FORM.values()), submitted):
-                lost.append("a job file chosen on the submit screen but not submitted")
+                lost.append("the submit screen's form, filled in but not submitted")
     return lost

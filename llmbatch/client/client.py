@@ -561,13 +561,21 @@ class LlmbatchClient:
         )
 
     async def oldest_message_age_s(self) -> float | None:
-        """Age of the oldest message in the request queue, from SQS's CloudWatch metric
-        (published every minute in AWS); None when there is no datapoint (as locally)."""
+        """Age of the oldest message in the request queues (each priority's), from SQS's
+        CloudWatch metric (published every minute in AWS); None when there is no datapoint
+        (as locally)."""
+        r = self.resources
+        urls = (r.high_priority_queue_url, r.request_queue_url, r.low_priority_queue_url)
+        ages = await asyncio.gather(*(self._oldest_age_s(url.rsplit("/", 1)[-1]) for url in urls if url))
+        known = [a for a in ages if a is not None]
+        return max(known) if known else None
+
+    async def _oldest_age_s(self, queue_name: str) -> float | None:
         now = datetime.now(UTC)
         resp = await self.cloudwatch.get_metric_statistics(
             Namespace="AWS/SQS",
             MetricName="ApproximateAgeOfOldestMessage",
-            Dimensions=[{"Name": "QueueName", "Value": self.resources.request_queue_url.rsplit("/", 1)[-1]}],
+            Dimensions=[{"Name": "QueueName", "Value": queue_name}],
             StartTime=now - timedelta(minutes=10),
             EndTime=now + timedelta(minutes=1),
             Period=60,

@@ -138,6 +138,22 @@ def test_the_oldest_message_age_comes_from_the_queues_cloudwatch_metric(state: L
     assert before is None
     assert asyncio.run(age()) == 42.0
 
+    # AND an older message waiting in the low-priority queue is the oldest of all
+    cw.put_metric_data(
+        Namespace="AWS/SQS",
+        MetricData=[
+            {
+                "MetricName": "ApproximateAgeOfOldestMessage",
+                "Value": 99.0,
+                "Unit": "Seconds",
+                "Dimensions": [
+                    {"Name": "QueueName", "Value": state.resources.low_priority_queue_url.rsplit("/", 1)[-1]}
+                ],
+            }
+        ],
+    )
+    assert asyncio.run(age()) == 99.0
+
 
 def test_a_job_over_the_stacks_caps_is_refused_with_the_limit_named(
     state: LocalStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -129,3 +129,24 @@ async def test_a_file_chosen_but_not_submitted_asks_and_a_submitted_one_does_not
         await wait_for(pilot, lambda: isinstance(app.screen, JobsScreen), what="the submitted job")
         await pilot.press("q")
         await wait_for(pilot, lambda: quitting(app), what="q to quit")
+
+
+@pytest.mark.parametrize(("field", "value"), [("#submit-within", "2d"), ("#submit-name", "nightly")])
+async def test_any_typed_field_of_the_submit_form_counts_as_unsaved(field: str, value: str) -> None:
+    # GIVEN the submit screen with only one field typed (no file chosen)
+    app = demo_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await jobs_scene(pilot)
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: isinstance(app.screen, SubmitScreen), what="the submit screen")
+        app.screen.query_one(field, Input).value = value
+
+        # WHEN q is pressed from the jobs screen
+        await pilot.press("f1")
+        await pilot.press("q")
+
+        # THEN the console asks, naming the form
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitConfirmScreen), what="the question")
+        assert isinstance(app.screen, QuitConfirmScreen)
+        assert "the submit screen's form, filled in but not submitted" in app.screen.question
+        assert not quitting(app)
