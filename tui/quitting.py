@@ -8,14 +8,23 @@ from collections.abc import Iterable
 
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import Input
+from textual.widgets import Input, Select
 
+from llmbatch.client.lanes import Lane
+from shared.priority import DEFAULT_PRIORITY
 from tui.screens.base import ConsoleScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.submit import SubmitScreen
 
-#: The submit form's inputs and what they hold before anyone types.
-SUBMIT_FORM = {"#submit-path": "", "#submit-endpoint": "default", "#submit-name": "", "#submit-within": ""}
+#: The submit form's fields (inputs and choices) and what they hold before anyone touches them.
+SUBMIT_FORM = {
+    "#submit-path": "",
+    "#submit-endpoint": "default",
+    "#submit-name": "",
+    "#submit-priority": DEFAULT_PRIORITY.value,
+    "#submit-lane": Lane.ONLINE.value,
+    "#submit-within": "",
+}
 
 FormValues = tuple[str, ...]
 
@@ -34,9 +43,10 @@ class QuitConfirmScreen(ConfirmScreen):
 def submit_form(screen: SubmitScreen) -> FormValues | None:
     """The submit form's values (None before it is built)."""
     try:
-        return tuple(screen.query_one(selector, Input).value.strip() for selector in SUBMIT_FORM)
+        fields = [screen.query_one(selector) for selector in SUBMIT_FORM]
     except NoMatches:
         return None
+    return tuple(str(f.value).strip() if isinstance(f, Input | Select) else "" for f in fields)
 
 
 def unsaved_changes(screens: Iterable[Screen[object]], submitted: FormValues | None) -> list[str]:

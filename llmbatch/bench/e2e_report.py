@@ -100,16 +100,10 @@ def targets(runs: Sequence[E2ERun]) -> list[str]:
     return lines
 
 
-def _default(parameter: str) -> str:
-    """A template parameter's default, as the local stack starts with it."""
-    return parameter_values(load_template(DEFAULT_TEMPLATE))[parameter]
-
-
 def _defaults() -> str:
-    """The template's defaults that shape these runs."""
-    return ", ".join(
-        f"{name} {_default(name)}" for name in ("BatchSize", "WorkerMaxConcurrency", "ModelCallConcurrency")
-    )
+    """The template's defaults that shape these runs, as the local stack starts with them."""
+    values = parameter_values(load_template(DEFAULT_TEMPLATE))
+    return ", ".join(f"{name} {values[name]}" for name in ("BatchSize", "WorkerMaxConcurrency", "ModelCallConcurrency"))
 
 
 def fairness_lines(runs: Sequence[FairnessRun]) -> list[str]:

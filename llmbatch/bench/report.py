@@ -387,7 +387,7 @@ def _caveats(report: BenchReport, slots: int = 32) -> str:
     """The caveats, with the batches the in-process scenarios ran (the template's BatchSize)."""
     batch = int(report.settings.get("batch_size") or 0)
     if not batch:  # a report without its settings
-        return _say("caveats", batch_size="BatchSize", waves="its waves of calls")
+        return _say("caveats", batch_size="`BatchSize` records", waves="a few waves of calls")
     full, rest = divmod(batch, slots)
     waves = f"{full} full wave{'' if full == 1 else 's'} of calls" if full else ""
     if rest:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input
+from textual.widgets import Input, Select
 
+from shared.priority import Priority
 from tui.app import LlmbatchConsole
 from tui.demo import write_demo_files
 from tui.pilot import wait_for
@@ -131,21 +132,29 @@ async def test_a_file_chosen_but_not_submitted_asks_and_a_submitted_one_does_not
         await wait_for(pilot, lambda: quitting(app), what="q to quit")
 
 
-@pytest.mark.parametrize(("field", "value"), [("#submit-within", "2d"), ("#submit-name", "nightly")])
-async def test_any_typed_field_of_the_submit_form_counts_as_unsaved(field: str, value: str) -> None:
-    # GIVEN the submit screen with only one field typed (no file chosen)
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [(None, None), ("#submit-within", "2d"), ("#submit-name", "nightly"), ("#submit-priority", Priority.HIGH)],
+)
+async def test_any_field_of_the_submit_form_changed_counts_as_unsaved(field: str | None, value: object) -> None:
+    # GIVEN the submit screen at its defaults (no file chosen) but for one field, or none
     app = demo_app()
     async with app.run_test(size=SIZE) as pilot:
         await jobs_scene(pilot)
         await pilot.press("f4")
         await wait_for(pilot, lambda: isinstance(app.screen, SubmitScreen), what="the submit screen")
-        app.screen.query_one(field, Input).value = value
+        app.screen.query_one("#submit-path", Input).value = ""
+        if field is not None:
+            app.screen.query_one(field, Input | Select).value = value
 
         # WHEN q is pressed from the jobs screen
         await pilot.press("f1")
         await pilot.press("q")
 
-        # THEN the console asks, naming the form
+        # THEN an untouched form lets the console quit; a changed one makes it ask, naming the form
+        if field is None:
+            await wait_for(pilot, lambda: quitting(app), what="q to quit")
+            return
         await wait_for(pilot, lambda: isinstance(app.screen, QuitConfirmScreen), what="the question")
         assert isinstance(app.screen, QuitConfirmScreen)
         assert "the submit screen's form, filled in but not submitted" in app.screen.question

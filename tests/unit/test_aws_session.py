@@ -5,13 +5,11 @@ from __future__ import annotations
 from llmbatch.client.aws_session import aws_session
 
 
-def test_sessions_are_separate_but_read_service_models_through_one_loader() -> None:
+def test_a_service_model_parsed_through_one_session_is_the_one_the_next_session_gets() -> None:
     first, second = aws_session(), aws_session()
-    assert first is not second
-    loader = first.get_component("data_loader")
-    assert second.get_component("data_loader") is loader
-    # a model parsed once is the cached one from then on, whichever session asks
-    assert loader.load_service_model("sqs", "service-2") is loader.load_service_model("sqs", "service-2")
+    # WHEN each session's loader is asked for the same model / THEN it was parsed once
+    model = first.get_component("data_loader").load_service_model("sqs", "service-2")
+    assert second.get_component("data_loader").load_service_model("sqs", "service-2") is model
 
 
 async def test_a_client_made_by_such_a_session_works_as_any() -> None:

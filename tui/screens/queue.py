@@ -23,7 +23,7 @@ class Sample:
     stats: QueueStats
     #: Requests in a terminal state, summed over every job.
     terminal: int
-    #: Age of the oldest message in the request queue (CloudWatch); None when unknown.
+    #: Age of the oldest message in the request queues, any priority (CloudWatch); None when unknown.
     oldest_age_s: float | None = None
 
 
