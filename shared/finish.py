@@ -160,17 +160,21 @@ class JobFinisher:
 
     async def check_one(self, job_id: str) -> FinishOutcome:
         try:
-            status = await self.store.get_job(job_id)
+            # The state alone first (no histograms): most checks find the job still running.
+            state = await self.store.get_job_state(job_id)
         except JobNotFoundError:
             return FinishOutcome.NOT_FINISHED
-        if not status.finished:
+        if not state.finished:
             return FinishOutcome.NOT_FINISHED
-        if status.meta.finished_event == SENT:
+        if state.meta.finished_event == SENT:
             return FinishOutcome.CLAIMED_ELSEWHERE
         token = uuid.uuid4().hex
         if not await self._claim(job_id, token):
             return FinishOutcome.CLAIMED_ELSEWHERE
         try:
+            # The winner reads the whole status for the event (its figures, its duration):
+            # counters only grow, and the job was finished, so this read is finished too.
+            status = await self.store.get_job(job_id)
             await self._publish(finished_detail(status))
         except Exception:
             log.warning("could not publish the job's finished event", extra={"job_id": job_id}, exc_info=True)

@@ -138,8 +138,7 @@ class LanePoller:
     async def _job(
         self, job_id: str, parts: list[PartItem], running: Counter[str], full: set[str], report: PollReport
     ) -> None:
-        status = await self._bounded(self.store.get_job(job_id))
-        meta = status.meta
+        meta = (await self._bounded(self.store.get_job_state(job_id))).meta
         now = []
         for part in parts:
             part = await self._step(meta, part, running, full, report)

@@ -89,6 +89,10 @@ class ResultStore:
         """The job's record and its summed counters, read consistently."""
         return await self.jobs.get_job(job_id)
 
+    async def get_job_state(self, job_id: str) -> JobStatus:
+        """The job's record and counts only (:meth:`JobsTable.get_job_state`): enough for its state."""
+        return await self.jobs.get_job_state(job_id)
+
     async def list_jobs(self, limit: int = 100) -> list[JobStatus]:
         """The newest ``limit`` jobs, newest first."""
         return await self.jobs.list_jobs(limit)
@@ -105,10 +109,15 @@ class ResultStore:
         await self.jobs.note_retries(notes)
 
     async def items_with_prefix(
-        self, prefix: str, job_id: str | None = None, *, consistent: bool = False
+        self,
+        prefix: str,
+        job_id: str | None = None,
+        *,
+        consistent: bool = False,
+        attributes: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Jobs-table items whose ``item`` starts with ``prefix``, of one job or of every job."""
-        return await self.jobs.items_with_prefix(prefix, job_id, consistent=consistent)
+        return await self.jobs.items_with_prefix(prefix, job_id, consistent=consistent, attributes=attributes)
 
     async def retry_note(self, job_id: str, custom_id: str) -> dict[str, Any] | None:
         return await self.jobs.retry_note(job_id, custom_id)

@@ -12,6 +12,7 @@ from shared.jobs import Counts, JobMeta, Metering
 from shared.latency import BUCKETS, RESOLUTION, JobTiming, bucket_attribute
 from shared.results import RequestResult, RequestStatus
 from shared.store.item_size import item_bytes
+from shared.store.jobs_table import COUNT_ATTRIBUTES
 from shared.store.result_store import ResultStore
 from shared.store.terminal_writes import COUNTER_ITEM_KB, COUNTER_UPDATE_BYTES
 
@@ -73,3 +74,26 @@ def test_a_full_counter_shard_fits_the_room_kept_for_it_and_one_kb() -> None:
     assert size <= COUNTER_ITEM_KB * 1024
     assert size <= COUNTER_UPDATE_BYTES
     assert JobTiming.from_item(item).answered == BUCKETS * (10**12 - 1)
+
+
+async def test_the_state_read_takes_the_counts_and_leaves_the_histograms(store: ResultStore) -> None:
+    # GIVEN a job with results written across its counter shards, histograms and all
+    job_id = f"job-test-{uuid.uuid4().hex[:12]}"
+    await store.create_job(JobMeta(job_id=job_id, total=12, name="s", sealed=True, enqueued=12))
+    for start in range(0, 12, 3):
+        await store.write_terminal(job_id, [result(job_id, n, 100 + n) for n in range(start, start + 3)])
+
+    # WHEN the job's state is read (what the finished-job check reads after every invocation)
+    state = await store.get_job_state(job_id)
+    shards = await store.items_with_prefix("count#", job_id, consistent=True, attributes=COUNT_ATTRIBUTES)
+
+    # THEN it has the record and the counts of the full read, so the same state
+    full = await store.get_job(job_id)
+    assert state.meta == full.meta and state.counts == full.counts == Counts(succeeded=12)
+    assert state.finished and state.state == full.state
+    # and the shards came back with the counters only: no bucket, no metering, no times
+    assert len(shards) > 1
+    assert all(set(i) <= {"job_id", "item", *COUNT_ATTRIBUTES} for i in shards)
+    assert any(
+        bucket_attribute(b) in i for i in await store.items_with_prefix("count#", job_id) for b in range(BUCKETS)
+    )
