@@ -202,7 +202,8 @@ def apply_patches(*, transactions: bool = True) -> None:
     * :func:`_remember_backend_per_host`: the dispatcher's service lookup, once per host.
     * ``llmbatch.local.moto_sqs``: standard queues O(1) in their depth.
     * ``llmbatch.local.moto_dynamodb``: condition expressions parsed once, items sized once, a
-      table Query reading its own partition only; and (``transactions``)
+      table Query reading its own partition only, attribute values serialised as the dicts
+      they already are; and (``transactions``)
       TransactWriteItems backs up the items it touches, not whole tables. Off, moto's own
       (the benchmark's ``--faithful-moto``).
     """
@@ -220,12 +221,14 @@ def apply_patches(*, transactions: bool = True) -> None:
         back_up_touched_items_only,
         parse_each_condition_once,
         query_one_partition,
+        serialize_attribute_values_directly,
         size_each_item_once,
     )
 
     parse_each_condition_once()
     size_each_item_once()
     query_one_partition()
+    serialize_attribute_values_directly()
     if transactions:
         back_up_touched_items_only()
     _patched = True
