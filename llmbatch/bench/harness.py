@@ -91,10 +91,16 @@ SCENARIOS: dict[str, Scenario] = {
 
 def template_batch_size() -> int:
     """The Worker's SQS BatchSize in template.yaml: the size of every event we invoke with."""
+    return int(template_requests_setting("BatchSize"))
+
+
+def template_requests_setting(name: str) -> Any:
+    """A property of the Worker's event source mapping on the request queue in template.yaml
+    (``BatchSize``, ``MaximumBatchingWindowInSeconds``), its parameters resolved."""
     template = load_template(DEFAULT_TEMPLATE)
     worker = template["Resources"]["Worker"]["Properties"]
     resolver = Resolver(template, parameter_values(template), {})
-    return int(resolver.resolve(worker["Events"]["Requests"]["Properties"]["BatchSize"]))
+    return resolver.resolve(worker["Events"]["Requests"]["Properties"][name])
 
 
 # ---- the job and its events ---------------------------------------------------------------
