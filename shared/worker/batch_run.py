@@ -356,7 +356,7 @@ class BatchRun:
     async def _call_endpoint(self, call: OutgoingCall) -> EndpointReply:
         """One model call, for one request or a packed group of one job (``call.group``):
         wait for a slot and for the endpoint's rate limits, unless the job was cancelled."""
-        async with self.worker.limiter.slot():
+        async with self.worker.limiter.slot(key=call.group):
             if await self._cancelled(str(call.group)):
                 raise JobCancelledError(f"job {call.group} cancelled")
             permit = await self._permit(call)

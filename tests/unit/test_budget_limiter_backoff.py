@@ -347,24 +347,77 @@ async def test_a_waiter_cancelled_before_its_turn_does_not_keep_a_slot() -> None
         await holders.close()
 
 
-async def test_a_waiter_cancelled_just_after_being_woken_passes_the_slot_on() -> None:
-    # GIVEN a limit of 1: a holder and two waiters, B (first) and C
+async def test_a_waiter_cancelled_just_after_being_granted_passes_the_slot_on() -> None:
+    # GIVEN a limit of 1 held by this test, and two waiters, B (first) and C
+    limiter = AdjustableLimiter(1)
+    holders = Holders(limiter)
+    b, c = 0, 1
+    try:
+        async with limiter.slot():
+            holders.start(2)
+            await wait_until(lambda: limiter.waiting == 2, what="B and C to wait")
+        # WHEN the slot is let go (handed to B at once) and B is cancelled before it runs,
+        # as an asyncio.timeout around the wait would do at that instant
+        assert limiter.in_use == 1 and b not in holders.entered
+        holders.tasks[b].cancel()
+
+        # THEN C gets the slot B gave up, and B never held it
+        await wait_until(lambda: c in holders.inside, within_s=1.0, what="C to get the slot B gave up")
+        assert b not in holders.entered and limiter.in_use == 1
+        await holders.let_go(c)
+        assert limiter.in_use == 0 and limiter.waiting == 0
+    finally:
+        await holders.close()
+
+
+async def test_a_free_slot_goes_to_the_job_with_the_fewest_calls_in_flight() -> None:
+    # GIVEN a limit of 2 held by job A's first two calls, four more of A's waiting, and then
+    # two of job B's (a batch whose records came big job first)
+    limiter = AdjustableLimiter(2)
+    order: list[str] = []
+    gates = {name: asyncio.Event() for name in ("a1", "a2", "a3", "a4", "a5", "a6", "b1", "b2")}
+
+    async def call(name: str) -> None:
+        async with limiter.slot(key=name[0]):
+            order.append(name)
+            await gates[name].wait()
+
+    tasks = [asyncio.create_task(call(n)) for n in ("a1", "a2", "a3", "a4", "a5", "a6")]
+    await wait_until(lambda: limiter.waiting == 4, what="A's waiters")
+    tasks += [asyncio.create_task(call(n)) for n in ("b1", "b2")]
+    await wait_until(lambda: limiter.waiting == 6, what="B's waiters")
+    try:
+        # WHEN A's calls in flight finish one at a time, and every call after them too
+        for name in ("a1", "a2", "b1", "a3", "b2", "a4", "a5", "a6"):
+            await wait_until(lambda name=name: name in order, what=f"{name} to start")
+            gates[name].set()
+
+        # THEN B's calls went in as soon as a slot was free, not after all of A's
+        assert order == ["a1", "a2", "b1", "a3", "b2", "a4", "a5", "a6"]
+        assert limiter.max_in_use == 2
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert limiter.in_use == 0 and limiter.held("a") == 0 and limiter.held("b") == 0
+
+
+async def test_calls_of_one_job_are_served_in_arrival_order() -> None:
+    # GIVEN a limit of 1 and five waiters of one job
     limiter = AdjustableLimiter(1)
     holders = Holders(limiter)
     holders.start(1)
     await wait_until(lambda: limiter.in_use == 1, what="the holder")
-    holders.start(2)
-    b, c = 1, 2
+    holders.start(5)
+    await wait_until(lambda: limiter.waiting == 5, what="the waiters")
     try:
-        # WHEN the holder lets go (B is woken) and B is cancelled before it runs,
-        # as an asyncio.timeout around the wait would do at that instant
-        holders._gates[0].set()
-        await wait_until(lambda: limiter.in_use == 0, what="the holder's release")
-        assert b not in holders.entered
-        holders.tasks[b].cancel()
+        # WHEN each holder lets go in turn
+        for i in range(6):
+            await wait_until(lambda i=i: i in holders.inside, what=f"holder {i}")
+            await holders.let_go(i)
 
-        # THEN C gets the free slot
-        await wait_until(lambda: c in holders.inside, within_s=1.0, what="C to get the slot B gave up")
+        # THEN they held the slot in the order they came
+        assert holders.entered == list(range(6))
     finally:
         await holders.close()
 
