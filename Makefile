@@ -30,13 +30,28 @@ CHECKOV_VERSION   = 3.3.30
 CHECKOV_STAMP     = $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 CHECKOV_ENV       = CKV_SKIP_PACKAGE_UPDATE_CHECK=true CKV_PARSE_ERROR_FAIL=true
 
+# llama.cpp (the local model's server, llama-cpp-python) is compiled for a CPU every x86-64 machine
+# of the last ten years has (AVX2, FMA, F16C), not for this one's (-march=native): a CPU that
+# reports AMX to a VM that does not enable it builds code that faults at the first completion
+# (ldtilecfg: general protection fault), and CI is another machine than the one that built it.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+LLAMA_PIN        := $(shell grep -o '"llama-cpp-python\[server\]==[^"]*"' pyproject.toml)
+LLAMA_STAMP       = $(VENV)/.llama-$(shell echo '$(LLAMA_CMAKE_ARGS) $(LLAMA_PIN)' | cksum | cut -d' ' -f1)
+
 .PHONY: demo test install lint bench drill clean
 
-$(STAMP): pyproject.toml
+# llama.cpp first, compiled here with those flags (not from pip's cache, which may hold a wheel
+# built with others); again only when the flags or the pin (read from pyproject.toml) change.
+$(LLAMA_STAMP):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "needs $(PYTHON)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "compiling llama.cpp for the local model into $(VENV) (about 3 minutes on 2 cores)"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet --no-cache-dir --force-reinstall --no-deps $(LLAMA_PIN)
+	rm -f $(VENV)/.llama-* && touch $@
+
+$(STAMP): pyproject.toml $(LLAMA_STAMP)
 	$(PY) -m pip install --quiet --upgrade pip
-	@echo "installing into $(VENV); the first time compiles llama.cpp for the local model (about 3 minutes on 2 cores)"
+	@echo "installing into $(VENV)"
 	$(PY) -m pip install --quiet -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 

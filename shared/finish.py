@@ -4,8 +4,8 @@ or cancelled), whoever notices it (issue 14).
 Whoever may have finished a job checks it: a worker invocation for each job whose results
 it wrote (or found written), the DeadLetter function for the jobs it recorded failures of,
 the client after ``cancel``. A check reads the job's counts the one consistent way
-(:meth:`shared.store.jobs_table.JobsTable.get_job`: meta by key, counter shards by prefix,
-both strongly consistent), and if the job is finished, *claims* its event with one
+(:meth:`shared.store.jobs_table.JobsTable.get_job_state`: meta by key, counter shards by
+prefix for their counts, both strongly consistent), and if the job is finished, *claims* its event with one
 conditional UpdateItem on the job's meta item; only the winner publishes.
 
 Why that is exactly one when the last two requests finish in two invocations at once: each
@@ -160,21 +160,18 @@ class JobFinisher:
 
     async def check_one(self, job_id: str) -> FinishOutcome:
         try:
-            # The state alone first (no histograms): most checks find the job still running.
-            state = await self.store.get_job_state(job_id)
+            # Record and counts, no histograms: all the check and the event need.
+            status = await self.store.get_job_state(job_id)
         except JobNotFoundError:
             return FinishOutcome.NOT_FINISHED
-        if not state.finished:
+        if not status.finished:
             return FinishOutcome.NOT_FINISHED
-        if state.meta.finished_event == SENT:
+        if status.meta.finished_event == SENT:
             return FinishOutcome.CLAIMED_ELSEWHERE
         token = uuid.uuid4().hex
         if not await self._claim(job_id, token):
             return FinishOutcome.CLAIMED_ELSEWHERE
         try:
-            # The winner reads the whole status for the event (its figures, its duration):
-            # counters only grow, and the job was finished, so this read is finished too.
-            status = await self.store.get_job(job_id)
             await self._publish(finished_detail(status))
         except Exception:
             log.warning("could not publish the job's finished event", extra={"job_id": job_id}, exc_info=True)

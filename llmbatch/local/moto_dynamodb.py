@@ -21,6 +21,7 @@ thread-safe, and nothing may see a half-applied transaction.
 from __future__ import annotations
 
 import copy
+from enum import Enum
 from typing import Any
 
 _applied = False
@@ -339,10 +340,14 @@ def query_one_partition() -> None:
 _STRINGS = ("S", "N")
 _STRING_LISTS = ("SS", "NS")
 _AS_IS = ("NULL", "BOOL")
+#: The services whose AttributeValue this is (other services have shapes of that name).
+_DYNAMODB_SERVICES = frozenset({"dynamodb", "dynamodbstreams"})
 
 
 def _string(value: Any) -> Any:
     """What moto's JSON serializer makes of a string member (``_serialize_type_string``)."""
+    if isinstance(value, Enum):
+        value = value.value
     return str(value) if value not in (None, {}, []) else value
 
 
@@ -364,20 +369,19 @@ def attribute_value_json(value: dict[str, Any], base64: Any) -> dict[str, Any]:
         elif member == "BS":
             out[member] = [base64(b) for b in v]
         elif member == "M":
-            out[member] = {k: _nested(a, base64) for k, a in v.items()}
+            # A None value is left out of a map; anything not a dict has no member: {}.
+            out[member] = {k: _member(a, base64) for k, a in v.items() if a is not None}
         elif member == "L":
-            out[member] = [_nested(a, base64) for a in v]
+            # A None entry of a list stays None (the list serializer appends what it skipped).
+            out[member] = [None if a is None else _member(a, base64) for a in v]
         elif member in _AS_IS:
             out[member] = v
         # anything else is not a member of AttributeValue: the generic serializer drops it
     return out
 
 
-def _nested(value: Any, base64: Any) -> Any:
-    # A list's None stays None (the generic list serializer appends what it cannot serialise).
-    if value is None or not isinstance(value, dict):
-        return value
-    return attribute_value_json(value, base64)
+def _member(value: Any, base64: Any) -> dict[str, Any]:
+    return attribute_value_json(value, base64) if isinstance(value, dict) else {}
 
 
 def serialize_attribute_values_directly() -> None:
@@ -396,7 +400,13 @@ def serialize_attribute_values_directly() -> None:
     original = BaseJSONSerializer._serialize_type_structure
 
     def _serialize_type_structure(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
-        if key and shape.name == "AttributeValue" and isinstance(value, dict):
+        if (
+            key
+            and shape.name == "AttributeValue"
+            and not shape.is_document_type
+            and isinstance(value, dict)
+            and self.service_model.service_name in _DYNAMODB_SERVICES
+        ):
             serialized[self.get_serialized_name(shape, key)] = attribute_value_json(value, self._base64)
             return
         original(self, serialized, value, shape, key)

@@ -35,7 +35,14 @@ ITEM: dict[str, Any] = {
     "null": {"NULL": True},
     "yes": {"BOOL": True},
     "no": {"BOOL": False},
-    "m": {"M": {"inner": {"L": [{"S": "x"}, {"N": "1"}, {"M": {}}, {"L": []}, {"B": b"\x80"}]}, "none": {"S": None}}},
+    "m": {
+        "M": {
+            "inner": {"L": [{"S": "x"}, {"N": "1"}, {"M": {}}, {"L": []}, {"B": b"\x80"}, None, "not a dict"]},
+            "none": {"S": None},
+            "absent": None,
+            "odd": 7,
+        }
+    },
     "l": {"L": [{"M": {"deep": {"BOOL": False}}}, {"NULL": True}]},
 }
 
@@ -48,8 +55,8 @@ class _Generic(JSONSerializer):
         ResponseSerializer._serialize_type_structure(self, serialized, value, shape, key)
 
 
-def _body(cls: type[JSONSerializer], operation: str, result: dict[str, Any]) -> Any:
-    model = get_service_model("dynamodb").operation_model(operation)
+def _body(cls: type[JSONSerializer], operation: str, result: dict[str, Any], service: str = "dynamodb") -> Any:
+    model = get_service_model(service).operation_model(operation)
     return json.loads(cls(operation_model=model, value_picker=XFormedAttributePicker()).serialize(result)["body"])
 
 
@@ -75,6 +82,19 @@ def test_attribute_values_are_written_as_moto_writes_them(operation: str, result
     item = (fast.get("Item") or fast.get("Attributes") or (fast.get("Items") or [None])[0]) or fast["Responses"]["t"][0]
     assert item["blob"] == {"B": "AP/+IGJpbmFyeQ=="} and item["empty"] == {"S": ""}
     assert item["m"]["M"]["none"] == {} and item["m"]["M"]["inner"]["L"][2] == {"M": {}}
+    assert "absent" not in item["m"]["M"] and item["m"]["M"]["odd"] == {}
+    assert item["m"]["M"]["inner"]["L"][5:] == [None, {}]
+
+
+def test_another_services_attribute_value_keeps_motos_path() -> None:
+    # GIVEN the patch, and the Price List API, whose AttributeValue is {"Value": ...}
+    serialize_attribute_values_directly()
+    result = {"AttributeValues": [{"Value": "m5.large"}, {"Value": "t3.micro"}]}
+
+    # WHEN its response is serialised / THEN as moto's own path writes it, values kept
+    fast = _body(JSONSerializer, "GetAttributeValues", result, service="pricing")
+    assert fast == _body(_Generic, "GetAttributeValues", result, service="pricing")
+    assert fast["AttributeValues"] == [{"Value": "m5.large"}, {"Value": "t3.micro"}]
 
 
 @pytest.fixture(scope="module")
