@@ -78,12 +78,12 @@ def targets(runs: Sequence[E2ERun]) -> list[str]:
             f"- End to end, submit included, >= 0.9 of the endpoint's capacity ({0.9 * CAPACITY:.0f} requests/s) "
             f"at {first.requests:,} requests: **{first.requests_per_s:.1f}** requests/s, "
             f"**{first.requests_per_s / CAPACITY:.2f}** of capacity (utilisation {first.utilisation:.2f}). "
-            f"The most a faithful stack can reach here: the job is {work_s:.1f} s of the endpoint's work, and "
+            f"About the most a faithful stack can reach here: the job is {work_s:.1f} s of the endpoint's work, and "
             f"before the first call come submit's start (its client, the file's check, the job's record) and "
             f"the event source mapping's batching window ({window_s:g} s, MaximumBatchingWindowInSeconds in "
             f"template.yaml; Lambda wants at least 1 s with batches of more than 10), each slot's batch filling "
-            f"with its share of the arriving messages: the window alone caps the figure at "
-            f"**{work_s / (work_s + window_s):.2f}**, and submit's start lowers that cap further."
+            f"with its share of the arriving messages: where the first batches wait out the window, that "
+            f"alone holds the figure to about **{work_s / (work_s + window_s):.2f}**, and submit's start lowers it further."
         )
         for r in full[1:]:
             ratio = r.requests_per_s / first.requests_per_s if first.requests_per_s else 0.0
