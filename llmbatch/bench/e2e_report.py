@@ -158,7 +158,9 @@ def markdown(runs: Sequence[E2ERun], fairness: Sequence[FairnessRun] = ()) -> li
         "",
         "The local stack as a user runs it (`llmbatch/bench/e2e.py`): `llmbatch local up --slots 32` in a process of its "
         "own, the simulator set to the benchmark's endpoint (32 slots, 200 ms a call ± 20 ms: capacity "
-        f"{CAPACITY:.0f} requests/s), the template's defaults otherwise ({_defaults()}); for each job `submit` (the CLI's code, in the benchmark's process) and "
+        f"{CAPACITY:.0f} requests/s), the template's defaults otherwise ({_defaults()}); for each job `submit` (the CLI's code, in the benchmark's process, where "
+        "a client opens in ~60 ms: the process has parsed the AWS service models once; a fresh `llmbatch submit` "
+        "also pays its imports and ~0.3 s for its first client) and "
         "`status` polled once a second until completed. The jobs run one after another on the same `local up`, so "
         "its tables and queues keep what the earlier ones left. The RPM-bound job sets the limits parameter's "
         f"`rpm_limit` to {RPM_LIMIT:,} (and the simulator's limit to the same, both buckets starting empty).",
