@@ -141,7 +141,8 @@ def fairness_lines(runs: Sequence[FairnessRun]) -> list[str]:
         "test_fairness.py` counts it). The rest is waiting for a worker to take them: every invocation slot is "
         "busy with a batch of the big job, so the small job waits for one to end, about one batch's time "
         "(smaller batches shorten it, at the price of more AWS calls per request: `BatchSize` in template.yaml). "
-        "Then it shares that container's calls, and with more calls in flight than the endpoint has slots (the "
+        "Then it shares that container's calls (a free slot goes to the batch's job with the fewest calls in flight "
+        "there: `shared/limits/limiter.py`), and with more calls in flight than the endpoint has slots (the "
         "template's defaults against 32 slots) each call also waits in the endpoint's own queue; sizing "
         "`WorkerMaxConcurrency` x `ModelCallConcurrency` to the endpoint's slots removes that wait.",
         "",
