@@ -19,14 +19,14 @@ import itertools
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
-@dataclass(order=True)
+@dataclass(frozen=True)
 class _Waiter:
     seq: int
-    key: Hashable = field(compare=False)
-    granted: asyncio.Future[None] = field(compare=False)
+    key: Hashable
+    granted: asyncio.Future[None]
 
 
 class AdjustableLimiter:

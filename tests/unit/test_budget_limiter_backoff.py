@@ -402,26 +402,6 @@ async def test_a_free_slot_goes_to_the_job_with_the_fewest_calls_in_flight() -> 
     assert limiter.in_use == 0 and limiter.held("a") == 0 and limiter.held("b") == 0
 
 
-async def test_calls_of_one_job_are_served_in_arrival_order() -> None:
-    # GIVEN a limit of 1 and five waiters of one job
-    limiter = AdjustableLimiter(1)
-    holders = Holders(limiter)
-    holders.start(1)
-    await wait_until(lambda: limiter.in_use == 1, what="the holder")
-    holders.start(5)
-    await wait_until(lambda: limiter.waiting == 5, what="the waiters")
-    try:
-        # WHEN each holder lets go in turn
-        for i in range(6):
-            await wait_until(lambda i=i: i in holders.inside, what=f"holder {i}")
-            await holders.let_go(i)
-
-        # THEN they held the slot in the order they came
-        assert holders.entered == list(range(6))
-    finally:
-        await holders.close()
-
-
 # --------------------------------------------------------------------------------------------
 # retry_delay_s
 # --------------------------------------------------------------------------------------------

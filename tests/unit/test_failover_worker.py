@@ -12,20 +12,18 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
-from aiobotocore.session import get_session
 
 from llmbatch.local.lambda_runtime import FakeLambdaContext
 from llmbatch.local.moto_server import MotoServer
-from llmbatch.local.poller import sqs_record
-from llmbatch.local.provision import REGION, provision_stack
+from llmbatch.local.provision import provision_stack
 from llmbatch.local.simulator import SimulatorConfig, SimulatorThread
 from shared.config import RuntimeLimits, WorkerConfig
-from shared.endpoints.factory import EndpointFactory
 from shared.endpoints.failover import DEFAULT_SETTINGS, Failover, State
 from shared.jobs import JobMeta
 from shared.messages import RequestMessage
 from shared.results import RequestResult, RequestStatus
 from shared.store.result_store import ResultStore
+from tests.unit.worker_harness import request_record, start_worker
 
 pytestmark = pytest.mark.functional
 
@@ -75,15 +73,7 @@ def chat(job_id: str, ids: list[str], *, receives: int = 1) -> list[dict[str, An
 
 def record(job_id: str, cid: str, route: str, body: dict[str, Any], receives: int = 1) -> dict[str, Any]:
     msg = RequestMessage(v=1, job_id=job_id, custom_id=cid, line=1, url=route, body=body, endpoint="primary")
-    return sqs_record(
-        {
-            "MessageId": f"{job_id}-{cid}",
-            "ReceiptHandle": f"h-{job_id}-{cid}",
-            "Body": msg.encode(),
-            "Attributes": {"ApproximateReceiveCount": str(receives)},
-        },
-        "arn:aws:sqs:us-east-1:1:q",
-    )
+    return request_record(msg, receives)
 
 
 def test_a_failing_primary_fails_over_counts_under_the_fallback_and_comes_back(
@@ -96,18 +86,11 @@ def test_a_failing_primary_fails_over_counts_under_the_fallback_and_comes_back(
     clock = Clock()
 
     async def setup() -> tuple[Any, ResultStore]:
-        from shared.worker.processor import Worker
-
-        ddb = await exits.enter_async_context(
-            get_session().create_client(
-                "dynamodb", region_name=REGION, endpoint_url=aws_url, aws_access_key_id="t", aws_secret_access_key="t"
-            )
-        )
-        store = ResultStore(ddb, jobs_table=config.jobs_table, results_table=config.results_table)
-        for job in ("job-a", "job-b", "job-c", "job-d"):
-            await store.create_job(JobMeta(job_id=job, total=8, sealed=True, enqueued=8, endpoint="primary"))
-        endpoints = await EndpointFactory(exits, call_timeout_s=config.call_timeout_s).build(config.endpoints)
-        worker = Worker(config, store, endpoints)
+        jobs = [
+            JobMeta(job_id=job, total=8, sealed=True, enqueued=8, endpoint="primary")
+            for job in ("job-a", "job-b", "job-c", "job-d")
+        ]
+        worker, store = await start_worker(exits, aws_url, config, jobs)
         worker.failover = Failover(config.endpoints, clock=clock)
         return worker, store
 
@@ -179,17 +162,8 @@ def test_a_permanent_failure_is_recorded_on_the_primary_without_failing_over(
     exits = AsyncExitStack()
 
     async def setup() -> tuple[Any, ResultStore]:
-        from shared.worker.processor import Worker
-
-        ddb = await exits.enter_async_context(
-            get_session().create_client(
-                "dynamodb", region_name=REGION, endpoint_url=aws_url, aws_access_key_id="t", aws_secret_access_key="t"
-            )
-        )
-        store = ResultStore(ddb, jobs_table=config.jobs_table, results_table=config.results_table)
-        await store.create_job(JobMeta(job_id="job-p", total=8, sealed=True, enqueued=8, endpoint="primary"))
-        endpoints = await EndpointFactory(exits, call_timeout_s=config.call_timeout_s).build(config.endpoints)
-        return Worker(config, store, endpoints), store
+        job = JobMeta(job_id="job-p", total=8, sealed=True, enqueued=8, endpoint="primary")
+        return await start_worker(exits, aws_url, config, [job])
 
     worker, store = loop.run_until_complete(setup())
     try:

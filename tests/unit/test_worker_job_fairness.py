@@ -12,19 +12,17 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
-from aiobotocore.session import get_session
 
 from llmbatch.local.lambda_runtime import FakeLambdaContext
 from llmbatch.local.moto_server import MotoServer
-from llmbatch.local.poller import sqs_record
-from llmbatch.local.provision import REGION, provision_stack
+from llmbatch.local.provision import provision_stack
 from llmbatch.local.simulator import SimulatorConfig, SimulatorThread
 from shared.config import WorkerConfig
-from shared.endpoints.factory import EndpointFactory
 from shared.jobs import JobMeta
 from shared.messages import RequestMessage
 from shared.results import RequestStatus
 from shared.store.result_store import ResultStore
+from tests.unit.worker_harness import request_record, start_worker
 
 pytestmark = pytest.mark.functional
 
@@ -46,15 +44,8 @@ def setting() -> Iterator[tuple[str, dict[str, str]]]:
 def record(job_id: str, n: int) -> dict[str, Any]:
     cid = f"{job_id}-{n:02d}"
     body = {"model": "m", "messages": [{"role": "user", "content": cid}], "max_tokens": 4}
-    msg = RequestMessage(v=1, job_id=job_id, custom_id=cid, line=n + 1, url="/v1/chat/completions", body=body)
-    return sqs_record(
-        {
-            "MessageId": cid,
-            "ReceiptHandle": f"h-{cid}",
-            "Body": msg.encode(),
-            "Attributes": {"ApproximateReceiveCount": "1"},
-        },
-        "arn:aws:sqs:us-east-1:1:q",
+    return request_record(
+        RequestMessage(v=1, job_id=job_id, custom_id=cid, line=n + 1, url="/v1/chat/completions", body=body)
     )
 
 
@@ -65,18 +56,11 @@ def test_a_small_jobs_calls_do_not_wait_for_a_big_jobs_earlier_records(setting: 
     exits = AsyncExitStack()
 
     async def setup() -> tuple[Any, ResultStore]:
-        from shared.worker.processor import Worker
-
-        ddb = await exits.enter_async_context(
-            get_session().create_client(
-                "dynamodb", region_name=REGION, endpoint_url=aws_url, aws_access_key_id="t", aws_secret_access_key="t"
-            )
-        )
-        store = ResultStore(ddb, jobs_table=config.jobs_table, results_table=config.results_table)
-        for job, total in (("job-big", BIG), ("job-small", SMALL)):
-            await store.create_job(JobMeta(job_id=job, total=total, sealed=True, enqueued=total))
-        endpoints = await EndpointFactory(exits, call_timeout_s=config.call_timeout_s).build(config.endpoints)
-        return Worker(config, store, endpoints), store
+        jobs = [
+            JobMeta(job_id=job, total=total, sealed=True, enqueued=total)
+            for job, total in (("job-big", BIG), ("job-small", SMALL))
+        ]
+        return await start_worker(exits, aws_url, config, jobs)
 
     async def finished(job_id: str) -> list[tuple[str, str]]:
         return [
