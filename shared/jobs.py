@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 from shared.latency import RESOLUTION as LATENCY_RESOLUTION
 from shared.latency import JobTiming
 from shared.messages import sign
+from shared.results import utc_now_iso
 
 
 def _rounded(value: float | None, digits: int = 0) -> float | None:
@@ -85,7 +86,10 @@ class JobMeta:
     total: int
     name: str = ""
     endpoint: str = "default"
-    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    #: To the millisecond: ``list_jobs`` orders by it, and two jobs made in one second (a
+    #: script's, or a resumed submit's neighbour) must still list newest first. A record made
+    #: when it held whole seconds sorts before any made later in its second ('+' < '.').
+    created_at: str = field(default_factory=utc_now_iso)
     #: Every request of the job has been enqueued.
     sealed: bool = False
     enqueued: int = 0

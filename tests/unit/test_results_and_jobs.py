@@ -229,3 +229,19 @@ def test_job_ids_sort_by_creation_time() -> None:
     # THEN they sort in creation order and carry the timestamp
     assert first < second
     assert first.startswith("job-20261129T061500Z-")
+
+
+def test_jobs_made_in_one_second_order_by_creation_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a clock that moves a millisecond between two jobs (list_jobs orders by created_at)
+    ticks = iter([datetime(2026, 12, 1, 13, 2, 27, 999000, tzinfo=UTC), datetime(2026, 12, 1, 13, 2, 28, tzinfo=UTC)])
+    monkeypatch.setattr("shared.results.datetime", type("Clock", (), {"now": staticmethod(lambda tz: next(ticks))}))
+    earlier = JobMeta(job_id="job-b", total=1)
+    later = JobMeta(job_id="job-a", total=1)
+    # and a job recorded when created_at held whole seconds, made in the later one's second
+    old_record = JobMeta(job_id="job-c", total=1, created_at="2026-12-01T13:02:28+00:00")
+
+    # THEN newest first is later, then the older record of its second, then earlier,
+    # whatever their ids say, and every one reads as a time
+    newest_first = sorted([earlier, old_record, later], key=lambda m: m.created_at, reverse=True)
+    assert [m.job_id for m in newest_first] == ["job-a", "job-c", "job-b"]
+    assert all(datetime.fromisoformat(m.created_at).tzinfo for m in newest_first)
