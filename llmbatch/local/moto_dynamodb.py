@@ -232,7 +232,9 @@ def query_one_partition() -> None:
 
     Here a Query on a table's key (not an index), read forwards, hands moto's own query only
     the items it can return: the partition's, in range-key order (the order is cached per
-    partition and used again while its keys are unchanged), after the exclusive start key;
+    partition and used again while its keys are unchanged; a partition kept on disk,
+    ``llmbatch.local.moto_spill``, reads its items in order from the key on), after the
+    exclusive start key;
     without a range-key condition or a ``QueryFilter``, only as many as can fill the page (1 MB
     or ``Limit``, and one more). moto then filters, pages, projects and counts as before, so
     the answer (items, ``LastEvaluatedKey``, counts) is the same. Backward reads and index
@@ -289,19 +291,24 @@ def query_one_partition() -> None:
         if not scan_index_forward:
             candidates = list(partition.values())
         else:
-            keys = keys_in_order(self, hash_key, partition)
-            first = 0
+            after = None
             if exclusive_start_key and self.range_key_attr in exclusive_start_key:
-                first = bisect.bisect_right(keys, DynamoType(exclusive_start_key[self.range_key_attr]))
+                after = DynamoType(exclusive_start_key[self.range_key_attr])
                 start_key = None  # the items before it are not handed over
+            items_after = getattr(partition, "items_after", None)  # a partition on disk
+            if items_after is not None:
+                walk = items_after(after)
+            else:
+                keys = keys_in_order(self, hash_key, partition)
+                first = 0 if after is None else bisect.bisect_right(keys, after)
+                walk = (partition[key] for key in keys[first:])
             # A condition on the range key or a QueryFilter skips items without counting them
             # towards the page: then every candidate is handed over.
             filtered = range_comparison is not None or bool(kwargs.get("range_key_conditions"))
             filtered = filtered or any(k not in ("hash_key_conditions", "range_key_conditions") for k in kwargs)
             candidates = []
             size = 0
-            for key in keys[first:]:
-                item = partition[key]
+            for item in walk:
                 candidates.append(item)
                 size += item.size()
                 # One more than fits the page: moto then sees that the page is full.

@@ -34,9 +34,14 @@ def _serialize_dynamodb() -> None:
 
     original = DynamoHandler.call_action
 
+    from llmbatch.local.moto_spill import end_request
+
     def call_action(self: Any) -> Any:
         with _ddb_lock:
-            return original(self)
+            try:
+                return original(self)
+            finally:
+                end_request()  # the items it changed, written back to disk
 
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
 
@@ -210,7 +215,8 @@ def apply_patches(*, transactions: bool = True) -> None:
     * ``llmbatch.local.moto_dynamodb``: condition expressions parsed once, items sized once, a
       table Query reading its own partition only, attribute values serialised as the dicts
       they already are; and (``transactions``)
-      TransactWriteItems backs up the items it touches, not whole tables. Off, moto's own
+      TransactWriteItems backs up the items it touches, not whole tables, and
+      ``llmbatch.local.moto_spill`` keeps the results table's items on disk. Off, moto's own
       (the benchmark's ``--faithful-moto``).
     """
     global _patched
@@ -237,6 +243,9 @@ def apply_patches(*, transactions: bool = True) -> None:
     serialize_attribute_values_directly()
     if transactions:
         back_up_touched_items_only()
+        from llmbatch.local.moto_spill import spill_string_keyed_tables
+
+        spill_string_keyed_tables()
     _patched = True
 
 

@@ -1,0 +1,354 @@
+"""The local stack's result items on disk, not in moto's memory: memory flat with job size.
+
+moto keeps every item of every table as Python objects: about 6.6 KB of the DynamoDB
+process's memory per stored result, so a 100,000-request job held ~1.2 GB and a
+1,000,000-request one would not fit a laptop (issue 12, target 5). DynamoDB's own cost
+per item does not grow with the table, and neither may the local stack's.
+
+Here a table whose keys are a string partition key and a string sort key, with no
+secondary index (the results table: one item per request), keeps its items in an SQLite
+file (one per DynamoDB process, deleted with it) instead of moto's ``defaultdict(dict)``.
+moto's code is unchanged: ``Table.items`` is a mapping with the same interface, partition
+key -> partition, each partition a mapping sort key -> ``Item``. An item moto asks for is
+read from the file and kept while the request that asked runs (moto changes items in
+place: an UpdateItem, a transaction's Update); when the request ends (the local stack's
+DynamoDB lock, ``llmbatch.local.moto_server``) what it changed or added is written back and
+nothing is kept. Memory is then the page cache and one request's items, whatever the
+table holds.
+
+Orders are DynamoDB's: a partition's items by sort key in UTF-8 byte order (SQLite's
+``BLOB`` order of the UTF-8 bytes, which is code point order, as moto's ``str``
+comparison). A table Query reads from its start key onwards with an index seek
+(:meth:`SpilledPartition.items_after`, used by ``query_one_partition``), one page's items
+at a time. Tables with a number or binary key, or an index (whose queries walk every
+item), stay in memory as before.
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import copyreg
+import io
+import itertools
+import os
+import pickle
+import shutil
+import sqlite3
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+#: Rows read per round trip to SQLite while walking a partition.
+_WALK_CHUNK = 128
+#: SQLite's page cache, in KiB (its ``cache_size`` takes a negative number for KiB).
+_PAGE_CACHE_KIB = 16 * 1024
+
+
+def _key(value: Any) -> bytes:
+    """A string key's bytes: UTF-8, which sorts as DynamoDB sorts strings."""
+    return str(value.value).encode("utf-8")
+
+
+def _string(raw: bytes) -> Any:
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    return DynamoType({"S": raw.decode("utf-8")})
+
+
+@dataclass
+class _Held:
+    """An item handed to moto during the current request, and its bytes when read (None
+    for an item moto put: always written)."""
+
+    item: Any
+    read_as: bytes | None
+
+
+class SpillStore:
+    """The SQLite file of one process's spilled tables, and the items the current request holds.
+
+    Not thread-safe: every call happens under the local stack's DynamoDB lock.
+    """
+
+    def __init__(self, directory: str | None = None) -> None:
+        self._dir = tempfile.mkdtemp(prefix="llmbatch-ddb-", dir=directory)
+        self._db = sqlite3.connect(
+            os.path.join(self._dir, "items.sqlite"), isolation_level=None, check_same_thread=False
+        )
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=MEMORY", f"cache_size=-{_PAGE_CACHE_KIB}"):
+            self._db.execute(f"PRAGMA {pragma}")
+        self._db.execute(
+            "CREATE TABLE items (tbl INTEGER, h BLOB, r BLOB, v BLOB, PRIMARY KEY (tbl, h, r)) WITHOUT ROWID"
+        )
+        self._held: dict[tuple[int, bytes, bytes], _Held] = {}
+        self._ids = itertools.count(1)
+        self._pickle_table = dict(copyreg.dispatch_table)
+        from moto.dynamodb.models.dynamo_type import LimitedSizeDict
+
+        # Unpickling a dict subclass sets its keys one by one, and LimitedSizeDict sizes the
+        # whole dict at each: rebuild it as the dict it is.
+        self._pickle_table[LimitedSizeDict] = lambda d: (_limited_size_dict, (dict(d),))
+        atexit.register(self.close)
+
+    def new_table_id(self) -> int:
+        return next(self._ids)
+
+    # ---- the rows ---------------------------------------------------------------------
+
+    def dumps(self, item: Any) -> bytes:
+        buf = io.BytesIO()
+        pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler.dispatch_table = self._pickle_table
+        pickler.dump(item)
+        return buf.getvalue()
+
+    def get(self, tbl: int, h: bytes, r: bytes) -> Any | None:
+        held = self._held.get((tbl, h, r))
+        if held is not None:
+            return held.item
+        row = self._db.execute("SELECT v FROM items WHERE tbl = ? AND h = ? AND r = ?", (tbl, h, r)).fetchone()
+        if row is None:
+            return None
+        item = pickle.loads(row[0])
+        self._held[(tbl, h, r)] = _Held(item, row[0])
+        return item
+
+    def put(self, tbl: int, h: bytes, r: bytes, item: Any) -> None:
+        self._held[(tbl, h, r)] = _Held(item, None)
+
+    def delete(self, tbl: int, h: bytes, r: bytes) -> None:
+        self._held.pop((tbl, h, r), None)
+        self._db.execute("DELETE FROM items WHERE tbl = ? AND h = ? AND r = ?", (tbl, h, r))
+
+    def write_back(self, *, release: bool) -> None:
+        """Write what the current request changed or added; with ``release``, hold nothing
+        more (the request has ended)."""
+        rows = []
+        for (tbl, h, r), held in self._held.items():
+            now = self.dumps(held.item)
+            if now != held.read_as:
+                rows.append((tbl, h, r, now))
+                held.read_as = now
+        if rows:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO items (tbl, h, r, v) VALUES (?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+        if release:
+            self._held.clear()
+
+    def query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """Rows of a read of many items: what the current request changed is written first."""
+        self.write_back(release=False)
+        return self._db.execute(sql, params).fetchall()
+
+    def drop_table(self, tbl: int) -> None:
+        self._held = {k: v for k, v in self._held.items() if k[0] != tbl}
+        self._db.execute("DELETE FROM items WHERE tbl = ?", (tbl,))
+
+    def held(self) -> int:
+        """How many items the current request holds in memory (the tests' window)."""
+        return len(self._held)
+
+    def close(self) -> None:
+        try:
+            self._db.close()
+        finally:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _limited_size_dict(values: dict[str, Any]) -> Any:
+    from moto.dynamodb.models.dynamo_type import LimitedSizeDict
+
+    out = LimitedSizeDict.__new__(LimitedSizeDict)
+    dict.update(out, values)
+    return out
+
+
+class SpilledPartition(MutableMapping[Any, Any]):
+    """One partition of a spilled table: sort key (a DynamoType) -> ``Item``. A view: it
+    holds nothing itself."""
+
+    def __init__(self, store: SpillStore, tbl: int, h: bytes) -> None:
+        self._store, self._tbl, self._h = store, tbl, h
+
+    def __getitem__(self, range_key: Any) -> Any:
+        item = self._store.get(self._tbl, self._h, _key(range_key))
+        if item is None:
+            raise KeyError(range_key)
+        return item
+
+    def __setitem__(self, range_key: Any, item: Any) -> None:
+        self._store.put(self._tbl, self._h, _key(range_key), item)
+
+    def __delitem__(self, range_key: Any) -> None:
+        self[range_key]  # KeyError if absent, as a dict
+        self._store.delete(self._tbl, self._h, _key(range_key))
+
+    def __contains__(self, range_key: object) -> bool:
+        return self._store.get(self._tbl, self._h, _key(range_key)) is not None
+
+    def __len__(self) -> int:
+        rows = self._store.query("SELECT count(*) FROM items WHERE tbl = ? AND h = ?", (self._tbl, self._h))
+        return int(rows[0][0])
+
+    def __iter__(self) -> Iterator[Any]:
+        """The sort keys, in order."""
+        after = b""  # below every key: DynamoDB's keys are never empty
+        while True:
+            rows = self._store.query(
+                "SELECT r FROM items WHERE tbl = ? AND h = ? AND r > ? ORDER BY r LIMIT ?",
+                (self._tbl, self._h, after, _WALK_CHUNK),
+            )
+            for (r,) in rows:
+                yield _string(r)
+            if len(rows) < _WALK_CHUNK:
+                return
+            after = rows[-1][0]
+
+    def items_after(self, range_key: Any | None) -> Iterator[Any]:
+        """The partition's items in sort-key order, after ``range_key`` (all, if None), read
+        a chunk at a time: a page costs what it returns, not what the partition holds. The
+        items are moto's to read, not to change (a Query's): they are not held."""
+        after = b"" if range_key is None else _key(range_key)
+        while True:
+            rows = self._store.query(
+                "SELECT r, v FROM items WHERE tbl = ? AND h = ? AND r > ? ORDER BY r LIMIT ?",
+                (self._tbl, self._h, after, _WALK_CHUNK),
+            )
+            for _, v in rows:
+                yield pickle.loads(v)
+            if len(rows) < _WALK_CHUNK:
+                return
+            after = rows[-1][0]
+
+    def values(self) -> Any:  # type: ignore[override]
+        """Every item, in sort-key order, not held (moto's Scan and index reads only read them)."""
+        return list(self.items_after(None))
+
+    def __bool__(self) -> bool:
+        return bool(self._store.query("SELECT 1 FROM items WHERE tbl = ? AND h = ? LIMIT 1", (self._tbl, self._h)))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[Any, Any]:
+        return {item.range_key: copy.deepcopy(item, memo) for item in self.items_after(None)}
+
+
+class SpilledItems(MutableMapping[Any, Any]):
+    """A spilled table's ``items``: partition key (a DynamoType) -> :class:`SpilledPartition`.
+
+    As moto's ``defaultdict(dict)``, any partition key has a partition, empty until an item
+    is put in it; the partitions listed are those holding items.
+    """
+
+    def __init__(self, store: SpillStore) -> None:
+        self._store = store
+        self.tbl = store.new_table_id()
+
+    def __getitem__(self, hash_key: Any) -> SpilledPartition:
+        return SpilledPartition(self._store, self.tbl, _key(hash_key))
+
+    def get(self, hash_key: Any, default: Any = None) -> Any:
+        partition = self[hash_key]
+        return partition if partition else default
+
+    def __setitem__(self, hash_key: Any, value: Any) -> None:
+        partition = self[hash_key]
+        for range_key in list(partition):
+            del partition[range_key]
+        for range_key, item in dict(value).items():
+            partition[range_key] = item
+
+    def __delitem__(self, hash_key: Any) -> None:
+        for range_key in list(self[hash_key]):
+            del self[hash_key][range_key]
+
+    def __contains__(self, hash_key: object) -> bool:
+        return bool(self[hash_key])
+
+    def _partition_keys(self) -> Iterator[bytes]:
+        after = b""
+        while True:
+            rows = self._store.query(
+                "SELECT DISTINCT h FROM items WHERE tbl = ? AND h > ? ORDER BY h LIMIT ?",
+                (self.tbl, after, _WALK_CHUNK),
+            )
+            yield from (h for (h,) in rows)
+            if len(rows) < _WALK_CHUNK:
+                return
+            after = rows[-1][0]
+
+    def __iter__(self) -> Iterator[Any]:
+        return (_string(h) for h in self._partition_keys())
+
+    def values(self) -> Any:  # type: ignore[override]
+        return [SpilledPartition(self._store, self.tbl, h) for h in self._partition_keys()]
+
+    def __len__(self) -> int:
+        rows = self._store.query("SELECT count(DISTINCT h) FROM items WHERE tbl = ?", (self.tbl,))
+        return int(rows[0][0])
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> defaultdict[Any, dict[Any, Any]]:
+        """moto's own copy of a table (a backup, ``--faithful-moto``'s transactions): the
+        items in memory, as moto keeps them."""
+        out: defaultdict[Any, dict[Any, Any]] = defaultdict(dict)
+        for partition in self.values():
+            for item in partition.items_after(None):
+                out[item.hash_key][item.range_key] = copy.deepcopy(item, memo)
+        return out
+
+
+_store: SpillStore | None = None
+
+
+def store() -> SpillStore | None:
+    """This process's spill store, once :func:`spill_string_keyed_tables` has run."""
+    return _store
+
+
+def spills(table: Any) -> bool:
+    """Whether a table's items go to disk: string partition and sort keys, no index."""
+    return (
+        table.hash_key_type == "S"
+        and table.range_key_attr is not None
+        and table.range_key_type == "S"
+        and not table.indexes
+        and not table.global_indexes
+    )
+
+
+def spill_string_keyed_tables(directory: str | None = None) -> None:
+    """Patch moto's ``Table`` so every table :func:`spills` keeps its items on disk (once
+    per process). Callers write back after every request (:func:`end_request`)."""
+    global _store
+    if _store is not None:
+        return
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import Table
+
+    _store = SpillStore(directory)
+    spill = _store
+    original_init = Table.__init__
+    original_delete = DynamoDBBackend.delete_table
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        if spills(self):
+            self.items = SpilledItems(spill)
+
+    def delete_table(self: Any, name: str) -> Any:
+        table = original_delete(self, name)
+        items = getattr(table, "items", None)
+        if isinstance(items, SpilledItems):
+            spill.drop_table(items.tbl)
+        return table
+
+    Table.__init__ = __init__  # type: ignore[method-assign]
+    DynamoDBBackend.delete_table = delete_table  # type: ignore[method-assign]
+
+
+def end_request() -> None:
+    """Write back what the request that ends changed, and hold nothing more."""
+    if _store is not None:
+        _store.write_back(release=True)
