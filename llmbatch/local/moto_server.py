@@ -118,6 +118,37 @@ def _serialize_sqs() -> None:
     SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
 
 
+#: The services whose model instances moto would keep for ever: one per item written (and per
+#: copy of one), one per message sent.
+_UNTRACKED_SERVICES: Final = frozenset({"dynamodb", "sqs"})
+
+
+def _forget_model_instances() -> None:
+    """Stop moto keeping every DynamoDB item and SQS message it ever made.
+
+    moto's ``BaseModel.__new__`` appends every instance of a model class to the class's
+    ``instances_tracked`` list, for its dashboard (``/moto-api/data.json``), and nothing
+    removes them until a reset: every ``Item`` a Put made, every copy an UpdateItem or a
+    transaction took, every SQS ``Message``, alive for the server's life, deleted or not.
+    That, not the tables, was most of the local stack's memory growing with its jobs (issue
+    12, target 5: ~4 KB per request in the DynamoDB process alone). The dashboard is not
+    part of AWS; the local stack never reads it. Other services' models stay tracked (S3
+    closes its objects' files through the list at reset).
+    """
+    from moto.core.common_models import BaseModel
+
+    original = BaseModel.__new__
+    untracked: dict[type, bool] = {}
+
+    def __new__(cls: type, *args: Any, **kwargs: Any) -> Any:
+        skip = untracked.get(cls)
+        if skip is None:
+            skip = untracked[cls] = cls.__module__.split(".")[1] in _UNTRACKED_SERVICES
+        return object.__new__(cls) if skip else original(cls, *args, **kwargs)
+
+    BaseModel.__new__ = __new__  # type: ignore[method-assign,assignment]
+
+
 def _remember_backend_per_host() -> None:
     """Make moto's server find a request's service once per host name, not once per request.
 
@@ -211,6 +242,7 @@ def apply_patches(*, transactions: bool = True) -> None:
     * :func:`_serialize_dynamodb`, :func:`_serialize_sqs`: locks (one per service).
     * :func:`_keep_connections_alive`: HTTP/1.1 keep-alive, as AWS's endpoints.
     * :func:`_remember_backend_per_host`: the dispatcher's service lookup, once per host.
+    * :func:`_forget_model_instances`: no DynamoDB item or SQS message kept after its use.
     * ``llmbatch.local.moto_sqs``: standard queues O(1) in their depth.
     * ``llmbatch.local.moto_dynamodb``: condition expressions parsed once, items sized once, a
       table Query reading its own partition only, attribute values serialised as the dicts
@@ -225,6 +257,7 @@ def apply_patches(*, transactions: bool = True) -> None:
     from llmbatch.local.moto_sqs import make_standard_queues_constant_time
 
     make_standard_queues_constant_time()
+    _forget_model_instances()
     _keep_connections_alive()
     _remember_backend_per_host()
     _serialize_dynamodb()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import atexit
 import copy
 import copyreg
+import glob
 import io
 import itertools
 import os
@@ -74,7 +75,8 @@ class SpillStore:
     """
 
     def __init__(self, directory: str | None = None) -> None:
-        self._dir = tempfile.mkdtemp(prefix="llmbatch-ddb-", dir=directory)
+        _remove_stale(directory)
+        self._dir = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-", dir=directory)
         self._db = sqlite3.connect(
             os.path.join(self._dir, "items.sqlite"), isolation_level=None, check_same_thread=False
         )
@@ -157,6 +159,31 @@ class SpillStore:
             self._db.close()
         finally:
             shutil.rmtree(self._dir, ignore_errors=True)
+
+
+#: A store's directory: ``llmbatch-ddb-<pid>-<random>`` in the temporary directory.
+_DIR_PREFIX = "llmbatch-ddb-"
+
+
+def _remove_stale(directory: str | None) -> None:
+    """Remove the stores of processes that are gone. A DynamoDB process that is killed (or
+    stopped before its exit handlers run) leaves its file behind; the next one clears it."""
+    parent = directory or tempfile.gettempdir()
+    for path in glob.glob(os.path.join(parent, f"{_DIR_PREFIX}*-*")):
+        pid = os.path.basename(path)[len(_DIR_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _limited_size_dict(values: dict[str, Any]) -> Any:

@@ -532,3 +532,34 @@ def test_a_clients_connection_stays_open_between_requests_as_at_aws(url: str) ->
         seen.add(conn.sock.getsockname())
     assert len(seen) == 1
     conn.close()
+
+
+def test_no_item_or_message_outlives_its_use(url: str, sqs: Any, ddb: Any) -> None:
+    # GIVEN items written and changed, and messages sent, received and deleted
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.s3.models import FakeKey
+    from moto.sqs.models import Message
+
+    table = new_table(ddb)
+    for i in range(20):
+        ddb.put_item(TableName=table, Item={"pk": {"S": "p"}, "sk": {"S": f"s{i}"}, "n": {"N": "1"}})
+        ddb.update_item(
+            TableName=table,
+            Key={"pk": {"S": "p"}, "sk": {"S": f"s{i}"}},
+            UpdateExpression="ADD n :one",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+        )
+    q = sqs.create_queue(QueueName=f"q{next(_names)}")["QueueUrl"]
+    sqs.send_message_batch(QueueUrl=q, Entries=[{"Id": str(i), "MessageBody": "b"} for i in range(10)])
+    got = receive(sqs, q, 10)
+    sqs.delete_message_batch(
+        QueueUrl=q, Entries=[{"Id": m["MessageId"], "ReceiptHandle": m["ReceiptHandle"]} for m in got]
+    )
+    s3 = client("s3", url)
+    s3.create_bucket(Bucket="kept")
+    s3.put_object(Bucket="kept", Key="k", Body=b"x")
+
+    # THEN moto's dashboard list keeps none of the items or messages, and still keeps S3's
+    # objects (moto closes their files through it)
+    assert Item.instances_tracked == [] and Message.instances_tracked == []  # type: ignore[attr-defined]
+    assert FakeKey.instances_tracked  # type: ignore[attr-defined]

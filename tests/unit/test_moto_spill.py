@@ -6,8 +6,12 @@ back through every read the project makes; and between requests nothing is held 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -267,3 +271,22 @@ def test_a_deleted_table_leaves_nothing_on_disk(ddb: Any) -> None:
     ddb.delete_table(TableName=name)
 
     assert spill.query("SELECT count(*) FROM items WHERE tbl = ?", (tbl,))[0][0] == 0
+
+
+def test_a_store_left_by_a_process_that_is_gone_is_removed(tmp_path: Path) -> None:
+    # GIVEN the store of a process that ended without removing it, and one of a live process
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = tmp_path / f"llmbatch-ddb-{int(gone.stdout)}-abc"
+    live = tmp_path / f"llmbatch-ddb-{os.getpid()}-def"
+    for d in (left, live):
+        d.mkdir()
+        (d / "items.sqlite").write_bytes(b"x")
+
+    # WHEN a new store is made there
+    store = moto_spill.SpillStore(str(tmp_path))
+    try:
+        # THEN the dead process's is gone, the live one's kept
+        assert not left.exists() and live.exists()
+    finally:
+        store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]
