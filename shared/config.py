@@ -61,6 +61,11 @@ class RuntimeLimits(_Settings):
     max_concurrency: Concurrency = 16
     #: Let the calls in flight follow the endpoint (shared/limits/adaptive.py), up to max_concurrency.
     adaptive_concurrency: bool = False
+    #: The worker's invocations at once (its event source mappings' MaximumConcurrency) follow
+    #: what the endpoints declare they serve (llmbatch/client/worker_sizing.py): set by the
+    #: operator's client at each new job and change of limits. Off when an operator sets them.
+    #: The workers do not read it.
+    auto_workers: bool = True
     #: Requests and tokens per minute allowed at the endpoint (None: no limit).
     rpm_limit: int | None = Field(default=None, ge=1, le=10_000_000)
     tpm_limit: int | None = Field(default=None, ge=1, le=1_000_000_000)
@@ -117,6 +122,8 @@ class WorkerConfig(_Settings):
     endpoint_url: str = ""
     #: ``ssm:/name`` (SecureString) or ``secretsmanager:name``; empty for no key.
     endpoint_api_key_ref: str = ""
+    #: The calls that endpoint serves at once (``EndpointMaxConcurrency``; unset: not declared).
+    endpoint_max_concurrency: int | None = Field(default=None, ge=1, le=100_000)
     call_timeout_s: float = Field(default=60.0, gt=0)
     write_reserve_s: float = Field(default=5.0, ge=0)
     min_call_s: float = Field(default=1.0, ge=0)
@@ -161,6 +168,7 @@ class WorkerConfig(_Settings):
             name=config.endpoint_name,
             url=config.endpoint_url,
             api_key_ref=config.endpoint_api_key_ref,
+            max_concurrency=config.endpoint_max_concurrency,
         )
         return config.model_copy(update={"endpoints": endpoints})
 

@@ -128,12 +128,12 @@ def fairness_lines(runs: Sequence[FairnessRun]) -> list[str]:
         "job id, and the queue serves a job with few messages in flight before one with a backlog (SQS fair queues; "
         "the local stack's queue reproduces them, `llmbatch/local/moto_sqs.py`).",
         "",
-        "| model calls in flight at most | small job alone s | behind the big job s | slowdown (target <= 2x) "
-        "| big job's requests answered by then |",
-        "|---:|---:|---:|---:|---:|",
+        "| workers | model calls in flight at most | small job alone s | behind the big job s "
+        "| slowdown (target <= 2x) | big job's requests answered by then |",
+        "|---|---:|---:|---:|---:|---:|",
         *(
-            f"| {r.calls_in_flight} | {r.small_alone_s:.1f} | {r.small_behind_s:.1f} | {r.slowdown:.2f}x "
-            f"| {r.big_answered:,} of {r.big:,} |"
+            f"| {r.workers_by} | {r.calls_in_flight} | {r.small_alone_s:.1f} | {r.small_behind_s:.1f} "
+            f"| {r.slowdown:.2f}x | {r.big_answered:,} of {r.big:,} |"
             for r in runs
         ),
         "",
@@ -142,9 +142,11 @@ def fairness_lines(runs: Sequence[FairnessRun]) -> list[str]:
         "busy with a batch of the big job, so the small job waits for one to end, about one batch's time "
         "(smaller batches shorten it, at the price of more AWS calls per request: `BatchSize` in template.yaml). "
         "Then it shares that container's calls (a free slot goes to the batch's job with the fewest calls in flight "
-        "there: `shared/limits/limiter.py`), and with more calls in flight than the endpoint has slots (the "
-        "template's defaults against 32 slots) each call also waits in the endpoint's own queue; sizing "
-        "`WorkerMaxConcurrency` x `ModelCallConcurrency` to the endpoint's slots removes that wait.",
+        "there: `shared/limits/limiter.py`). With more calls in flight than the endpoint serves, each call also "
+        "waits in the endpoint's own queue and every batch takes that much longer; so the stack sizes its workers "
+        "to what the endpoint declares it serves at once (`auto_workers`, `llmbatch/client/worker_sizing.py`: "
+        "here 32 slots, twice that many calls in flight). The second run is the template's "
+        "`WorkerMaxConcurrency` set by hand, unsized.",
         "",
     ]
 

@@ -20,22 +20,25 @@ from typing import Any
 
 from llmbatch.bench.e2e import LIMITS_SETTLE_S, LocalUp, finished_times, sim_prepare, write_job
 from llmbatch.bench.harness import BASE_SIMULATOR
+from llmbatch.local.provision import DEFAULT_TEMPLATE
+from llmbatch.local.template import load_template, parameter_values
 
 #: The big job: about 20 s of the endpoint's capacity (160 requests/s), far more than the
 #: workers hold in flight (WorkerMaxConcurrency x BatchSize).
 BIG = 3_000
 #: The small job: an evaluation run's size.
 SMALL = 20
-#: WorkerMaxConcurrency of the second run: 2 x ModelCallConcurrency 16 = the endpoint's 32 slots.
-SIZED_WORKERS = 2
 #: Longest the small job may take before the run is called stuck.
 TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
 class FairnessRun:
-    #: The most model calls the workers may have in flight: WorkerMaxConcurrency x ModelCallConcurrency.
+    #: The most model calls the workers may have in flight: MaximumConcurrency x ModelCallConcurrency.
     calls_in_flight: int
+    #: How the worker's MaximumConcurrency was set: ``sized to the endpoint`` (auto_workers) or
+    #: ``WorkerMaxConcurrency`` (the template's, not sized).
+    workers_by: str
     big: int
     small: int
     #: Start of the small job's submit to its last result, alone and behind the big job.
@@ -72,7 +75,14 @@ async def _wait(client: Any, job_id: str) -> None:
         await asyncio.sleep(0.25)
 
 
+#: The first run's workers: sized by the stack to the endpoint's declared slots (the default).
+SIZED = "sized to the endpoint"
+#: The second's: the template's WorkerMaxConcurrency, set by an operator (not sized).
+TEMPLATE = "WorkerMaxConcurrency"
+
+
 async def _run(up: LocalUp, state: Mapping[str, Any], big: int, small: int, *, workers: int | None) -> FairnessRun:
+    """One run; ``workers`` None: as the stack sizes them (``auto_workers``, its default)."""
     from llmbatch.client.client import LlmbatchClient
     from llmbatch.client.stack import StackResources
 
@@ -82,8 +92,10 @@ async def _run(up: LocalUp, state: Mapping[str, Any], big: int, small: int, *, w
     big_path = write_job(up.dir / "fair-big.jsonl", big)
     async with LlmbatchClient(resources) as client:
         if workers is not None:
-            await client.set_worker_concurrency(workers)
-            await asyncio.sleep(LIMITS_SETTLE_S)  # the mapping's settings are re-read every few seconds
+            await client.set_worker_concurrency(workers)  # an operator's number: auto_workers off
+        elif await client.size_workers() is None:  # what the first submit would do
+            raise RuntimeError("the local stack's endpoint declares no capacity to size the workers to")
+        await asyncio.sleep(LIMITS_SETTLE_S)  # the mapping's settings are re-read every few seconds
         limits = await client.get_limits()
         concurrency = await client.get_worker_concurrency()
         # Alone, twice: the first warms the containers (their cold starts are not the question).
@@ -101,6 +113,7 @@ async def _run(up: LocalUp, state: Mapping[str, Any], big: int, small: int, *, w
         await _wait(client, big_id)
     return FairnessRun(
         calls_in_flight=(concurrency or 0) * limits.max_concurrency,
+        workers_by=TEMPLATE if workers is not None else SIZED,
         big=big,
         small=small,
         small_alone_s=small_alone_s,
@@ -113,16 +126,19 @@ async def _run(up: LocalUp, state: Mapping[str, Any], big: int, small: int, *, w
 def run_fairness(
     big: int = BIG, small: int = SMALL, *, log: Callable[[str], None] = lambda _: None
 ) -> list[FairnessRun]:
-    """With the template's defaults (10 containers x 16 calls: 160 calls in flight at most, five
-    times the endpoint's 32 slots), then with the containers sized to the endpoint (2 x 16)."""
+    """With the workers the stack sizes to the endpoint's 32 slots (4 containers x 16 calls),
+    then with the template's WorkerMaxConcurrency set by hand (10 x 16: 160 calls in flight at
+    most, five times the slots)."""
     runs = []
     slots = int(BASE_SIMULATOR["slots"])
+    template_workers = int(parameter_values(load_template(DEFAULT_TEMPLATE))["WorkerMaxConcurrency"])
     with LocalUp(slots) as up:
         state = up.start()
-        for workers in (None, SIZED_WORKERS):
+        for workers in (None, template_workers):
             run = asyncio.run(_run(up, state, big, small, workers=workers))
             log(
-                f"fairness, {run.calls_in_flight} calls in flight at most: {small} requests alone "
+                f"fairness, workers {run.workers_by}, {run.calls_in_flight} calls in flight at most: "
+                f"{small} requests alone "
                 f"{run.small_alone_s:.1f} s, "
                 f"behind {big} requests {run.small_behind_s:.1f} s ({run.slowdown:.2f}x), "
                 f"{run.big_answered} of the big job answered by then"

@@ -43,6 +43,8 @@ class LimitOption:
             return f"calls in flight follow the endpoint, up to --calls ({self.where})"
         lo, hi = ESM_CONCURRENCY_BOUNDS if self.setting == WORKER_CONCURRENCY else RuntimeLimits.BOUNDS[self.setting]
         empty = ", or none for no limit" if self.optional else ""
+        if self.setting == WORKER_CONCURRENCY:
+            empty = ", or auto to follow what the endpoints declare they serve at once"
         return f"{lo:,} to {hi:,}{empty} ({self.where})"
 
 
@@ -60,21 +62,29 @@ LIMITS = (
 )
 
 
+#: ``limits set --workers auto``: the workers follow the endpoints (``auto_workers``).
+AUTO = "auto"
+
+
 class LimitValue(click.ParamType):
-    """A whole number (``3,000`` and ``3_000`` too), or ``none`` where no limit is allowed.
-    Its range is left to ``RuntimeLimits``, which words the refusal as the console does."""
+    """A whole number (``3,000`` and ``3_000`` too), or ``none`` where no limit is allowed,
+    or ``auto`` where the stack can choose. Its range is left to ``RuntimeLimits``, which
+    words the refusal as the console does."""
 
     name = "limit"
 
-    def __init__(self, *, optional: bool) -> None:
+    def __init__(self, *, optional: bool, auto: bool = False) -> None:
         self.optional = optional
+        self.auto = auto
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | None:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str | None:
         if value is None or isinstance(value, int):
             return value
         text = str(value).strip().replace(",", "").replace("_", "")
         if self.optional and text.lower() == "none":
             return None
+        if self.auto and text.lower() == AUTO:
+            return AUTO
         try:
             return int(text)
         except ValueError:
@@ -103,6 +113,9 @@ class LiveLimits:
     def lines(self) -> list[str]:
         values = self.values()
         rows = [(spec.label, _shown(values[spec.setting]), _flag(spec)) for spec in LIMITS]
+        if self.limits.auto_workers:  # the workers' row: whose number it is
+            label, value, flag = rows[0]
+            rows[0] = (label, f"{value} (auto)", flag)
         rows += [
             ("limits changed", _iso(self.limits_changed_at) or "unknown", ""),
             ("workers changed", _iso(self.workers_changed_at) or "unknown", ""),
@@ -130,11 +143,22 @@ async def change_limits(client: LlmbatchClient, changes: dict[str, Any]) -> Live
     value leaves both places as they were.
     """
     limit_changes = {k: v for k, v in changes.items() if k != WORKER_CONCURRENCY}
+    workers = changes.get(WORKER_CONCURRENCY)
+    if workers == AUTO:  # the workers follow the endpoints: set_limits sizes them
+        limit_changes["auto_workers"] = True
     new = (await client.get_limits()).with_changes(**limit_changes) if limit_changes else None
-    if WORKER_CONCURRENCY in changes:
-        await client.set_worker_concurrency(changes[WORKER_CONCURRENCY])
+    if isinstance(workers, int):
+        await client.set_worker_concurrency(workers)  # the operator's number: auto off
+        if new is not None:
+            new = new.with_changes(auto_workers=False)
     if new is not None:
         await client.set_limits(new)
+    if workers == AUTO and await client.size_workers(new) is None:
+        click.echo(
+            "note: no endpoint declares what it serves at once (max_concurrency, EndpointMaxConcurrency); "
+            "the workers stay as they are until one does",
+            err=True,
+        )
     return await read_limits(client)
 
 
@@ -184,11 +208,12 @@ def _limit_options(f: F) -> F:
         if spec.setting == "adaptive_concurrency":
             f = click.option("--adaptive/--no-adaptive", "adaptive_concurrency", default=None, help=spec.help())(f)
         else:
+            auto = spec.setting == WORKER_CONCURRENCY
             f = click.option(
                 f"--{spec.option}",
                 spec.setting,
-                type=LimitValue(optional=spec.optional),
-                metavar="N|none" if spec.optional else "N",
+                type=LimitValue(optional=spec.optional, auto=auto),
+                metavar="N|none" if spec.optional else ("N|auto" if auto else "N"),
                 help=spec.help(),
             )(f)
     return f

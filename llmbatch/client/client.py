@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -26,6 +27,7 @@ from llmbatch.client.estimate import ASSUMED_LATENCY_S, LATENCY_SAMPLE, JobEstim
 from llmbatch.client.jobfile import MAX_REPORTED_PROBLEMS, JobFile, read_job_file
 from llmbatch.client.lanes import Lane, LaneChoice, choose_lane
 from llmbatch.client.stack import StackResources
+from llmbatch.client.worker_sizing import WorkerSizing, workers_for
 from shared.config import RuntimeLimits, WorkerConfig
 from shared.deadletter import DeadLetter, dead_letter_body, is_redrivable, keep_dead_letters, list_dead_letters
 from shared.errors import ConfigError, JobFileError, PermanentError
@@ -42,6 +44,8 @@ from shared.payloads import OFFLOAD_MAX_BYTES, PayloadStore, request_body_key
 from shared.priority import DEFAULT_PRIORITY, Priority, PriorityQueues
 from shared.results import RequestResult, RequestStatus, utc_now_iso
 from shared.store.result_store import ResultStore
+
+log = logging.getLogger("llmbatch.client")
 
 ESM_CONCURRENCY_BOUNDS = (2, 1000)
 #: The error code of a result line whose offloaded answer is no longer in the payload bucket.
@@ -309,6 +313,7 @@ class LlmbatchClient:
                 lane_reason=lane.reason if lane else "",
             )
         )
+        await self.size_workers_if_allowed()
         return job
 
     # ---- lanes (llmbatch/client/lanes.py) -----------------------------------------------
@@ -589,9 +594,37 @@ class LlmbatchClient:
         return RuntimeLimits.from_json(resp["Parameter"]["Value"])
 
     async def set_limits(self, limits: RuntimeLimits) -> None:
+        """Write the limits; with ``auto_workers``, size the workers to them (the calls per
+        invocation may have changed)."""
         await self.ssm.put_parameter(
             Name=self.resources.limits_parameter, Value=limits.to_json(), Type="String", Overwrite=True
         )
+        if limits.auto_workers:
+            await self.size_workers(limits)
+
+    async def size_workers(self, limits: RuntimeLimits | None = None) -> WorkerSizing | None:
+        """With ``auto_workers`` on, set the worker's mappings' MaximumConcurrency to what the
+        endpoints serve at once (llmbatch/client/worker_sizing.py). None, and nothing
+        changed, when it is off or an endpoint declares no capacity."""
+        limits = limits or await self.get_limits()
+        if not limits.auto_workers:
+            return None
+        worker = await self.worker_settings()
+        sizing = workers_for(
+            worker.endpoints, calls_per_invocation=limits.max_concurrency, bounds=ESM_CONCURRENCY_BOUNDS
+        )
+        if sizing is not None and await self.get_worker_concurrency() != sizing.workers:
+            await self._set_mappings_concurrency(sizing.workers)
+            log.info("worker concurrency set: %s", sizing.describe())
+        return sizing
+
+    async def size_workers_if_allowed(self) -> None:
+        """:meth:`size_workers` at a new job, for a caller that may lack the permissions (an
+        SDK producer allowed to create jobs and send messages only): then left as it is."""
+        try:
+            await self.size_workers()
+        except (ClientError, BotoCoreError, ConfigError) as e:
+            log.warning("worker concurrency not sized to the endpoints: %s", e)
 
     async def limits_changed_at(self) -> datetime | None:
         """When the limits parameter last changed (SSM's LastModifiedDate)."""
@@ -632,9 +665,17 @@ class LlmbatchClient:
         return mapping.get("ScalingConfig", {}).get("MaximumConcurrency")
 
     async def set_worker_concurrency(self, value: int) -> None:
+        """The operator's own number: the workers no longer follow the endpoints
+        (``auto_workers`` off) until told to again."""
         lo, hi = ESM_CONCURRENCY_BOUNDS
         if not lo <= value <= hi:
             raise ConfigError(f"maximum concurrency must be from {lo} to {hi}, got {value}")
+        await self._set_mappings_concurrency(value)
+        limits = await self.get_limits()
+        if limits.auto_workers:
+            await self.set_limits(limits.with_changes(auto_workers=False))
+
+    async def _set_mappings_concurrency(self, value: int) -> None:
         mappings = await self._worker_mappings()
         if Priority.NORMAL not in mappings:
             raise ConfigError(f"function {self.resources.worker_function} has no event source mapping")

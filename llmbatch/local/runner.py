@@ -37,6 +37,13 @@ class SimulatorProcess:
         self._proc: subprocess.Popen[str] | None = None
         self.url = ""
 
+    @property
+    def slots(self) -> int:
+        """The calls it serves at once: what the stack's endpoint declares (``EndpointMaxConcurrency``)."""
+        from llmbatch.local.simulator.config import SimulatorConfig
+
+        return int(self._config.get("slots", SimulatorConfig().slots))
+
     def start(self) -> str:
         cmd = [sys.executable, "-m", "llmbatch.local.simulator", "--port", "0"]
         if self._config:
@@ -137,7 +144,9 @@ class LocalStack:
         else:
             model_url = self.endpoint_url or ""
         tuned = MODEL_SERVER_PARAMETERS if self.model_server else {}
-        overrides = {"EndpointUrl": model_url, **tuned, **self.parameter_overrides}
+        # The simulator's slots are known: the workers are sized to them (auto_workers).
+        declared = {"EndpointMaxConcurrency": str(self.simulator.slots)} if self.simulator else {}
+        overrides = {"EndpointUrl": model_url, **declared, **tuned, **self.parameter_overrides}
         self.provisioned = provision_stack(
             aws_url,
             stack_name=self.stack_name,

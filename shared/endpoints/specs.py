@@ -43,6 +43,14 @@ class _Spec(BaseModel):
     max_inputs_per_call: int | None = Field(
         default=None, ge=1, description="How many inputs one call may carry when requests are packed."
     )
+    #: What the endpoint serves at once (vLLM's --max-num-seqs, TGI's --max-concurrent-requests,
+    #: llama.cpp's --parallel): the operator's client sizes the workers to it (``auto_workers``).
+    max_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Calls the endpoint serves at once; the stack sizes its workers to it.",
+    )
     #: Failover (online lane): endpoints to send a job's requests to, in order, while this
     #: one fails transiently beyond its threshold; see :mod:`shared.endpoints.failover`.
     fallback: tuple[str, ...] = Field(default=(), description="Endpoint names to fail over to, in order.")
@@ -236,7 +244,12 @@ def _describe(e: ValidationError) -> str:
 
 
 def with_legacy_endpoint(
-    specs: Mapping[str, EndpointSpec], *, name: str, url: str | None, api_key_ref: str
+    specs: Mapping[str, EndpointSpec],
+    *,
+    name: str,
+    url: str | None,
+    api_key_ref: str,
+    max_concurrency: int | None = None,
 ) -> dict[str, EndpointSpec]:
     """The endpoints with the stack's original single ``openai`` endpoint (``EndpointName``,
     ``EndpointUrl``, the key parameters) added, unless ``specs`` defines that name itself.
@@ -250,5 +263,8 @@ def with_legacy_endpoint(
         return dict(specs)
     if not url:
         raise ConfigError("environment variable ENDPOINT_URL is not set")
-    legacy = parse_spec(name, {"kind": "openai", "url": url, "api_key_ref": api_key_ref}, variable="ENDPOINT_URL")
+    spec: dict[str, Any] = {"kind": "openai", "url": url, "api_key_ref": api_key_ref}
+    if max_concurrency is not None:
+        spec["max_concurrency"] = max_concurrency
+    legacy = parse_spec(name, spec, variable="ENDPOINT_URL")
     return {name: legacy, **specs}

@@ -64,8 +64,10 @@ def test_each_job_ran_through_the_local_stack_and_every_request_was_answered(fig
 @pytest.mark.functional
 def test_the_fairness_runs_timed_both_jobs_with_each_setting(figures: dict[str, Any]) -> None:
     runs = figures["fairness"]
-    # the template's defaults, then the containers sized to the endpoint: fewer calls in flight
-    assert len(runs) == 2 and runs[0]["calls_in_flight"] > runs[1]["calls_in_flight"]
+    # the workers the stack sizes to the endpoint, then the template's WorkerMaxConcurrency
+    # (10 x 16 calls): more calls in flight
+    assert [r["workers_by"] for r in runs] == ["sized to the endpoint", "WorkerMaxConcurrency"]
+    assert runs[0]["calls_in_flight"] < runs[1]["calls_in_flight"] == 160
     for run in runs:
         assert run["big"] == FAIRNESS_BIG and 0 <= run["big_answered"] <= FAIRNESS_BIG
         assert run["small_alone_s"] > 0 and run["small_behind_s"] > 0

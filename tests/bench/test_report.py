@@ -267,6 +267,7 @@ def test_the_fairness_section_shows_each_runs_figures_and_its_slowdown() -> None
     runs = [
         FairnessRun(
             calls_in_flight=160,
+            workers_by="WorkerMaxConcurrency",
             big=3000,
             small=20,
             small_alone_s=2.0,
@@ -276,6 +277,7 @@ def test_the_fairness_section_shows_each_runs_figures_and_its_slowdown() -> None
         ),
         FairnessRun(
             calls_in_flight=32,
+            workers_by="sized to the endpoint",
             big=3000,
             small=20,
             small_alone_s=1.5,
@@ -285,6 +287,6 @@ def test_the_fairness_section_shows_each_runs_figures_and_its_slowdown() -> None
         ),
     ]
     text = "\n".join(fairness_lines(runs))
-    assert "| 160 | 2.0 | 5.0 | 2.50x | 1,200 of 3,000 |" in text
-    assert "| 32 | 1.5 | 2.4 | 1.60x | 400 of 3,000 |" in text
+    assert "| WorkerMaxConcurrency | 160 | 2.0 | 5.0 | 2.50x | 1,200 of 3,000 |" in text
+    assert "| sized to the endpoint | 32 | 1.5 | 2.4 | 1.60x | 400 of 3,000 |" in text
     assert fairness_lines([]) == []

@@ -1,5 +1,6 @@
-"""The Limits screen's adaptive-concurrency switch, against a real moto server: a flip is
-written to the limits parameter and read back; the other limits stay as they were."""
+"""The Limits screen's switches (adaptive concurrency; workers that follow the endpoints),
+against a real moto server: a flip is written to the limits parameter and read back; the other
+limits stay as they were."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from llmbatch.client.client import LlmbatchClient
 from llmbatch.client.stack import StackResources
 from tui.app import create_app
 from tui.pilot import text_of, wait_for
-from tui.screens.limits import ADAPTIVE, LimitsScreen
+from tui.screens.limits import ADAPTIVE, AUTO_WORKERS, WORKER_CONCURRENCY, LimitsScreen
 
 SIZE = (120, 36)
 
@@ -50,3 +51,36 @@ async def test_the_switch_turns_adaptive_concurrency_on_and_off_in_aws(stack: St
             assert {k: after[k] for k in before if k != ADAPTIVE} == {k: v for k, v in before.items() if k != ADAPTIVE}
             assert field.in_force is value and field.switch.value is value
             assert f"in force: {'on' if value else 'off'}" in text_of(field.query_one(".limit-in-force", Static))
+
+
+async def test_a_worker_number_turns_auto_workers_off_and_the_switch_turns_it_back_on(
+    stack: StackResources, tmp_path: Path
+) -> None:
+    app = create_app(lambda: LlmbatchClient(stack), refresh_s=30, start_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+        await wait_for(pilot, lambda: isinstance(app.screen, LimitsScreen) and app.screen.polls >= 1)
+        screen = app.screen
+        assert isinstance(screen, LimitsScreen)
+        auto = screen.toggle(AUTO_WORKERS)
+        # GIVEN the stack's default: the workers follow the endpoints
+        assert auto.in_force is True and auto.switch.value is True
+
+        # WHEN an operator enters a worker concurrency of their own
+        applied = screen.applied
+        field = screen.field(WORKER_CONCURRENCY)
+        field.input.value = "6"
+        field.input.focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.applied > applied, what="the number to be written")
+
+        # THEN it is in force, and the switch shows the workers no longer follow the endpoints
+        assert field.in_force == 6 and ssm_limits(stack)[AUTO_WORKERS] is False
+        assert auto.in_force is False and auto.switch.value is False
+
+        # WHEN the switch is flipped back on, THEN the limits parameter says so again
+        applied = screen.applied
+        auto.switch.focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.applied > applied, what="the flip to be written")
+        assert ssm_limits(stack)[AUTO_WORKERS] is True and auto.in_force is True

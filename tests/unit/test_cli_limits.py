@@ -151,4 +151,5 @@ def test_limits_prints_one_line_per_live_limit_with_the_option_that_sets_it(stac
 
 def test_every_limit_of_the_limits_parameter_has_an_option() -> None:
     # GIVEN the live limits RuntimeLimits defines / THEN `limits set` can change each of them
-    assert {spec.setting for spec in LIMITS} == {*RuntimeLimits.model_fields, WORKER_CONCURRENCY}
+    # (auto_workers through `--workers auto` and `--workers N`)
+    assert {spec.setting for spec in LIMITS} | {"auto_workers"} == {*RuntimeLimits.model_fields, WORKER_CONCURRENCY}

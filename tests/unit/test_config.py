@@ -110,16 +110,17 @@ def test_each_bounded_limit_is_refused_just_outside_its_range_with_the_range_nam
 
 
 def test_every_numeric_limit_has_bounds_the_console_can_show() -> None:
-    # GIVEN / WHEN / THEN every limit but the on/off switch has a range
-    assert set(RuntimeLimits.BOUNDS) == set(RuntimeLimits.model_fields) - {"adaptive_concurrency"}
+    # GIVEN / WHEN / THEN every limit but the on/off switches has a range
+    assert set(RuntimeLimits.BOUNDS) == set(RuntimeLimits.model_fields) - {"adaptive_concurrency", "auto_workers"}
     assert RuntimeLimits.BOUNDS["max_concurrency"] == (1, 1000)
 
 
+@pytest.mark.parametrize("switch", ["adaptive_concurrency", "auto_workers"])
 @pytest.mark.parametrize("value", ["true", 1, None])
-def test_adaptive_concurrency_is_true_or_false_only(value: Any) -> None:
+def test_a_switch_is_true_or_false_only(value: Any, switch: str) -> None:
     # GIVEN / WHEN / THEN a switch given as anything but a JSON boolean is refused
-    with pytest.raises(ConfigError, match="adaptive_concurrency must be true or false"):
-        RuntimeLimits.from_json({"adaptive_concurrency": value})
+    with pytest.raises(ConfigError, match=f"{switch} must be true or false"):
+        RuntimeLimits.from_json({switch: value})
 
 
 def test_limits_are_frozen_and_changed_only_through_with_changes() -> None:

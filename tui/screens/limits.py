@@ -44,6 +44,16 @@ FIELDS = (
 )
 ADAPTIVE = "adaptive_concurrency"
 ADAPTIVE_HELP = "on: calls in flight follow the endpoint, up to the calls per invocation · adaptive_concurrency"
+AUTO_WORKERS = "auto_workers"
+AUTO_WORKERS_HELP = (
+    "on: worker concurrency follows what the endpoints declare they serve at once; "
+    "a number entered above turns it off · auto_workers"
+)
+#: The on/off limits, each shown below the field it governs.
+TOGGLES = {
+    WORKER_CONCURRENCY: (AUTO_WORKERS, "Workers follow the endpoints", AUTO_WORKERS_HELP),
+    "max_concurrency": (ADAPTIVE, "Adaptive concurrency", ADAPTIVE_HELP),
+}
 
 
 class LimitsScreen(PollingScreen):
@@ -69,8 +79,8 @@ class LimitsScreen(PollingScreen):
             )
             for spec in FIELDS:
                 yield LimitField(spec.name, spec.label, spec.help(), optional=spec.optional)
-                if spec.name == "max_concurrency":  # beside the ceiling it moves under
-                    yield ToggleField(ADAPTIVE, "Adaptive concurrency", ADAPTIVE_HELP)
+                if spec.name in TOGGLES:  # beside the number it moves
+                    yield ToggleField(*TOGGLES[spec.name])
         yield Static("Loading…", id="limits-status", classes="status-line")
         yield Footer()
 
@@ -91,7 +101,8 @@ class LimitsScreen(PollingScreen):
         for spec in FIELDS:
             if spec.name != WORKER_CONCURRENCY:
                 self.field(spec.name).show_in_force(getattr(limits, spec.name), limits_at)
-        self.toggle(ADAPTIVE).show_in_force(limits.adaptive_concurrency, limits_at)
+        for name, *_ in TOGGLES.values():
+            self.toggle(name).show_in_force(getattr(limits, name), limits_at)
         stamp = self.console_app.clock().strftime("%H:%M:%S")
         self.query_one("#limits-status", Static).update(f"read back from AWS at {stamp}")
 
@@ -105,7 +116,9 @@ class LimitsScreen(PollingScreen):
     @on(Switch.Changed, ".limit-switch")
     def _switched(self, event: Switch.Changed) -> None:
         event.stop()
-        self.apply_toggle(ADAPTIVE, event.value)
+        for name, *_ in TOGGLES.values():
+            if event.switch.id == f"switch-{name}":
+                self.apply_toggle(name, event.value)
 
     def edited(self) -> list[LimitField]:
         """The fields whose input differs from the value in force: edits not applied (or refused)."""

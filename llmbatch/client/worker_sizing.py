@@ -1,0 +1,68 @@
+"""The worker's invocations sized to what its endpoints serve at once (issue 14, item 1).
+
+An endpoint serves a fixed number of calls at once (vLLM's ``--max-num-seqs``, TGI's
+``--max-concurrent-requests``, llama.cpp's ``--parallel``) and queues the rest. The stack
+puts ``MaximumConcurrency x max_concurrency`` calls in flight (invocations of the worker x
+calls per invocation: 10 x 16 = 160 with the template's defaults). Past what the endpoint
+serves, more calls buy no throughput, and they cost three things:
+
+* every call waits in the endpoint's queue (0.2 s became ~1 s at 160 calls on 32 slots),
+  and the invocation pays Lambda for the wait;
+* each invocation's batch takes that much longer (~6 s instead of ~1.3 s);
+* a job submitted behind a big one waits for an invocation to end before any of its
+  records is taken: SQS's fair queues choose which messages a worker gets next, not when
+  a worker is free. With long batches on every invocation, that wait and the endpoint's
+  queue took a 20-request job from 1.4 s alone to 7.6 s (docs/benchmarks.md).
+
+Sized to the endpoints, invocations end sooner and a small job's records are taken within
+one short batch, while the endpoints stay full: ``ceil(capacity x HEADROOM / calls per
+invocation)`` invocations, within the event source mapping's bounds. ``HEADROOM`` keeps
+more calls out than the endpoints serve, so they stay full while one invocation's batch
+ends (its last partial wave) and the next starts.
+
+The capacity is declared, not guessed: an endpoint's ``max_concurrency`` (``Endpoints``),
+or ``EndpointMaxConcurrency`` for the stack's first endpoint. Endpoints whose capacity is
+their rate limit (OpenAI, Bedrock) declare none; a stack with any such endpoint is left as
+the operator set it, since sizing to the others would starve it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shared.endpoints.specs import EndpointSpec
+
+#: Calls kept in flight per call the endpoints serve at once.
+HEADROOM = 2.0
+
+
+@dataclass(frozen=True)
+class WorkerSizing:
+    """How many worker invocations at once, and what from."""
+
+    workers: int
+    #: The calls the endpoints serve at once, summed.
+    capacity: int
+    calls_per_invocation: int
+
+    def describe(self) -> str:
+        return (
+            f"{self.workers} workers x {self.calls_per_invocation} calls for endpoints serving "
+            f"{self.capacity} calls at once"
+        )
+
+
+def workers_for(
+    endpoints: Mapping[str, EndpointSpec], *, calls_per_invocation: int, bounds: tuple[int, int]
+) -> WorkerSizing | None:
+    """The invocations that keep ``endpoints`` full without a queue at them, or None when an
+    endpoint declares no capacity (nothing to size from)."""
+    capacities = [spec.max_concurrency for spec in endpoints.values()]
+    if not capacities or any(c is None for c in capacities):
+        return None
+    capacity = sum(c for c in capacities if c is not None)
+    lo, hi = bounds
+    wanted = math.ceil(capacity * HEADROOM / max(1, calls_per_invocation))
+    return WorkerSizing(min(hi, max(lo, wanted)), capacity, calls_per_invocation)
