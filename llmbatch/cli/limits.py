@@ -155,8 +155,8 @@ async def change_limits(client: LlmbatchClient, changes: dict[str, Any]) -> Live
         await client.set_limits(new)
     if workers == AUTO and await client.size_workers(new) is None:
         click.echo(
-            "note: no endpoint declares what it serves at once (max_concurrency, EndpointMaxConcurrency); "
-            "the workers stay as they are until one does",
+            "note: not every endpoint declares what it serves at once (max_concurrency; EndpointMaxConcurrency "
+            "for the stack's first): the workers stay as they are until all do",
             err=True,
         )
     return await read_limits(client)

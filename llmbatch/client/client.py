@@ -81,6 +81,8 @@ class LlmbatchClient:
         self.lambda_: Any = None
         self.cloudwatch: Any = None
         self.store: ResultStore
+        #: The workers could not be sized to the endpoints (said once per client).
+        self._sizing_warned = False
 
     async def __aenter__(self) -> LlmbatchClient:
         session = aws_session()
@@ -239,6 +241,7 @@ class LlmbatchClient:
                 notify_url=notify_url,
                 priority=priority,
                 lane=lane,
+                size_workers=False,  # below, while the messages go out
             )
             start = 0
         limit = job_file.max_message_bytes
@@ -257,14 +260,19 @@ class LlmbatchClient:
             async def note(sent: int) -> None:
                 await self.store.record_enqueued(job_id, sent, sealed=False)
 
-            await send_messages(
-                self.sqs,
-                self.resources.queue_url(_priority(priority)),
-                messages,
-                group=job_id,
-                start=start,
-                on_progress=on_progress,
-                checkpoint=note,
+            # The workers are sized to the endpoints while the messages go out (it needs none
+            # of them, and a submit should not wait for three more calls first).
+            await asyncio.gather(
+                send_messages(
+                    self.sqs,
+                    self.resources.queue_url(_priority(priority)),
+                    messages,
+                    group=job_id,
+                    start=start,
+                    on_progress=on_progress,
+                    checkpoint=note,
+                ),
+                self.size_workers_if_allowed(),
             )
         await self.store.record_enqueued(job_id, len(messages), sealed=True)
         return job_id
@@ -279,6 +287,7 @@ class LlmbatchClient:
         notify_url: str = "",
         priority: Priority | str = DEFAULT_PRIORITY,
         lane: LaneChoice | None = None,
+        size_workers: bool = True,
     ) -> NewJob:
         """Create a job of ``total`` requests for a program that enqueues its own messages.
 
@@ -287,6 +296,8 @@ class LlmbatchClient:
         ``shared.messages.sign``), or the workers treat it as a stranger's. ``sealed``
         (the default) shows the job ``queued`` at once; pass False and call
         ``store.record_enqueued`` when every message is sent to show ``submitting`` until then.
+        With ``size_workers`` (and the ``auto_workers`` limit on) the worker's mappings are
+        sized to the endpoints first (:meth:`size_workers_if_allowed`).
         """
         if total < 1:
             raise ConfigError(f"a job has at least one request, got {total}")
@@ -313,7 +324,8 @@ class LlmbatchClient:
                 lane_reason=lane.reason if lane else "",
             )
         )
-        await self.size_workers_if_allowed()
+        if size_workers:
+            await self.size_workers_if_allowed()
         return job
 
     # ---- lanes (llmbatch/client/lanes.py) -----------------------------------------------
@@ -600,31 +612,49 @@ class LlmbatchClient:
             Name=self.resources.limits_parameter, Value=limits.to_json(), Type="String", Overwrite=True
         )
         if limits.auto_workers:
-            await self.size_workers(limits)
+            await self.size_workers_if_allowed(limits)
 
     async def size_workers(self, limits: RuntimeLimits | None = None) -> WorkerSizing | None:
         """With ``auto_workers`` on, set the worker's mappings' MaximumConcurrency to what the
-        endpoints serve at once (llmbatch/client/worker_sizing.py). None, and nothing
-        changed, when it is off or an endpoint declares no capacity."""
+        endpoints serve at once (llmbatch/client/worker_sizing.py): the normal and high
+        priority ones to the size, the low one to at most that (it must not outnumber them).
+        None, and nothing changed, when it is off or an endpoint declares no capacity."""
         limits = limits or await self.get_limits()
         if not limits.auto_workers:
             return None
-        worker = await self.worker_settings()
-        sizing = workers_for(
-            worker.endpoints, calls_per_invocation=limits.max_concurrency, bounds=ESM_CONCURRENCY_BOUNDS
-        )
-        if sizing is not None and await self.get_worker_concurrency() != sizing.workers:
-            await self._set_mappings_concurrency(sizing.workers)
+        worker, mappings = await asyncio.gather(self.worker_settings(), self._worker_mappings())
+        normal = mappings.get(Priority.NORMAL)
+        if normal is None:
+            raise ConfigError(f"function {self.resources.worker_function} has no event source mapping")
+        # A batch smaller than the calls allowed puts no more calls in flight than its records.
+        calls = min(limits.max_concurrency, int(normal.get("BatchSize") or limits.max_concurrency))
+        sizing = workers_for(worker.endpoints, calls_per_invocation=calls, bounds=ESM_CONCURRENCY_BOUNDS)
+        if sizing is None:
+            return None
+        changed = False
+        for priority, mapping in mappings.items():
+            current = (mapping.get("ScalingConfig") or {}).get("MaximumConcurrency")
+            wanted = sizing.workers if priority is not Priority.LOW else min(current or sizing.workers, sizing.workers)
+            if current != wanted:
+                await self.lambda_.update_event_source_mapping(
+                    UUID=mapping["UUID"], ScalingConfig={"MaximumConcurrency": wanted}
+                )
+                changed = True
+        if changed:
             log.info("worker concurrency set: %s", sizing.describe())
         return sizing
 
-    async def size_workers_if_allowed(self) -> None:
-        """:meth:`size_workers` at a new job, for a caller that may lack the permissions (an
-        SDK producer allowed to create jobs and send messages only): then left as it is."""
+    async def size_workers_if_allowed(self, limits: RuntimeLimits | None = None) -> None:
+        """:meth:`size_workers` for a caller that may lack the permissions (an SDK producer
+        allowed to create jobs and send messages only; an operator allowed to change the
+        limits parameter only), or that meets a mapping still updating: then the workers
+        are left as they are, said once per client."""
         try:
-            await self.size_workers()
+            await self.size_workers(limits)
         except (ClientError, BotoCoreError, ConfigError) as e:
-            log.warning("worker concurrency not sized to the endpoints: %s", e)
+            if not self._sizing_warned:
+                self._sizing_warned = True
+                log.warning("worker concurrency not sized to the endpoints: %s", e)
 
     async def limits_changed_at(self) -> datetime | None:
         """When the limits parameter last changed (SSM's LastModifiedDate)."""
@@ -670,10 +700,11 @@ class LlmbatchClient:
         lo, hi = ESM_CONCURRENCY_BOUNDS
         if not lo <= value <= hi:
             raise ConfigError(f"maximum concurrency must be from {lo} to {hi}, got {value}")
-        await self._set_mappings_concurrency(value)
+        # Auto off first: a job made meanwhile must not size the mappings over this number.
         limits = await self.get_limits()
         if limits.auto_workers:
             await self.set_limits(limits.with_changes(auto_workers=False))
+        await self._set_mappings_concurrency(value)
 
     async def _set_mappings_concurrency(self, value: int) -> None:
         mappings = await self._worker_mappings()

@@ -143,7 +143,8 @@ def _forget_model_instances() -> None:
     def __new__(cls: type, *args: Any, **kwargs: Any) -> Any:
         skip = untracked.get(cls)
         if skip is None:
-            skip = untracked[cls] = cls.__module__.split(".")[1] in _UNTRACKED_SERVICES
+            parts = cls.__module__.split(".")
+            skip = untracked[cls] = len(parts) > 1 and parts[0] == "moto" and parts[1] in _UNTRACKED_SERVICES
         return object.__new__(cls) if skip else original(cls, *args, **kwargs)
 
     BaseModel.__new__ = __new__  # type: ignore[method-assign,assignment]
@@ -465,6 +466,9 @@ def _serve() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The parent stops us with SIGTERM: exit as from a return, so the exit handlers run
+    # (the DynamoDB process's spill file is removed by one).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if "--forward-dynamodb" in sys.argv:
         forward_dynamodb_to(sys.argv[sys.argv.index("--forward-dynamodb") + 1])
     server = MotoServer(patch_transactions="--faithful-transactions" not in sys.argv)

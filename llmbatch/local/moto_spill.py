@@ -18,10 +18,12 @@ table holds.
 
 Orders are DynamoDB's: a partition's items by sort key in UTF-8 byte order (SQLite's
 ``BLOB`` order of the UTF-8 bytes, which is code point order, as moto's ``str``
-comparison). A table Query reads from its start key onwards with an index seek
-(:meth:`SpilledPartition.items_after`, used by ``query_one_partition``), one page's items
-at a time. Tables with a number or binary key, or an index (whose queries walk every
-item), stay in memory as before.
+comparison). A forward table Query without a sort-key condition reads from its start key
+onwards with an index seek (:meth:`SpilledPartition.items_after`, used by
+``query_one_partition``), one page's items at a time; a backward Query, a sort-key
+condition, a Scan read the partition or table through, as moto does (the project makes
+none of them on the results table). Tables with a number or binary key, or an index (whose
+queries walk every item), stay in memory as before.
 """
 
 from __future__ import annotations
@@ -48,15 +50,20 @@ _WALK_CHUNK = 128
 _PAGE_CACHE_KIB = 16 * 1024
 
 
+#: Before a key's UTF-8 bytes: a string's type, so that a key of another type (a GetItem of
+#: ``{"N": "5"}``) finds nothing, as in moto's own dict, and strings keep their order.
+_STRING_TAG = b"S\x00"
+
+
 def _key(value: Any) -> bytes:
-    """A string key's bytes: UTF-8, which sorts as DynamoDB sorts strings."""
-    return str(value.value).encode("utf-8")
+    """A key's bytes: its type, then its UTF-8, which sorts as DynamoDB sorts strings."""
+    return str(value.type).encode() + b"\x00" + str(value.value).encode("utf-8", "surrogatepass")
 
 
 def _string(raw: bytes) -> Any:
     from moto.dynamodb.models.dynamo_type import DynamoType
 
-    return DynamoType({"S": raw.decode("utf-8")})
+    return DynamoType({"S": raw[len(_STRING_TAG) :].decode("utf-8", "surrogatepass")})
 
 
 @dataclass
@@ -127,19 +134,26 @@ class SpillStore:
 
     def write_back(self, *, release: bool) -> None:
         """Write what the current request changed or added; with ``release``, hold nothing
-        more (the request has ended)."""
-        rows = []
-        for (tbl, h, r), held in self._held.items():
-            now = self.dumps(held.item)
-            if now != held.read_as:
-                rows.append((tbl, h, r, now))
-                held.read_as = now
-        if rows:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO items (tbl, h, r, v) VALUES (?, ?, ?, ?)", rows)
-            self._db.execute("COMMIT")
-        if release:
-            self._held.clear()
+        more (the request has ended), even if the write failed: the next request must not
+        fail for this one's items."""
+        try:
+            rows = []
+            for (tbl, h, r), held in self._held.items():
+                now = self.dumps(held.item)
+                if now != held.read_as:
+                    rows.append((tbl, h, r, now))
+                    held.read_as = now
+            if rows:
+                self._db.execute("BEGIN")  # one transaction: all of the request's items or none
+                try:
+                    self._db.executemany("INSERT OR REPLACE INTO items (tbl, h, r, v) VALUES (?, ?, ?, ?)", rows)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+        finally:
+            if release:
+                self._held.clear()
 
     def query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         """Rows of a read of many items: what the current request changed is written first."""
@@ -327,10 +341,11 @@ class SpilledItems(MutableMapping[Any, Any]):
 
 
 _store: SpillStore | None = None
+_patched = False
 
 
 def store() -> SpillStore | None:
-    """This process's spill store, once :func:`spill_string_keyed_tables` has run."""
+    """This process's spill store, once a table keeps its items on disk."""
     return _store
 
 
@@ -348,31 +363,33 @@ def spills(table: Any) -> bool:
 def spill_string_keyed_tables(directory: str | None = None) -> None:
     """Patch moto's ``Table`` so every table :func:`spills` keeps its items on disk (once
     per process). Callers write back after every request (:func:`end_request`)."""
-    global _store
-    if _store is not None:
+    global _patched
+    if _patched:
         return
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import Table
 
-    _store = SpillStore(directory)
-    spill = _store
     original_init = Table.__init__
     original_delete = DynamoDBBackend.delete_table
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        global _store
         original_init(self, *args, **kwargs)
         if spills(self):
-            self.items = SpilledItems(spill)
+            # Made with the first such table: a process that serves no DynamoDB has no file.
+            _store = _store or SpillStore(directory)
+            self.items = SpilledItems(_store)
 
     def delete_table(self: Any, name: str) -> Any:
         table = original_delete(self, name)
         items = getattr(table, "items", None)
-        if isinstance(items, SpilledItems):
-            spill.drop_table(items.tbl)
+        if _store is not None and isinstance(items, SpilledItems):
+            _store.drop_table(items.tbl)
         return table
 
     Table.__init__ = __init__  # type: ignore[method-assign]
     DynamoDBBackend.delete_table = delete_table  # type: ignore[method-assign]
+    _patched = True
 
 
 def end_request() -> None:

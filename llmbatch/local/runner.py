@@ -144,8 +144,10 @@ class LocalStack:
         else:
             model_url = self.endpoint_url or ""
         tuned = MODEL_SERVER_PARAMETERS if self.model_server else {}
-        # The simulator's slots are known: the workers are sized to them (auto_workers).
-        declared = {"EndpointMaxConcurrency": str(self.simulator.slots)} if self.simulator else {}
+        # The simulator's slots are known: the workers are sized to them (auto_workers), unless
+        # the stack is started with a worker concurrency of its own (a drill's, a test's).
+        sized = self.simulator and "WorkerMaxConcurrency" not in self.parameter_overrides
+        declared = {"EndpointMaxConcurrency": str(self.simulator.slots)} if sized and self.simulator else {}
         overrides = {"EndpointUrl": model_url, **declared, **tuned, **self.parameter_overrides}
         self.provisioned = provision_stack(
             aws_url,

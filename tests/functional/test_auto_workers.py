@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,16 +36,18 @@ def servers() -> Iterator[str]:
         yield server.url
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def sized(servers: str) -> StackResources:
+    """A fresh stack (its own names) whose endpoint declares SLOTS."""
+    name = f"sized-{uuid.uuid4().hex[:8]}"
     return provision_stack(
-        servers, stack_name="sized", parameter_overrides={"EndpointMaxConcurrency": str(SLOTS)}
+        servers, stack_name=name, parameter_overrides={"EndpointMaxConcurrency": str(SLOTS)}
     ).resources
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def undeclared(servers: str) -> StackResources:
-    return provision_stack(servers, stack_name="undeclared").resources
+    return provision_stack(servers, stack_name=f"undeclared-{uuid.uuid4().hex[:8]}").resources
 
 
 def mappings(stack: StackResources) -> dict[str, int]:
@@ -96,6 +99,11 @@ async def test_a_new_job_sizes_the_workers_to_the_endpoint(sized: StackResources
     # WHEN the calls per invocation change, the workers follow
     await limits_set(sized, tmp_path, "--calls", "8")
     assert normal(sized) == expected(8) == 8
+    # ... and where they fall below the low-priority share, that share falls with them
+    await limits_set(sized, tmp_path, "--calls", "64")
+    sizes = mappings(sized)
+    assert sizes[sized.request_queue_url.rsplit("/", 1)[1]] == expected(64) == 2
+    assert sizes[low] == min(low_before, 2)
 
 
 async def test_an_operators_number_stops_the_sizing_until_auto_again(sized: StackResources, tmp_path: Path) -> None:
@@ -123,14 +131,35 @@ async def test_without_a_declared_capacity_nothing_is_changed(undeclared: StackR
         await client.create_job(3, name="unsized")
     assert normal(undeclared) == 10
     out = await limits_set(undeclared, tmp_path, "--workers", "auto")
-    assert "no endpoint declares" in out and normal(undeclared) == 10
+    assert "not every endpoint declares" in out and normal(undeclared) == 10
 
 
 async def test_a_producer_not_allowed_to_change_the_workers_still_creates_its_job(
     sized: StackResources, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # GIVEN workers not yet sized (the stack as deployed: 10), auto on
+    before = normal(sized)
+    assert before != expected(16)
     async with LlmbatchClient(sized) as client:
-        before = normal(sized)
+
+        async def denied(**_: Any) -> Any:
+            raise ClientError(
+                {"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}}, "ListEventSourceMappings"
+            )
+
+        # WHEN a program allowed to create jobs, not to change the mappings, creates one
+        monkeypatch.setattr(client.lambda_, "list_event_source_mappings", denied)
+        job = await client.create_job(3, name="producer")
+
+        # THEN its job is made, and the workers are left as they were
+        assert (await client.status(job.job_id)).total == 3
+    assert normal(sized) == before
+
+
+async def test_a_limit_changed_by_an_operator_not_allowed_to_size_the_workers_is_still_written(
+    sized: StackResources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with LlmbatchClient(sized) as client:
 
         async def denied(**_: Any) -> Any:
             raise ClientError(
@@ -138,6 +167,8 @@ async def test_a_producer_not_allowed_to_change_the_workers_still_creates_its_jo
             )
 
         monkeypatch.setattr(client.lambda_, "list_event_source_mappings", denied)
-        job = await client.create_job(3, name="producer")
-        assert (await client.status(job.job_id)).total == 3
-    assert normal(sized) == before
+        # WHEN an operator allowed to write the limits parameter only changes the RPM limit
+        await client.set_limits((await client.get_limits()).with_changes(rpm_limit=600))
+
+        # THEN it is written, without an error
+        assert (await client.get_limits()).rpm_limit == 600

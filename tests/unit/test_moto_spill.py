@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from moto.dynamodb.models import dynamodb_backends
 
 from llmbatch.local import moto_spill
-from llmbatch.local.moto_server import MotoServer
+from llmbatch.local.moto_server import MotoServer, MotoServerProcess
 from llmbatch.local.provision import REGION
 
 
@@ -290,3 +290,18 @@ def test_a_store_left_by_a_process_that_is_gone_is_removed(tmp_path: Path) -> No
     finally:
         store.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]
+
+
+def test_a_stopped_dynamodb_process_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN the local stack's DynamoDB process (its temporary directory here), a table on disk
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    with MotoServerProcess() as server:
+        ddb = boto3.client(
+            "dynamodb", endpoint_url=server.url, region_name=REGION, aws_access_key_id="t", aws_secret_access_key="t"
+        )
+        make_table(ddb, "results")
+        ddb.put_item(TableName="results", Item=item("job", "r1"))
+        assert [p.name.split("-")[2] for p in tmp_path.glob("llmbatch-ddb-*")] == [str(server.pid)]
+
+    # WHEN it is stopped as the local stack stops it / THEN its file is gone with it
+    assert list(tmp_path.glob("llmbatch-ddb-*")) == []
