@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ log = logging.getLogger("llmbatch.local.poller")
 SETTINGS_REFRESH_S = 2.0
 #: SQS returns at most 10 messages per receive.
 RECEIVE_MAX = 10
+#: Threads of a mapping for its receives that fill a batch and its deletes after one: Lambda's
+#: pollers are many, and a slot's next batch does not wait for the last one's deletes.
+IO_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class EventSourceMappingEmulator:
         self._threads: list[threading.Thread] = []
         self._containers: dict[int, ContainerProcess] = {}
         self._busy = 0
+        self._io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix=f"esm-io-{function.logical_id}")
         self._settings = self._read_settings()
         self._settings_at = time.monotonic()
         self.stats = PollerStats()
@@ -139,6 +144,7 @@ class EventSourceMappingEmulator:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=30)
+        self._io.shutdown(wait=True)  # the last deletes
         for c in list(self._containers.values()):
             c.stop()
         self._containers.clear()
@@ -177,26 +183,39 @@ class EventSourceMappingEmulator:
                 self._spawn_slot(i)
 
     def _gather(self, sqs: Any, settings: MappingSettings) -> list[dict[str, Any]]:
-        """Collect a batch: up to BatchSize records, waiting at most the batching window."""
+        """Collect a batch: up to BatchSize records, waiting at most the batching window.
+        Once a receive comes back full (a backlog), the rest of the batch is received at
+        once, by parallel receives, as Lambda's pollers do, not ten calls one after another."""
         messages: list[dict[str, Any]] = []
         window_ends = time.monotonic() + settings.window_s
+        backlog = False
         while len(messages) < settings.batch_size and not self._stop.is_set():
             left = window_ends - time.monotonic()
-            wait = self._poll_wait_s if not messages else max(0, min(self._poll_wait_s, int(left)))
-            resp = sqs.receive_message(
-                QueueUrl=self.source.queue_url,
-                MaxNumberOfMessages=min(RECEIVE_MAX, settings.batch_size - len(messages)),
-                WaitTimeSeconds=wait,
-                AttributeNames=["All"],
-                MessageAttributeNames=["All"],
-            )
-            got = resp.get("Messages", [])
+            need = settings.batch_size - len(messages)
+            if backlog:
+                sizes = [min(RECEIVE_MAX, need - i) for i in range(0, need, RECEIVE_MAX)]
+                rounds = [self._io.submit(self._receive, sqs, n, 0) for n in sizes]
+                got = [m for r in rounds for m in r.result()]
+            else:
+                wait = self._poll_wait_s if not messages else max(0, min(self._poll_wait_s, int(left)))
+                got = self._receive(sqs, min(RECEIVE_MAX, need), wait)
             messages.extend(got)
             if not messages:
                 return []
+            backlog = len(got) >= min(RECEIVE_MAX, need) if not backlog else len(got) == need
             if time.monotonic() >= window_ends or (not got and left <= 0):
                 break
         return messages
+
+    def _receive(self, sqs: Any, count: int, wait_s: int) -> list[dict[str, Any]]:
+        resp = sqs.receive_message(
+            QueueUrl=self.source.queue_url,
+            MaxNumberOfMessages=count,
+            WaitTimeSeconds=wait_s,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        return list(resp.get("Messages", []))
 
     def _container(self, index: int) -> ContainerProcess:
         with self._lock:
@@ -243,14 +262,21 @@ class EventSourceMappingEmulator:
         done = [m for m in messages if m["MessageId"] not in failed_ids]
         with self._lock:
             self.stats.failed_records += len(messages) - len(done)
+        # Deleted while the slot gathers its next batch (their visibility timeout is far off).
         for start in range(0, len(done), RECEIVE_MAX):
-            chunk = done[start : start + RECEIVE_MAX]
+            self._io.submit(self._delete, sqs, done[start : start + RECEIVE_MAX])
+
+    def _delete(self, sqs: Any, chunk: list[dict[str, Any]]) -> None:
+        try:
             resp = sqs.delete_message_batch(
                 QueueUrl=self.source.queue_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
             )
-            with self._lock:
-                self.stats.deleted += len(resp.get("Successful", []))
+        except Exception:  # as a failed delete in Lambda: the messages come back after their timeout
+            log.exception("event source mapping delete")
+            return
+        with self._lock:
+            self.stats.deleted += len(resp.get("Successful", []))
 
     def _record(self, m: dict[str, Any]) -> dict[str, Any]:
         """An SQS message as Lambda hands it to the function."""
