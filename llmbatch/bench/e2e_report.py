@@ -195,8 +195,9 @@ def markdown(runs: Sequence[E2ERun], fairness: Sequence[FairnessRun] = ()) -> li
         "are left). Together under 2 s here, against "
         "12.5 s of work for 2,000 requests at capacity, so the first, smallest job shows the lowest rate; the "
         "fifths show the steady rate, and the CPU per request, which falls with the job's size, shows no "
-        "local-stack operation growing with it. Memory grows by what the jobs store (moto keeps the results "
-        "table in memory), not by the queue: its messages are freed as they are deleted. The runs share the "
+        "local-stack operation growing with it. The results table's items are on disk "
+        "(`llmbatch/local/moto_spill.py`) and a queue's messages are freed as they are deleted, so memory "
+        "grows little with the job (docs/local-stack-profiles.md, memory). The runs share the "
         "machine's two CPUs with the simulator and the benchmark's own process; the machine's host is shared "
         "too: the same job's CPU per request, the simulator's included, has doubled from one hour to the "
         "next, so compare runs made together.",
