@@ -160,6 +160,17 @@ class SpillStore:
         self.write_back(release=False)
         return self._db.execute(sql, params).fetchall()
 
+    def walk(self, sql: str, params: tuple[Any, ...], after: bytes = b"") -> Iterator[tuple[Any, ...]]:
+        """Rows of ``sql`` (its last two parameters: the key to start after, a count) a chunk at
+        a time, each chunk after the last one's first column: a page costs what it returns.
+        ``after`` starts below every key by default (DynamoDB's keys are never empty)."""
+        while True:
+            rows = self.query(sql, (*params, after, _WALK_CHUNK))
+            yield from rows
+            if len(rows) < _WALK_CHUNK:
+                return
+            after = rows[-1][0]
+
     def drop_table(self, tbl: int) -> None:
         self._held = {k: v for k, v in self._held.items() if k[0] != tbl}
         self._db.execute("DELETE FROM items WHERE tbl = ?", (tbl,))
@@ -237,33 +248,16 @@ class SpilledPartition(MutableMapping[Any, Any]):
 
     def __iter__(self) -> Iterator[Any]:
         """The sort keys, in order."""
-        after = b""  # below every key: DynamoDB's keys are never empty
-        while True:
-            rows = self._store.query(
-                "SELECT r FROM items WHERE tbl = ? AND h = ? AND r > ? ORDER BY r LIMIT ?",
-                (self._tbl, self._h, after, _WALK_CHUNK),
-            )
-            for (r,) in rows:
-                yield _string(r)
-            if len(rows) < _WALK_CHUNK:
-                return
-            after = rows[-1][0]
+        sql = "SELECT r FROM items WHERE tbl = ? AND h = ? AND r > ? ORDER BY r LIMIT ?"
+        return (_string(r) for (r,) in self._store.walk(sql, (self._tbl, self._h)))
 
     def items_after(self, range_key: Any | None) -> Iterator[Any]:
         """The partition's items in sort-key order, after ``range_key`` (all, if None), read
         a chunk at a time: a page costs what it returns, not what the partition holds. The
         items are moto's to read, not to change (a Query's): they are not held."""
+        sql = "SELECT r, v FROM items WHERE tbl = ? AND h = ? AND r > ? ORDER BY r LIMIT ?"
         after = b"" if range_key is None else _key(range_key)
-        while True:
-            rows = self._store.query(
-                "SELECT r, v FROM items WHERE tbl = ? AND h = ? AND r > ? ORDER BY r LIMIT ?",
-                (self._tbl, self._h, after, _WALK_CHUNK),
-            )
-            for _, v in rows:
-                yield pickle.loads(v)
-            if len(rows) < _WALK_CHUNK:
-                return
-            after = rows[-1][0]
+        return (pickle.loads(v) for _, v in self._store.walk(sql, (self._tbl, self._h), after))
 
     def values(self) -> Any:  # type: ignore[override]
         """Every item, in sort-key order, not held (moto's Scan and index reads only read them)."""
@@ -309,16 +303,8 @@ class SpilledItems(MutableMapping[Any, Any]):
         return bool(self[hash_key])
 
     def _partition_keys(self) -> Iterator[bytes]:
-        after = b""
-        while True:
-            rows = self._store.query(
-                "SELECT DISTINCT h FROM items WHERE tbl = ? AND h > ? ORDER BY h LIMIT ?",
-                (self.tbl, after, _WALK_CHUNK),
-            )
-            yield from (h for (h,) in rows)
-            if len(rows) < _WALK_CHUNK:
-                return
-            after = rows[-1][0]
+        sql = "SELECT DISTINCT h FROM items WHERE tbl = ? AND h > ? ORDER BY h LIMIT ?"
+        return (h for (h,) in self._store.walk(sql, (self.tbl,)))
 
     def __iter__(self) -> Iterator[Any]:
         return (_string(h) for h in self._partition_keys())

@@ -73,6 +73,11 @@ async def limits_set(stack: StackResources, tmp_path: Path, *args: str) -> str:
     return result.output
 
 
+async def denied(**_: Any) -> Any:
+    """A Lambda call by a caller without the permission."""
+    raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}}, "ListEventSourceMappings")
+
+
 def expected(calls: int) -> int:
     return max(2, math.ceil(SLOTS * HEADROOM / calls))
 
@@ -141,12 +146,6 @@ async def test_a_producer_not_allowed_to_change_the_workers_still_creates_its_jo
     before = normal(sized)
     assert before != expected(16)
     async with LlmbatchClient(sized) as client:
-
-        async def denied(**_: Any) -> Any:
-            raise ClientError(
-                {"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}}, "ListEventSourceMappings"
-            )
-
         # WHEN a program allowed to create jobs, not to change the mappings, creates one
         monkeypatch.setattr(client.lambda_, "list_event_source_mappings", denied)
         job = await client.create_job(3, name="producer")
@@ -160,12 +159,6 @@ async def test_a_limit_changed_by_an_operator_not_allowed_to_size_the_workers_is
     sized: StackResources, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with LlmbatchClient(sized) as client:
-
-        async def denied(**_: Any) -> Any:
-            raise ClientError(
-                {"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}}, "ListEventSourceMappings"
-            )
-
         monkeypatch.setattr(client.lambda_, "list_event_source_mappings", denied)
         # WHEN an operator allowed to write the limits parameter only changes the RPM limit
         await client.set_limits((await client.get_limits()).with_changes(rpm_limit=600))

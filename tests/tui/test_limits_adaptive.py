@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import boto3
 from textual.widgets import Static
@@ -30,14 +31,19 @@ def ssm_limits(stack: StackResources) -> dict[str, object]:
     return dict(json.loads(ssm.get_parameter(Name=stack.limits_parameter)["Parameter"]["Value"]))
 
 
+async def open_limits(app: Any, pilot: Any) -> LimitsScreen:
+    """The Limits screen (F3), once it has read the limits in force."""
+    await pilot.press("f3")
+    await wait_for(pilot, lambda: isinstance(app.screen, LimitsScreen) and app.screen.polls >= 1)
+    assert isinstance(app.screen, LimitsScreen)
+    return app.screen
+
+
 async def test_the_switch_turns_adaptive_concurrency_on_and_off_in_aws(stack: StackResources, tmp_path: Path) -> None:
     app = create_app(lambda: LlmbatchClient(stack), refresh_s=30, start_dir=tmp_path)
     before = ssm_limits(stack)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("f3")
-        await wait_for(pilot, lambda: isinstance(app.screen, LimitsScreen) and app.screen.polls >= 1)
-        screen = app.screen
-        assert isinstance(screen, LimitsScreen)
+        screen = await open_limits(app, pilot)
         field = screen.toggle(ADAPTIVE)
         assert field.in_force is False and field.switch.value is False
 
@@ -58,10 +64,7 @@ async def test_a_worker_number_turns_auto_workers_off_and_the_switch_turns_it_ba
 ) -> None:
     app = create_app(lambda: LlmbatchClient(stack), refresh_s=30, start_dir=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("f3")
-        await wait_for(pilot, lambda: isinstance(app.screen, LimitsScreen) and app.screen.polls >= 1)
-        screen = app.screen
-        assert isinstance(screen, LimitsScreen)
+        screen = await open_limits(app, pilot)
         auto = screen.toggle(AUTO_WORKERS)
         # GIVEN the stack's default: the workers follow the endpoints
         assert auto.in_force is True and auto.switch.value is True
