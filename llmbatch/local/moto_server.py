@@ -244,6 +244,8 @@ def apply_patches(*, transactions: bool = True) -> None:
     * :func:`_keep_connections_alive`: HTTP/1.1 keep-alive, as AWS's endpoints.
     * :func:`_remember_backend_per_host`: the dispatcher's service lookup, once per host.
     * :func:`_forget_model_instances`: no DynamoDB item or SQS message kept after its use.
+    * ``llmbatch.local.moto_responses``: the action's method and each response member's keys
+      found once per process, not once per request.
     * ``llmbatch.local.moto_sqs``: standard queues O(1) in their depth.
     * ``llmbatch.local.moto_dynamodb``: condition expressions parsed once, items sized once, a
       table Query reading its own partition only, attribute values serialised as the dicts
@@ -255,9 +257,11 @@ def apply_patches(*, transactions: bool = True) -> None:
     global _patched
     if _patched:
         return
+    from llmbatch.local.moto_responses import remember_per_process_lookups
     from llmbatch.local.moto_sqs import make_standard_queues_constant_time
 
     make_standard_queues_constant_time()
+    remember_per_process_lookups()
     _forget_model_instances()
     _keep_connections_alive()
     _remember_backend_per_host()
