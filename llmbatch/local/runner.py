@@ -3,6 +3,7 @@ and a poller per event source, started together and stopped together."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -10,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,14 @@ class SimulatorProcess:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+
+
+async def _size_workers(resources: StackResources) -> None:
+    """The worker's mappings sized to the endpoint, as the operator's client sizes them."""
+    from llmbatch.client.client import LlmbatchClient
+
+    async with LlmbatchClient(resources) as client:
+        await client.size_workers()
 
 
 class LocalStack:
@@ -156,6 +166,14 @@ class LocalStack:
             parameter_overrides=overrides,
             model_endpoint_url=model_url,
         )
+        if sized:
+            # Sized before any poller starts, as a job would size them: the first job's first
+            # round of batches would otherwise run on the template's WorkerMaxConcurrency,
+            # all of them ending together, and leave the endpoint idle while a smaller
+            # number of invocations gather their next batches (issue 12).
+            # In a thread of its own: a stack may be started from a running event loop.
+            with ThreadPoolExecutor(max_workers=1) as one:
+                one.submit(asyncio.run, _size_workers(self.provisioned.resources)).result()
         for function in self.provisioned.functions.values():
             for source in function.event_sources:
                 poller = EventSourceMappingEmulator(

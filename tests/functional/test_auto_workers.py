@@ -24,6 +24,8 @@ from llmbatch.client.stack import StackResources
 from llmbatch.client.worker_sizing import HEADROOM
 from llmbatch.local.moto_server import MotoServer
 from llmbatch.local.provision import provision_stack
+from llmbatch.local.runner import LocalStack
+from tests.functional.conftest import TEST_SIMULATOR
 
 pytestmark = pytest.mark.functional
 
@@ -165,3 +167,15 @@ async def test_a_limit_changed_by_an_operator_not_allowed_to_size_the_workers_is
 
         # THEN it is written, without an error
         assert (await client.get_limits()).rpm_limit == 600
+
+
+async def test_a_local_stack_sizes_its_workers_to_its_simulator_before_any_job(stack: LocalStack) -> None:
+    # GIVEN the local stack with its simulator, as `local up` starts it, no job made yet
+    slots = int(TEST_SIMULATOR["slots"])
+    async with LlmbatchClient(stack.resources) as client:
+        calls = (await client.get_limits()).max_concurrency
+        assert not await client.list_jobs()
+
+    # THEN its workers are already sized to the simulator's slots (not the template's 10), so a
+    # first job's first batches are not more invocations than its next ones
+    assert normal(stack.resources) == max(2, math.ceil(slots * HEADROOM / calls)) != 10

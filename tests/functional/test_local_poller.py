@@ -1,0 +1,78 @@
+"""The local stand-in for Lambda's SQS pollers (llmbatch/local/poller.py) on an idle queue: one
+slot long-polls for the mapping, the others wait for it, and they all gather once it finds
+messages, as Lambda keeps a few pollers on an empty queue and adds more as messages come."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmbatch.client.client import LlmbatchClient
+from llmbatch.local.poller import EventSourceMappingEmulator
+from llmbatch.local.runner import LocalStack
+from tests.functional.conftest import chat_line, wait_finished, write_jobfile
+
+pytestmark = pytest.mark.functional
+
+SLOTS = 8
+
+
+def request_queue_poller(stack: LocalStack) -> EventSourceMappingEmulator:
+    return next(p for p in stack.pollers if p.source.queue_url == stack.resources.request_queue_url)
+
+
+class Receives:
+    """Counts a poller's ReceiveMessage calls, and the most in flight at once."""
+
+    def __init__(self, poller: EventSourceMappingEmulator) -> None:
+        self.calls = 0
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self._lock = threading.Lock()
+        original = poller._receive
+
+        def receive(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+            with self._lock:
+                self.calls += 1
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
+
+        poller._receive = receive  # type: ignore[method-assign]
+
+
+async def test_an_idle_queue_is_polled_by_one_slot_and_a_job_still_runs_at_once(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    # GIVEN the request queue's mapping allowing SLOTS invocations, its slots all started
+    poller = request_queue_poller(stack)
+    async with LlmbatchClient(stack.resources) as client:
+        await client.set_worker_concurrency(SLOTS)
+        deadline = time.monotonic() + 10
+        while len(poller._threads) < SLOTS and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert len(poller._threads) == SLOTS
+        await asyncio.sleep(1.5)  # every slot past its first look at the empty queue
+
+        # WHEN the queue stays empty for a few seconds
+        receives = Receives(poller)
+        await asyncio.sleep(3.0)
+
+        # THEN one long poll (of 1 s) at a time was made, not one per slot
+        assert receives.most_in_flight == 1
+        assert receives.calls <= 4, receives.calls
+
+        # WHEN a job comes / THEN the polling slot finds it and the job runs to the end
+        path = write_jobfile(tmp_path / "job.jsonl", [chat_line(f"r{i}", f"q{i}") for i in range(30)])
+        job_id = await client.submit(path, name="after-idle")
+        status = await wait_finished(client, job_id, timeout_s=60)
+        assert status.counts.succeeded == 30
