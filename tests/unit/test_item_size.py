@@ -3,6 +3,7 @@ without a payload bucket (shared/store/result_fit.py): pure functions, no AWS.""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -150,3 +151,46 @@ def test_an_answer_key_uses_the_id_unless_that_would_be_too_long_for_s3() -> Non
     assert response_key("job-1", "c" * 1005).endswith("c.json")
     long_key = response_key("job-1", "c" * 1006)
     assert long_key.startswith("results/job-1/") and len(long_key) == len("results/job-1/") + 64 + len(".json")
+
+
+class _Label(str):
+    """A str subclass (as a StrEnum's members are): the typed path measures it."""
+
+
+#: Items of every kind a result or a dead letter holds, and kinds only the typed path measures.
+SIZED_ITEMS: list[dict[str, Any]] = [
+    {},
+    {"pk": "job-1", "sk": "r-1", "n": 0, "neg": -120, "big": 10**37, "dec": Decimal("-0.000120")},
+    {"none": None, "yes": True, "no": False, "empty": "", "cjk": CJK, "lone": "\ud800x"},
+    {
+        "response_body": {
+            "id": "chatcmpl-1",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": CJK * 40}, "logprobs": None}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 40, "total_tokens": 52},
+            "nested": [[], {}, [[1, 2], {"a": [None, True]}]],
+        }
+    },
+    {"set_s": {"a", "bb"}, "set_n": {1, Decimal("2.5")}, "bin": b"\x00\xff", "bset": {b"a", b"bc"}},
+    {"tuple": ("a", 1), "label": _Label("x" * 5), "in_map": {"label": _Label("yy"), "t": (1,)}},
+    {"list_of_sets": [{"a"}, b"x"], "map_in_list": [{"k": Decimal("1e3")}]},
+]
+
+
+@pytest.mark.parametrize("item", SIZED_ITEMS)
+def test_an_items_size_from_its_plain_values_is_the_size_of_its_typed_values(item: dict[str, Any]) -> None:
+    # GIVEN an item of plain values / WHEN sized from them and from boto3's typing of them
+    typed = sum(len(name.encode()) + attribute_bytes(v) for name, v in to_ddb(item).items())
+
+    # THEN the same number
+    assert item_bytes(item) == typed
+
+
+@pytest.mark.parametrize("value", [1.5, float("nan"), Decimal("Infinity"), object(), {1: "non-str key"}])
+def test_a_value_dynamodb_cannot_hold_is_refused_as_the_typed_path_refuses_it(value: Any) -> None:
+    # GIVEN a value boto3 refuses to type (or, a map keyed by a number, to measure)
+    with pytest.raises(Exception) as typed:
+        sum(len(n.encode()) + attribute_bytes(v) for n, v in to_ddb({"v": value}).items())
+
+    # WHEN it is sized / THEN the same kind of error
+    with pytest.raises(type(typed.value)):
+        item_bytes({"v": value})
