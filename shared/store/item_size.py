@@ -72,7 +72,7 @@ def _plain_bytes(value: Any) -> int:
     if value is None or kind is bool:
         return 1
     if kind is int or kind is Decimal:
-        return number_bytes(_ser._serialize_n(value))  # the typed path's own text of the number
+        return number_bytes(_ser.serialize(value)["N"])  # the typed path's own text of the number
     if kind is dict:
         size = _DOCUMENT_BYTES
         for k, v in value.items():
