@@ -197,7 +197,6 @@ class EventSourceMappingEmulator:
                     with self._lock:
                         self._gathering -= 1
                 if messages:
-                    self._messages_seen.set()  # the waiting slots gather too
                     self._invoke(index, sqs, settings, messages)
                 else:
                     self._messages_seen.clear()
@@ -244,7 +243,10 @@ class EventSourceMappingEmulator:
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
-        return list(resp.get("Messages", []))
+        got = list(resp.get("Messages", []))
+        if got:
+            self._messages_seen.set()  # the slots waiting on an idle queue gather too, at once
+        return got
 
     def _container(self, index: int) -> ContainerProcess:
         with self._lock:
