@@ -29,6 +29,8 @@ import functools
 from typing import Any
 
 _applied = False
+#: Members whose keys are remembered at most (a service model has a few thousand).
+KNOWN_MAX = 20_000
 
 
 def remember_action_names() -> None:
@@ -57,7 +59,8 @@ def pick_dict_members_by_remembered_keys() -> None:
     original = ResponseSerializer.get_value
     plain_pickers = (AttributePicker, XFormedAttributePicker)
     #: (picker's class, member name, member shape, its parent shape) -> keys, in moto's order.
-    #: Bounded by the service models' members; shapes compare by identity and stay alive here.
+    #: Bounded by the service models' members (shapes compare by identity and stay alive here),
+    #: but for error shapes, which moto builds afresh for every error: so capped.
     known: dict[tuple[type, str, Any, Any], tuple[str, ...]] = {}
     #: Of those, the keys that are paths ("a.b", which ``get_value`` walks).
     paths: set[str] = set()
@@ -84,6 +87,8 @@ def pick_dict_members_by_remembered_keys() -> None:
             except Exception:  # an alias provider moto's lazy walk would not have reached
                 return None
             paths.update(k for k in keys if "." in k)
+            if len(known) >= KNOWN_MAX:
+                known.clear()
             known[found] = keys
         return keys
 

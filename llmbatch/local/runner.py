@@ -71,11 +71,12 @@ class SimulatorProcess:
 
 
 async def _size_workers(resources: StackResources) -> None:
-    """The worker's mappings sized to the endpoint, as the operator's client sizes them."""
+    """The worker's mappings sized to the endpoint, as the operator's client sizes them (a stack
+    it cannot size, e.g. a template whose worker has no mapping, starts as it is, said once)."""
     from llmbatch.client.client import LlmbatchClient
 
     async with LlmbatchClient(resources) as client:
-        await client.size_workers()
+        await client.size_workers_if_allowed()
 
 
 class LocalStack:

@@ -65,11 +65,13 @@ async def test_an_idle_queue_is_polled_by_one_slot_and_a_job_still_runs_at_once(
 
         # WHEN the queue stays empty for a few seconds
         receives = Receives(poller)
+        started = time.monotonic()
         await asyncio.sleep(3.0)
+        elapsed = time.monotonic() - started
 
-        # THEN one long poll (of 1 s) at a time was made, not one per slot
+        # THEN one long poll (of 1 s) at a time was made, not one per slot: one a second
         assert receives.most_in_flight == 1
-        assert receives.calls <= 4, receives.calls
+        assert receives.calls <= elapsed + 1, (receives.calls, elapsed)
 
         # WHEN a job comes / THEN the polling slot finds it and the job runs to the end
         path = write_jobfile(tmp_path / "job.jsonl", [chat_line(f"r{i}", f"q{i}") for i in range(30)])

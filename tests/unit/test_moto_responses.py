@@ -14,8 +14,11 @@ from moto.core.serialize import JSONSerializer, ResponseSerializer, XFormedAttri
 from moto.core.utils import get_service_model, method_names_from_class
 from moto.sqs.responses import SQSResponse
 
+from llmbatch.local import moto_responses
 from llmbatch.local.moto_responses import remember_per_process_lookups
 
+# In this test process, as in the local stack's moto processes: from here on every in-process
+# moto of the test run has them (they are moto's own results, as these tests check).
 remember_per_process_lookups()
 
 
@@ -151,3 +154,12 @@ def test_the_request_id_is_written_where_a_body_has_one_and_nothing_else_changes
     assert json_out == plain and bytes_out == raw
     assert xml_headers["status"] == "200" and json_headers["status"] == "201"
     assert all(len(h["x-amzn-requestid"]) == 52 for h in (xml_headers, json_headers, bytes_headers))
+
+
+def test_with_its_memory_of_keys_capped_every_response_is_still_motos(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN room for two members' keys only (it starts again whenever full)
+    monkeypatch.setattr(moto_responses, "KNOWN_MAX", 2)
+
+    # WHEN every response is serialised / THEN each is what moto's own path writes
+    for service, operation, result in RESPONSES:
+        assert _body(JSONSerializer, service, operation, result) == _body(_MotosOwn, service, operation, result)
