@@ -80,8 +80,8 @@ async def denied(**_: Any) -> Any:
     raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}}, "ListEventSourceMappings")
 
 
-def expected(calls: int) -> int:
-    return max(2, math.ceil(SLOTS * HEADROOM / calls))
+def expected(calls: int, slots: int = SLOTS) -> int:
+    return max(2, math.ceil(slots * HEADROOM / calls))
 
 
 async def test_a_new_job_sizes_the_workers_to_the_endpoint(sized: StackResources, tmp_path: Path) -> None:
@@ -178,4 +178,4 @@ async def test_a_local_stack_sizes_its_workers_to_its_simulator_before_any_job(s
 
     # THEN its workers are already sized to the simulator's slots (not the template's 10), so a
     # first job's first batches are not more invocations than its next ones
-    assert normal(stack.resources) == max(2, math.ceil(slots * HEADROOM / calls)) != 10
+    assert normal(stack.resources) == expected(calls, slots) != 10

@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from shared.results import RequestResult, RequestStatus, Usage
-from shared.store.item_size import ITEM_MAX_BYTES, attribute_bytes, item_bytes, key_fits, number_bytes, to_ddb
+from shared.store.item_size import (
+    ITEM_MAX_BYTES,
+    attribute_bytes,
+    item_bytes,
+    key_fits,
+    number_bytes,
+    to_ddb,
+    typed_item_bytes,
+)
 from shared.store.result_fit import (
     REQUEST_MESSAGE_INLINE_MAX_BYTES,
     RESPONSE_TOO_LARGE,
@@ -179,7 +187,7 @@ SIZED_ITEMS: list[dict[str, Any]] = [
 @pytest.mark.parametrize("item", SIZED_ITEMS)
 def test_an_items_size_from_its_plain_values_is_the_size_of_its_typed_values(item: dict[str, Any]) -> None:
     # GIVEN an item of plain values / WHEN sized from them and from boto3's typing of them
-    typed = sum(len(name.encode()) + attribute_bytes(v) for name, v in to_ddb(item).items())
+    typed = typed_item_bytes(to_ddb(item))
 
     # THEN the same number
     assert item_bytes(item) == typed
@@ -189,7 +197,7 @@ def test_an_items_size_from_its_plain_values_is_the_size_of_its_typed_values(ite
 def test_a_value_dynamodb_cannot_hold_is_refused_as_the_typed_path_refuses_it(value: Any) -> None:
     # GIVEN a value boto3 refuses to type (or, a map keyed by a number, to measure)
     with pytest.raises(Exception) as typed:
-        sum(len(n.encode()) + attribute_bytes(v) for n, v in to_ddb({"v": value}).items())
+        typed_item_bytes(to_ddb({"v": value}))
 
     # WHEN it is sized / THEN the same kind of error
     with pytest.raises(type(typed.value)):
