@@ -173,36 +173,48 @@ class EventSourceMappingEmulator:
 
     def _slot_loop(self, index: int) -> None:
         sqs = aws_client("sqs", self.endpoint)
-        while not self._stop.is_set():
-            settings = self.settings()
-            if index >= settings.max_concurrency:
-                self._stop.wait(0.5)
-                continue
-            self._grow_to(settings.max_concurrency)
-            with self._lock:
-                # An idle queue is long-polled by one slot, as Lambda keeps a few pollers on
-                # an empty queue and adds more as messages come; every free slot polling it
-                # cost a receive per slot per second (a third of the stack's SQS calls).
-                # There is always a free slot polling, so no message waits for one.
-                idle = not self._messages_seen.is_set() and self._gathering > 0
-                if not idle:
-                    self._gathering += 1
-            if idle:
-                self._messages_seen.wait(IDLE_SLOT_RECHECK_S)
-                continue
-            try:
+        #: The last batch's successes, deleted once this slot's next gather is in: in a busy
+        #: mapping every slot ends its batch at about the same time, and the receives that
+        #: start the next invocations should not queue in the SQS process behind the deletes
+        #: of the last ones (those messages stay in flight a gather longer, far within their
+        #: visibility timeout).
+        done: list[dict[str, Any]] = []
+        try:
+            while not self._stop.is_set():
+                settings = self.settings()
+                if index >= settings.max_concurrency:
+                    done = self._delete_all(sqs, done)
+                    self._stop.wait(0.5)
+                    continue
+                self._grow_to(settings.max_concurrency)
+                with self._lock:
+                    # An idle queue is long-polled by one slot, as Lambda keeps a few pollers
+                    # on an empty queue and adds more as messages come; every free slot
+                    # polling it cost a receive per slot per second (a third of the stack's
+                    # SQS calls). There is always a free slot polling, so no message waits.
+                    idle = not self._messages_seen.is_set() and self._gathering > 0
+                    if not idle:
+                        self._gathering += 1
+                if idle:
+                    done = self._delete_all(sqs, done)
+                    self._messages_seen.wait(IDLE_SLOT_RECHECK_S)
+                    continue
                 try:
-                    messages = self._gather(sqs, settings)
-                finally:
-                    with self._lock:
-                        self._gathering -= 1
-                if messages:
-                    self._invoke(index, sqs, settings, messages)
-                else:
-                    self._messages_seen.clear()
-            except Exception:  # a poller keeps polling, as Lambda's does
-                log.exception("event source mapping slot %d", index)
-                self._stop.wait(1.0)
+                    try:
+                        messages = self._gather(sqs, settings)
+                    finally:
+                        with self._lock:
+                            self._gathering -= 1
+                        done = self._delete_all(sqs, done)
+                    if messages:
+                        done = self._invoke(index, sqs, settings, messages)
+                    else:
+                        self._messages_seen.clear()
+                except Exception:  # a poller keeps polling, as Lambda's does
+                    log.exception("event source mapping slot %d", index)
+                    self._stop.wait(1.0)
+        finally:
+            self._delete_all(sqs, done)
 
     def _grow_to(self, concurrency: int) -> None:
         with self._lock:
@@ -256,7 +268,10 @@ class EventSourceMappingEmulator:
                 self._containers[index] = c
             return c
 
-    def _invoke(self, index: int, sqs: Any, settings: MappingSettings, messages: list[dict[str, Any]]) -> None:
+    def _invoke(
+        self, index: int, sqs: Any, settings: MappingSettings, messages: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Run one invocation; returns the records to delete (none when it failed as a whole)."""
         event = {"Records": [self._record(m) for m in messages]}
         container = self._container(index)
         container.wait_ready()
@@ -285,7 +300,7 @@ class EventSourceMappingEmulator:
             else:
                 self.stats.handler_errors += 1
                 log.warning("handler raised %s: %s", payload.get("type"), payload.get("message"))
-            return
+            return []
         result = payload.get("result") or {}
         failed_ids: set[str] = set()
         if settings.report_failures and isinstance(result, dict):
@@ -293,9 +308,13 @@ class EventSourceMappingEmulator:
         done = [m for m in messages if m["MessageId"] not in failed_ids]
         with self._lock:
             self.stats.failed_records += len(messages) - len(done)
-        # Deleted while the slot gathers its next batch (their visibility timeout is far off).
+        return done
+
+    def _delete_all(self, sqs: Any, done: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Delete ``done`` in batches of ten, in the background; returns the empty list."""
         for start in range(0, len(done), RECEIVE_MAX):
             self._deletes.submit(self._delete, sqs, done[start : start + RECEIVE_MAX])
+        return []
 
     def _delete(self, sqs: Any, chunk: list[dict[str, Any]]) -> None:
         try:
