@@ -70,9 +70,17 @@ def all_succeed(ids: list[str]) -> tuple[str, dict[str, Any]]:
 class ScriptedMapping:
     """One slot of the emulator over a scripted queue of ``count`` messages. Its SQS calls
     are written to ``events``: ("receive", wait s, messages got), ("invoke", n), ("delete",
-    ids...). A long poll of the empty queue ends the run (as ``stop()`` would)."""
+    ids...). A long poll of the empty queue ends the run (as ``stop()`` would), and so does a
+    delete with ``stop_after_delete`` (ending any wait the slot is in)."""
 
-    def __init__(self, count: int, answer: Callable[[list[str]], tuple[str, dict[str, Any]]] = all_succeed) -> None:
+    def __init__(
+        self,
+        count: int,
+        answer: Callable[[list[str]], tuple[str, dict[str, Any]]] = all_succeed,
+        *,
+        stop_after_delete: bool = False,
+    ) -> None:
+        self.stop_after_delete = stop_after_delete
         self.events: list[tuple[Any, ...]] = []
         self.queue = [
             {"MessageId": f"m-{i}", "ReceiptHandle": f"h-{i}", "Body": "{}", "Attributes": {}} for i in range(count)
@@ -109,6 +117,8 @@ class ScriptedMapping:
     def _delete(self, sqs: Any, chunk: list[dict[str, Any]]) -> None:
         assert len(chunk) <= 10  # DeleteMessageBatch takes at most ten entries
         self.events.append(("delete", *(m["MessageId"] for m in chunk)))
+        if self.stop_after_delete:
+            self.emulator.signal_stop()
 
     def run(self) -> list[tuple[Any, ...]]:
         self.emulator._slot_loop(0)
@@ -172,7 +182,7 @@ def test_a_batch_whose_invocation_failed_as_a_whole_is_not_deleted(outcome: tupl
 
 def test_a_slot_about_to_wait_idle_deletes_its_last_batch_first() -> None:
     # GIVEN a slot whose invocation ends while another slot long-polls the (now empty) queue
-    mapping = ScriptedMapping(4)
+    mapping = ScriptedMapping(4, stop_after_delete=True)
     esm = mapping.emulator
 
     def answer(record_ids: list[str]) -> tuple[str, dict[str, Any]]:
@@ -182,13 +192,6 @@ def test_a_slot_about_to_wait_idle_deletes_its_last_batch_first() -> None:
         return all_succeed(record_ids)
 
     mapping.container.answer = answer
-    original_delete = mapping._delete
-
-    def delete_then_stop(sqs: Any, chunk: list[dict[str, Any]]) -> None:
-        original_delete(sqs, chunk)
-        esm.signal_stop()  # ends the run (and the idle wait) once the deletes are out
-
-    esm._delete = delete_then_stop  # type: ignore[method-assign]
 
     # WHEN the slot, with its batch done, goes to wait for the idle queue
     started = time.monotonic()
@@ -201,7 +204,7 @@ def test_a_slot_about_to_wait_idle_deletes_its_last_batch_first() -> None:
 
 def test_a_slot_above_the_mappings_concurrency_deletes_its_last_batch_before_it_waits() -> None:
     # GIVEN a slot whose mapping's MaximumConcurrency drops below it during its invocation
-    mapping = ScriptedMapping(4)
+    mapping = ScriptedMapping(4, stop_after_delete=True)
     esm = mapping.emulator
 
     def answer(record_ids: list[str]) -> tuple[str, dict[str, Any]]:
@@ -209,13 +212,6 @@ def test_a_slot_above_the_mappings_concurrency_deletes_its_last_batch_before_it_
         return all_succeed(record_ids)
 
     mapping.container.answer = answer
-    original_delete = mapping._delete
-
-    def delete_then_stop(sqs: Any, chunk: list[dict[str, Any]]) -> None:
-        original_delete(sqs, chunk)
-        esm.signal_stop()
-
-    esm._delete = delete_then_stop  # type: ignore[method-assign]
 
     # WHEN the slot finds itself above the mapping's concurrency
     events = mapping.run()
@@ -226,7 +222,7 @@ def test_a_slot_above_the_mappings_concurrency_deletes_its_last_batch_before_it_
 
 def test_a_gather_that_fails_still_lets_the_last_batch_be_deleted() -> None:
     # GIVEN a slot whose next gather fails (the SQS process unreachable, say)
-    mapping = ScriptedMapping(4)
+    mapping = ScriptedMapping(4, stop_after_delete=True)
     esm = mapping.emulator
     scripted_receive = mapping._receive
 
@@ -237,13 +233,6 @@ def test_a_gather_that_fails_still_lets_the_last_batch_be_deleted() -> None:
         return scripted_receive(sqs, count, wait_s)
 
     esm._receive = receive  # type: ignore[method-assign]
-    original_delete = mapping._delete
-
-    def delete_then_stop(sqs: Any, chunk: list[dict[str, Any]]) -> None:
-        original_delete(sqs, chunk)
-        esm.signal_stop()
-
-    esm._delete = delete_then_stop  # type: ignore[method-assign]
 
     # WHEN the slot runs
     events = mapping.run()
