@@ -82,13 +82,7 @@ class SpillStore:
     """
 
     def __init__(self, directory: str | None = None) -> None:
-        _remove_stale(directory)
-        self._dir = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-", dir=directory)
-        self._db = sqlite3.connect(
-            os.path.join(self._dir, "items.sqlite"), isolation_level=None, check_same_thread=False
-        )
-        for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=MEMORY", f"cache_size=-{_PAGE_CACHE_KIB}"):
-            self._db.execute(f"PRAGMA {pragma}")
+        self._dir, self._db = scratch_db(_DIR_PREFIX, "items.sqlite", directory)
         self._db.execute(
             "CREATE TABLE items (tbl INTEGER, h BLOB, r BLOB, v BLOB, PRIMARY KEY (tbl, h, r)) WITHOUT ROWID"
         )
@@ -190,12 +184,25 @@ class SpillStore:
 _DIR_PREFIX = "llmbatch-ddb-"
 
 
-def _remove_stale(directory: str | None) -> None:
-    """Remove the stores of processes that are gone. A DynamoDB process that is killed (or
+def scratch_db(prefix: str, name: str, directory: str | None = None) -> tuple[str, sqlite3.Connection]:
+    """A new SQLite file ``name`` for this process's spilled state, in a directory of its own
+    (``<prefix><pid>-<random>`` in ``directory`` or the temporary directory), and the
+    directory. Durability is not wanted (the state dies with the process): no journal, no
+    sync. Stale directories of the same prefix are removed first."""
+    _remove_stale(directory, prefix)
+    path = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=directory)
+    db = sqlite3.connect(os.path.join(path, name), isolation_level=None, check_same_thread=False)
+    for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=MEMORY", f"cache_size=-{_PAGE_CACHE_KIB}"):
+        db.execute(f"PRAGMA {pragma}")
+    return path, db
+
+
+def _remove_stale(directory: str | None, prefix: str = _DIR_PREFIX) -> None:
+    """Remove the stores of processes that are gone. A moto process that is killed (or
     stopped before its exit handlers run) leaves its file behind; the next one clears it."""
     parent = directory or tempfile.gettempdir()
-    for path in glob.glob(os.path.join(parent, f"{_DIR_PREFIX}*-*")):
-        pid = os.path.basename(path)[len(_DIR_PREFIX) :].split("-", 1)[0]
+    for path in glob.glob(os.path.join(parent, f"{prefix}*-*")):
+        pid = os.path.basename(path)[len(prefix) :].split("-", 1)[0]
         if not pid.isdigit() or _alive(int(pid)):
             continue
         shutil.rmtree(path, ignore_errors=True)

@@ -40,7 +40,10 @@ import heapq
 import itertools
 import os
 import time
+import weakref
 from typing import Any
+
+from llmbatch.local import moto_sqs_cold
 
 #: How a message stands in its queue's index.
 READY, IN_FLIGHT, DELAYED, GONE = "ready", "in_flight", "delayed", "gone"
@@ -52,6 +55,11 @@ _HANDLE_LEN = 185
 NOISY_SHARE = 0.10
 #: ... when it also has at least this many of its own in flight.
 NOISY_MIN_IN_FLIGHT = 30
+#: A standard queue keeps at most this many of its available messages in memory (about
+#: 1.1 KB each); the rest of a backlog waits on disk (:mod:`llmbatch.local.moto_sqs_cold`).
+HOT_READY_MAX = 5_000
+#: Messages read back from disk at once, when a tenant's available messages in memory run out.
+THAW_CHUNK = 500
 
 
 def now_ms() -> float:
@@ -84,9 +92,16 @@ class MessageIndex:
     stale and skipped; the heaps are rebuilt when stale entries outnumber live messages,
     which keeps memory proportional to the messages in the queue and every call amortised
     O(log n) (times the tenants with messages available, for the fair choice).
+
+    A deep queue keeps no more than ``hot_max`` available messages in memory: a message sent
+    beyond that, or behind a tenant's messages already on disk, is *frozen* there (counted
+    as available all the same); a tenant's oldest frozen messages are *thawed* a chunk at a
+    time when its messages in memory run out. Send order within a tenant is kept: a frozen
+    message is always newer than the tenant's messages in memory, bar ones back from flight
+    or from a delay, which are older or were sent with a delay (SQS's order is best-effort).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, hot_max: int | None = None) -> None:
         self.live: dict[str, Any] = {}
         self.ready: dict[str | None, list[tuple[int, int, Any]]] = {}
         self.waiting: list[tuple[float, int, int, Any]] = []
@@ -96,6 +111,12 @@ class MessageIndex:
         #: never more than one: it is never noisy and is not counted here).
         self.in_flight: dict[str, int] = {}
         self._seq = itertools.count()
+        self.hot_max = HOT_READY_MAX if hot_max is None else hot_max
+        #: Frozen messages per tenant, and in all; counted as READY in ``counts`` too.
+        self.frozen: dict[str | None, int] = {}
+        self.frozen_total = 0
+        #: This queue's key in the process's store of frozen messages, once it has one.
+        self._cold_id: int | None = None
 
     # -- state changes --
     def _set(self, m: Any, state: str) -> None:
@@ -125,12 +146,44 @@ class MessageIndex:
     def add(self, m: Any) -> None:
         m._ix_state = GONE  # whatever it was in another queue's index (a redrive moves it)
         m._ix_seq = next(self._seq)
-        self.live[m.id] = m
+        group = getattr(m, "group_id", None)
         if m.delayed_until > now_ms():
+            self.live[m.id] = m
             self._wait(m, DELAYED, m.delayed_until)
+        elif self.frozen.get(group) or (self.counts[READY] - self.frozen_total >= self.hot_max and group in self.ready):
+            self._freeze(m, group)
         else:
+            self.live[m.id] = m
             self._make_ready(m)
         self._compact()
+
+    def _freeze(self, m: Any, group: str | None) -> None:
+        """Keep an available message on disk, not in memory (still counted as available)."""
+        cold = moto_sqs_cold.store()
+        if self._cold_id is None:
+            self._cold_id = cold.new_queue()
+            weakref.finalize(self, cold.drop, self._cold_id)  # a deleted queue's rows go with it
+        m._ix_state = READY  # as listed by :meth:`in_order`
+        cold.put(self._cold_id, group, m._ix_seq, m)
+        self.frozen[group] = self.frozen.get(group, 0) + 1
+        self.frozen_total += 1
+        self.counts[READY] += 1
+
+    def _thaw(self, group: str | None) -> None:
+        """Bring a tenant's oldest frozen messages back into memory."""
+        assert self._cold_id is not None
+        thawed = moto_sqs_cold.store().take_oldest(self._cold_id, group, THAW_CHUNK)
+        left = self.frozen[group] - len(thawed)
+        if left:
+            self.frozen[group] = left
+        else:
+            del self.frozen[group]
+        self.frozen_total -= len(thawed)
+        self.counts[READY] -= len(thawed)
+        for m in thawed:
+            m._ix_state = GONE
+            self.live[m.id] = m
+            self._make_ready(m)
 
     def remove(self, m: Any) -> None:
         if self.live.pop(m.id, None) is None:
@@ -151,7 +204,11 @@ class MessageIndex:
         self._wait(m, IN_FLIGHT, m.visible_at)
 
     def reset(self, messages: list[Any]) -> None:
-        self.__init__()  # type: ignore[misc]
+        cold_id, hot_max = self._cold_id, self.hot_max
+        if cold_id is not None:
+            moto_sqs_cold.store().drop(cold_id)
+        self.__init__(hot_max)  # type: ignore[misc]
+        self._cold_id = cold_id
         for m in messages:
             self.add(m)
 
@@ -175,10 +232,13 @@ class MessageIndex:
         return mine >= NOISY_MIN_IN_FLIGHT and mine > NOISY_SHARE * self.counts[IN_FLIGHT]
 
     def _head(self, group: str | None) -> tuple[int, int, Any] | None:
-        """The oldest live entry of ``group``'s available messages (stale ones dropped)."""
-        heap = self.ready[group]
+        """The oldest live entry of ``group``'s available messages (stale ones dropped,
+        frozen ones thawed when none is left in memory)."""
+        heap = self.ready.setdefault(group, [])
         while heap and heap[0][1] != heap[0][2]._ix_gen:
             heapq.heappop(heap)
+        if not heap and self.frozen.get(group):
+            self._thaw(group)
         if not heap:
             del self.ready[group]
             return None
@@ -189,7 +249,7 @@ class MessageIndex:
         receives it, expires it or moves it), or None: the oldest available message of a
         quiet tenant, else of the noisy tenant with the fewest messages in flight."""
         best: tuple[tuple[int, int, int], str | None] | None = None
-        for group in list(self.ready):
+        for group in [*self.ready, *(g for g in self.frozen if g not in self.ready)]:
             head = self._head(group)
             if head is None:
                 continue
@@ -206,8 +266,12 @@ class MessageIndex:
         return self.handles.get(handle)
 
     def in_order(self, state: str | None = None) -> list[Any]:
-        """The live messages (of ``state``) in send order: O(n), for rare calls only."""
-        ms = sorted(self.live.values(), key=lambda m: m._ix_seq)
+        """The live messages (of ``state``) in send order, frozen ones included: O(n), for
+        rare calls only."""
+        ms = list(self.live.values())
+        if self._cold_id is not None and state in (None, READY):
+            ms += moto_sqs_cold.store().peek(self._cold_id)
+        ms.sort(key=lambda m: m._ix_seq)
         return [m for m in ms if state is None or m._ix_state == state]
 
     def _compact(self) -> None:

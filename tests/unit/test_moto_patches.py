@@ -16,6 +16,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from llmbatch.local import moto_sqs, moto_sqs_cold
 from llmbatch.local.moto_server import MotoServer
 
 REGION = "us-east-1"
@@ -33,8 +34,13 @@ def client(service: str, url: str) -> Any:
     )
 
 
-@pytest.fixture
-def sqs(url: str) -> Any:
+@pytest.fixture(params=["in memory", "backlog on disk"])
+def sqs(request: pytest.FixtureRequest, url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    if request.param == "backlog on disk":
+        # Each behaviour holds as well when a queue's backlog waits on disk: the queues this
+        # test makes keep 4 available messages in memory and thaw the rest 3 at a time.
+        monkeypatch.setattr(moto_sqs, "HOT_READY_MAX", 4)
+        monkeypatch.setattr(moto_sqs, "THAW_CHUNK", 3)
     return client("sqs", url)
 
 
@@ -246,6 +252,65 @@ def test_purge_empties_the_queue_and_old_handles_no_longer_change_visibility(sqs
     assert receive(sqs, q) == []
     sqs.send_message(QueueUrl=q, MessageBody="after")
     assert [x["Body"] for x in receive(sqs, q)] == ["after"]
+
+
+def index_of(queue_url: str) -> moto_sqs.MessageIndex:
+    """The index of a queue of the in-process server (its default account)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sqs.models import sqs_backends
+
+    return moto_sqs._index(sqs_backends[DEFAULT_ACCOUNT_ID][REGION].queues[queue_url.rsplit("/", 1)[1]])
+
+
+def on_disk(ix: moto_sqs.MessageIndex) -> int:
+    return 0 if ix._cold_id is None else moto_sqs_cold.store().count(ix._cold_id)
+
+
+def test_a_deep_queues_backlog_waits_on_disk_and_comes_back_in_send_order(
+    sqs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a queue that keeps 4 available messages in memory, thawing 3 at a time
+    monkeypatch.setattr(moto_sqs, "HOT_READY_MAX", 4)
+    monkeypatch.setattr(moto_sqs, "THAW_CHUNK", 3)
+    q = new_queue(sqs)
+    ix = index_of(q)
+    # WHEN a backlog of two tenants and messages without a group is sent
+    send_group(sqs, q, "a", 12)
+    send_group(sqs, q, None, 6)
+    send_group(sqs, q, "b", 12)
+    # THEN memory holds the first 4 and each tenant's first one, the rest are on disk, all counted
+    assert len(ix.live) == 6 and on_disk(ix) == 24
+    assert counts(sqs, q) == (30, 0, 0)
+    assert [m.body for m in ix.in_order()][:13] == [f"a-{i}" for i in range(12)] + ["None-0"]
+    # AND receivers get every message once, each tenant's in send order
+    got = [m["Body"] for _ in range(4) for m in receive(sqs, q)]
+    assert sorted(got) == sorted(
+        [f"a-{i}" for i in range(12)] + [f"None-{i}" for i in range(6)] + [f"b-{i}" for i in range(12)]
+    )
+    for tenant, n in (("a", 12), ("None", 6), ("b", 12)):
+        assert [x for x in got if x.startswith(f"{tenant}-")] == [f"{tenant}-{i}" for i in range(n)]
+    assert counts(sqs, q) == (0, 30, 0) and on_disk(ix) == 0 and ix.frozen == {}
+
+
+def test_a_purged_or_deleted_deep_queue_leaves_nothing_on_disk(sqs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    monkeypatch.setattr(moto_sqs, "HOT_READY_MAX", 4)
+    purged, deleted = new_queue(sqs), new_queue(sqs)
+    for q in (purged, deleted):
+        send_group(sqs, q, None, 20)
+    ix = index_of(purged)
+    cold_id = index_of(deleted)._cold_id
+    assert on_disk(ix) == 16 and cold_id is not None and moto_sqs_cold.store().count(cold_id) == 16
+    # WHEN one is purged and the other deleted
+    sqs.purge_queue(QueueUrl=purged)
+    sqs.delete_queue(QueueUrl=deleted)
+    gc.collect()
+    # THEN neither has a message left on disk, and the purged one works on
+    assert on_disk(ix) == 0 and moto_sqs_cold.store().count(cold_id) == 0
+    assert counts(sqs, purged) == (0, 0, 0)
+    send_group(sqs, purged, None, 6)
+    assert [m["Body"] for m in receive(sqs, purged)] == [f"None-{i}" for i in range(6)]
 
 
 def test_a_fifo_queue_keeps_motos_own_deduplication(sqs: Any) -> None:

@@ -305,3 +305,25 @@ def test_a_stopped_dynamodb_process_leaves_no_file(tmp_path: Path, monkeypatch: 
 
     # WHEN it is stopped as the local stack stops it / THEN its file is gone with it
     assert list(tmp_path.glob("llmbatch-ddb-*")) == []
+
+
+def test_a_stopped_sqs_process_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN the local stack's SQS process with a backlog deeper than it keeps in memory
+    from llmbatch.local.moto_sqs import HOT_READY_MAX
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    with MotoServerProcess() as server:
+        sqs = boto3.client(
+            "sqs", endpoint_url=server.url, region_name=REGION, aws_access_key_id="t", aws_secret_access_key="t"
+        )
+        q = sqs.create_queue(QueueName="deep")["QueueUrl"]
+        for start in range(0, HOT_READY_MAX + 10, 10):
+            sqs.send_message_batch(
+                QueueUrl=q, Entries=[{"Id": str(i), "MessageBody": f"{start + i}"} for i in range(10)]
+            )
+        attrs = sqs.get_queue_attributes(QueueUrl=q, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+        assert int(attrs["ApproximateNumberOfMessages"]) == HOT_READY_MAX + 10
+        assert [p.name.split("-")[2] for p in tmp_path.glob("llmbatch-sqs-*")] == [str(server.pid)]
+
+    # WHEN it is stopped as the local stack stops it / THEN its file is gone with it
+    assert list(tmp_path.glob("llmbatch-sqs-*")) == []
