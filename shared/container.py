@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from shared.aws_http import aws_config, warm_tls
 from shared.config import WorkerConfig
 from shared.endpoints.factory import EndpointFactory
 from shared.finish import EventBridgePublisher, FinishOutcome, JobFinisher
@@ -66,16 +67,18 @@ async def _build_worker(config: WorkerConfig, stack: AsyncExitStack) -> Worker:
     # parameter against the model cost a fifth of the client's CPU per call (a 25-put
     # TransactWriteItems: 7.4 ms with it, 5.8 without; issue 12). Model clients keep theirs
     # (shared/endpoints/factory.py): their bodies are users'.
-    aws_config = AioConfig(
+    # The TLS context the clients share is made here, in the container's init (shared/aws_http.py).
+    warm_tls()
+    client_config = aws_config(
         max_pool_connections=max(10, limits),
         retries={"mode": "standard", "max_attempts": 5},
         parameter_validation=False,
     )
     aws = get_session()
-    ddb = await stack.enter_async_context(aws.create_client("dynamodb", config=aws_config))
+    ddb = await stack.enter_async_context(aws.create_client("dynamodb", config=client_config))
     payloads = None
     if config.payload_bucket:
-        s3 = await stack.enter_async_context(aws.create_client("s3", config=aws_config))
+        s3 = await stack.enter_async_context(aws.create_client("s3", config=client_config))
         payloads = PayloadStore(s3, config.payload_bucket)
     store = ResultStore(
         ddb,
@@ -87,7 +90,7 @@ async def _build_worker(config: WorkerConfig, stack: AsyncExitStack) -> Worker:
     endpoints = await EndpointFactory(stack, call_timeout_s=config.call_timeout_s, aws_session=aws).build(
         config.endpoints
     )
-    sqs = await stack.enter_async_context(aws.create_client("sqs", config=aws_config))
+    sqs = await stack.enter_async_context(aws.create_client("sqs", config=client_config))
     queue = QueueOps(
         sqs,
         request_queue_url=config.request_queue_url,
@@ -97,7 +100,7 @@ async def _build_worker(config: WorkerConfig, stack: AsyncExitStack) -> Worker:
     )
     # One bucket per endpoint, in the jobs table, shared by every container (shared/limits/rate_bucket.py).
     throttle = Throttle(DynamoRateBucket(ddb, config.jobs_table), overrides=config.rate_limit_overrides())
-    finisher = await _finisher(aws, stack, store, config.event_bus_name, aws_config)
+    finisher = await _finisher(aws, stack, store, config.event_bus_name, client_config)
     limits_source = LimitsSource(config)
     limits_source.warm()
     return Worker(
@@ -118,7 +121,7 @@ async def _finisher(
     """What publishes finished jobs' events, when the stack has a bus (EVENT_BUS_NAME)."""
     if not bus_name:
         return None
-    events = await stack.enter_async_context(session.create_client("events", config=config))
+    events = await stack.enter_async_context(session.create_client("events", config=config or aws_config()))
     return JobFinisher(store, EventBridgePublisher(events, bus_name))
 
 
@@ -151,11 +154,11 @@ class DeadLetterContainer:
         async def build() -> DeadLetterRecorder:
             nonlocal finisher
             session = get_session()
-            ddb = await stack.enter_async_context(session.create_client("dynamodb"))
+            ddb = await stack.enter_async_context(session.create_client("dynamodb", config=aws_config()))
             # Dead letters too big for an item are kept in the payload bucket by reference.
             payloads = None
             if env.get("PAYLOAD_BUCKET"):
-                s3 = await stack.enter_async_context(session.create_client("s3"))
+                s3 = await stack.enter_async_context(session.create_client("s3", config=aws_config()))
                 payloads = PayloadStore(s3, env["PAYLOAD_BUCKET"])
             store = ResultStore(
                 ddb, jobs_table=env["JOBS_TABLE"], results_table=env["RESULTS_TABLE"], payloads=payloads

@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from llmbatch.client.aws_session import aws_session
@@ -28,6 +27,7 @@ from llmbatch.client.jobfile import MAX_REPORTED_PROBLEMS, JobFile, read_job_fil
 from llmbatch.client.lanes import Lane, LaneChoice, choose_lane
 from llmbatch.client.stack import StackResources
 from llmbatch.client.worker_sizing import WorkerSizing, workers_for
+from shared.aws_http import aws_config
 from shared.config import RuntimeLimits, WorkerConfig
 from shared.deadletter import DeadLetter, dead_letter_body, is_redrivable, keep_dead_letters, list_dead_letters
 from shared.errors import ConfigError, JobFileError, PermanentError
@@ -86,12 +86,12 @@ class LlmbatchClient:
 
     async def __aenter__(self) -> LlmbatchClient:
         session = aws_session()
-        config = AioConfig(max_pool_connections=SUBMIT_PARALLELISM, retries={"mode": "standard", "max_attempts": 5})
+        config = aws_config(max_pool_connections=SUBMIT_PARALLELISM, retries={"mode": "standard", "max_attempts": 5})
         kw = {**self.resources.client_kwargs(), "config": config}
         # The SQS calls are ours (a job's messages, checked line by line before), not a
         # user's parameters: the SDK's check of each against the model was a fifth of
         # submit's CPU per SendMessageBatch (issue 12), and SQS checks them anyway.
-        sqs_config = AioConfig(
+        sqs_config = aws_config(
             max_pool_connections=SUBMIT_PARALLELISM,
             retries={"mode": "standard", "max_attempts": 5},
             parameter_validation=False,

@@ -17,6 +17,7 @@ import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 
+from shared.aws_http import aws_config
 from shared.config import RuntimeLimits
 from shared.endpoints.base import Endpoint, EndpointReply
 from shared.endpoints.failover import check_routing
@@ -43,7 +44,7 @@ def model_client_config(call_timeout_s: float) -> AioConfig:
     sleeping, and hide paid attempts from the results. The read timeout matches the call
     timeout so botocore never cuts a call the worker still allows.
     """
-    return AioConfig(
+    return aws_config(
         retries={"mode": "standard", "total_max_attempts": 1},
         read_timeout=call_timeout_s,
         connect_timeout=min(CONNECT_TIMEOUT_S, call_timeout_s),

@@ -11,9 +11,9 @@ from dataclasses import asdict
 from typing import Any
 
 import aiohttp
-from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from shared.aws_http import aws_config
 from shared.budget import Deadline, LambdaContextLike
 from shared.config import WorkerConfig
 from shared.finish import EventBridgePublisher, JobFinisher
@@ -55,9 +55,9 @@ class LaneContainer:
 
 async def _build(config: WorkerConfig, env: Mapping[str, str], stack: AsyncExitStack) -> LanePoller:
     session = get_session()
-    aws_config = AioConfig(retries={"mode": "standard", "max_attempts": 5})
-    ddb = await stack.enter_async_context(session.create_client("dynamodb", config=aws_config))
-    s3 = await stack.enter_async_context(session.create_client("s3", config=aws_config))
+    client_config = aws_config(retries={"mode": "standard", "max_attempts": 5})
+    ddb = await stack.enter_async_context(session.create_client("dynamodb", config=client_config))
+    s3 = await stack.enter_async_context(session.create_client("s3", config=client_config))
     payloads = PayloadStore(s3, config.payload_bucket)
     store = ResultStore(
         ddb,
@@ -77,7 +77,7 @@ async def _build(config: WorkerConfig, env: Mapping[str, str], stack: AsyncExitS
     async def aws_client(service: str, region: str | None, endpoint_url: str | None) -> Any:
         key = (service, region, endpoint_url)
         if key not in clients:
-            made = session.create_client(service, region_name=region, endpoint_url=endpoint_url, config=aws_config)
+            made = session.create_client(service, region_name=region, endpoint_url=endpoint_url, config=client_config)
             clients[key] = await stack.enter_async_context(made)
         return clients[key]
 
@@ -92,7 +92,7 @@ async def _build(config: WorkerConfig, env: Mapping[str, str], stack: AsyncExitS
     )
     finisher = None
     if config.event_bus_name:
-        events = await stack.enter_async_context(session.create_client("events", config=aws_config))
+        events = await stack.enter_async_context(session.create_client("events", config=client_config))
         finisher = JobFinisher(store, EventBridgePublisher(events, config.event_bus_name))
     return LanePoller(
         store, LaneTable(store.dynamo, config.jobs_table), payloads, config.endpoints, builder.api, finisher=finisher
