@@ -67,14 +67,14 @@ async def _build_worker(config: WorkerConfig, stack: AsyncExitStack) -> Worker:
     # parameter against the model cost a fifth of the client's CPU per call (a 25-put
     # TransactWriteItems: 7.4 ms with it, 5.8 without; issue 12). Model clients keep theirs
     # (shared/endpoints/factory.py): their bodies are users'.
-    # The TLS context the clients share is made here, in the container's init (shared/aws_http.py).
-    warm_tls()
     client_config = aws_config(
         max_pool_connections=max(10, limits),
         retries={"mode": "standard", "max_attempts": 5},
         parameter_validation=False,
     )
     aws = get_session()
+    # The TLS context the clients share is made here, in the container's init (shared/aws_http.py).
+    warm_tls(aws)
     ddb = await stack.enter_async_context(aws.create_client("dynamodb", config=client_config))
     payloads = None
     if config.payload_bucket:

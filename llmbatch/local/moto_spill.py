@@ -174,10 +174,7 @@ class SpillStore:
         return len(self._held)
 
     def close(self) -> None:
-        try:
-            self._db.close()
-        finally:
-            shutil.rmtree(self._dir, ignore_errors=True)
+        remove_scratch(self._dir, self._db)
 
 
 #: A store's directory: ``llmbatch-ddb-<pid>-<random>`` in the temporary directory.
@@ -195,6 +192,14 @@ def scratch_db(prefix: str, name: str, directory: str | None = None) -> tuple[st
     for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=MEMORY", f"cache_size=-{_PAGE_CACHE_KIB}"):
         db.execute(f"PRAGMA {pragma}")
     return path, db
+
+
+def remove_scratch(path: str, db: sqlite3.Connection) -> None:
+    """Close a :func:`scratch_db` and remove its directory."""
+    try:
+        db.close()
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _remove_stale(directory: str | None, prefix: str = _DIR_PREFIX) -> None:

@@ -18,6 +18,10 @@ received ``maxReceiveCount`` times, delay seconds, retention, purges, old receip
 that still delete, and a second delete of a deleted message that succeeds. FIFO queues keep
 moto's own code untouched (their group and deduplication rules are not reproduced here).
 
+A deep backlog does not stay in memory: beyond :data:`HOT_READY_MAX` available messages, the
+rest wait on disk (:mod:`llmbatch.local.moto_sqs_cold`) and come back a tenant's oldest first,
+so the SQS process's memory does not grow with a job's size.
+
 Standard queues are also *fair queues*, as SQS's are: a message's ``MessageGroupId`` names
 its tenant (llmbatch sends the job id), a message without one is a tenant of its own, and a
 tenant with a disproportionate share of the messages in flight (more than
@@ -55,8 +59,10 @@ _HANDLE_LEN = 185
 NOISY_SHARE = 0.10
 #: ... when it also has at least this many of its own in flight.
 NOISY_MIN_IN_FLIGHT = 30
-#: A standard queue keeps at most this many of its available messages in memory (about
-#: 1.1 KB each); the rest of a backlog waits on disk (:mod:`llmbatch.local.moto_sqs_cold`).
+#: A standard queue keeps this many of its available messages in memory (about 1.1 KB each),
+#: and each tenant's oldest; the rest of a backlog waits on disk
+#: (:mod:`llmbatch.local.moto_sqs_cold`). Each tenant whose messages in memory run out then
+#: has up to :data:`THAW_CHUNK` back at a time.
 HOT_READY_MAX = 5_000
 #: Messages read back from disk at once, when a tenant's available messages in memory run out.
 THAW_CHUNK = 500
@@ -162,7 +168,8 @@ class MessageIndex:
         cold = moto_sqs_cold.store()
         if self._cold_id is None:
             self._cold_id = cold.new_queue()
-            weakref.finalize(self, cold.drop, self._cold_id)  # a deleted queue's rows go with it
+            # A deleted queue's rows go with it (not at exit: the file goes whole then).
+            weakref.finalize(self, cold.forget, self._cold_id).atexit = False
         m._ix_state = READY  # as listed by :meth:`in_order`
         cold.put(self._cold_id, group, m._ix_seq, m)
         self.frozen[group] = self.frozen.get(group, 0) + 1
@@ -173,13 +180,15 @@ class MessageIndex:
         """Bring a tenant's oldest frozen messages back into memory."""
         assert self._cold_id is not None
         thawed = moto_sqs_cold.store().take_oldest(self._cold_id, group, THAW_CHUNK)
-        left = self.frozen[group] - len(thawed)
+        # (none: the store lost them; stop counting them rather than look at every receive)
+        gone = len(thawed) if thawed else self.frozen[group]
+        left = self.frozen[group] - gone
         if left:
             self.frozen[group] = left
         else:
             del self.frozen[group]
-        self.frozen_total -= len(thawed)
-        self.counts[READY] -= len(thawed)
+        self.frozen_total -= gone
+        self.counts[READY] -= gone
         for m in thawed:
             m._ix_state = GONE
             self.live[m.id] = m

@@ -7,27 +7,26 @@ body (``tracemalloc``), and a 1,000,000-request job would hold about 1.1 GB whil
 may the local stack's.
 
 :class:`llmbatch.local.moto_sqs.MessageIndex` keeps at most ``HOT_READY_MAX`` of a queue's
-available messages in memory; the others wait here, one row per message, pickled, keyed by
-queue, tenant (``MessageGroupId``) and send order, and are read back a chunk at a time, the
-oldest of a tenant first, when that tenant's messages in memory run out. Only messages never
-received wait here: a message in flight, delayed, or back after its visibility timeout stays
-in memory (it has a receipt handle, a due time), so every other call is unchanged.
+available messages in memory (and each tenant's oldest); the others wait here, one row per
+message, pickled, keyed by queue, tenant (``MessageGroupId``) and send order, and are read back
+a chunk at a time, the oldest of a tenant first, when that tenant's messages in memory run out.
+Only messages sent to the queue (or moved to it, as a dead letter) and not handed out since wait
+here: a message in flight, delayed, or back after its visibility timeout stays in memory (it has
+a receipt handle, a due time), so every other call is unchanged.
 
 One SQLite file per SQS process (made on the first spill, removed with the process), as the
 DynamoDB process's items (:mod:`llmbatch.local.moto_spill`). Not thread-safe: every call
-happens under the local stack's SQS lock.
+happens under the local stack's SQS lock, except :meth:`ColdMessages.forget` (a queue that is
+gone, from whichever thread dropped it), whose work waits for the next call.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import pickle
-import shutil
-import sqlite3
 from typing import Any
 
-from llmbatch.local.moto_spill import scratch_db
+from llmbatch.local.moto_spill import remove_scratch, scratch_db
 
 #: Rows written at once, in one transaction (a row of its own costs a commit: 25 us a message).
 _WRITE_CHUNK = 128
@@ -52,6 +51,8 @@ class ColdMessages:
         self._queues = 0
         #: Rows put and not written yet: written before any read, and every ``_WRITE_CHUNK``.
         self._unwritten: list[tuple[int, str, int, bytes]] = []
+        #: Queues that are gone, to drop at the next call (list.append and pop are atomic).
+        self._forgotten: list[int] = []
         atexit.register(self.close)
 
     def new_queue(self) -> int:
@@ -59,21 +60,27 @@ class ColdMessages:
         return self._queues
 
     def put(self, q: int, group: str | None, seq: int, message: Any) -> None:
+        self._settle()
         self._unwritten.append((q, tenant_key(group), seq, pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)))
         if len(self._unwritten) >= _WRITE_CHUNK:
             self._write()
 
     def _write(self) -> None:
+        self._settle()
         rows, self._unwritten = self._unwritten, []
         if not rows:
             return
-        self._db.execute("BEGIN")
         try:
-            self._db.executemany("INSERT INTO messages (q, t, seq, v) VALUES (?, ?, ?, ?)", rows)
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT INTO messages (q, t, seq, v) VALUES (?, ?, ?, ?)", rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._unwritten = rows + self._unwritten  # kept for the next try: sent messages are not lost
             raise
-        self._db.execute("COMMIT")
 
     def take_oldest(self, q: int, group: str | None, n: int) -> list[Any]:
         """The ``n`` oldest messages of a tenant, no longer stored here."""
@@ -96,17 +103,25 @@ class ColdMessages:
         return int(self._db.execute("SELECT count(*) FROM messages WHERE q = ?", (q,)).fetchone()[0])
 
     def drop(self, q: int) -> None:
-        """Forget a queue's messages (a purge, or a queue that is gone)."""
+        """Forget a queue's messages (a purge)."""
+        self._settle()
         self._unwritten = [row for row in self._unwritten if row[0] != q]
-        # (closed at exit before a queue's finaliser ran: the file goes anyway)
-        with contextlib.suppress(sqlite3.ProgrammingError):
+        self._db.execute("DELETE FROM messages WHERE q = ?", (q,))
+
+    def forget(self, q: int) -> None:
+        """A queue is gone: its messages are dropped at the next call (this one may come
+        from any thread, outside the SQS lock: a deleted queue's index is freed where the
+        last reference to it goes)."""
+        self._forgotten.append(q)
+
+    def _settle(self) -> None:
+        while self._forgotten:
+            q = self._forgotten.pop()
+            self._unwritten = [row for row in self._unwritten if row[0] != q]
             self._db.execute("DELETE FROM messages WHERE q = ?", (q,))
 
     def close(self) -> None:
-        try:
-            self._db.close()
-        finally:
-            shutil.rmtree(self._dir, ignore_errors=True)
+        remove_scratch(self._dir, self._db)
 
 
 _store: ColdMessages | None = None

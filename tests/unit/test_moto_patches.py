@@ -39,9 +39,16 @@ def sqs(request: pytest.FixtureRequest, url: str, monkeypatch: pytest.MonkeyPatc
     if request.param == "backlog on disk":
         # Each behaviour holds as well when a queue's backlog waits on disk: the queues this
         # test makes keep 4 available messages in memory and thaw the rest 3 at a time.
-        monkeypatch.setattr(moto_sqs, "HOT_READY_MAX", 4)
-        monkeypatch.setattr(moto_sqs, "THAW_CHUNK", 3)
+        on_disk_limits(monkeypatch)
     return client("sqs", url)
+
+
+def on_disk_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """4 available messages of a queue in memory, the rest thawed 3 at a time, rows written 2
+    at a time (so some are on disk and some not yet written at every step)."""
+    monkeypatch.setattr(moto_sqs, "HOT_READY_MAX", 4)
+    monkeypatch.setattr(moto_sqs, "THAW_CHUNK", 3)
+    monkeypatch.setattr(moto_sqs_cold, "_WRITE_CHUNK", 2)
 
 
 @pytest.fixture
@@ -266,12 +273,16 @@ def on_disk(ix: moto_sqs.MessageIndex) -> int:
     return 0 if ix._cold_id is None else moto_sqs_cold.store().count(ix._cold_id)
 
 
-def test_a_deep_queues_backlog_waits_on_disk_and_comes_back_in_send_order(
-    sqs: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def deep_sqs(url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A client whose new queues keep their backlog on disk (:func:`on_disk_limits`)."""
+    on_disk_limits(monkeypatch)
+    return client("sqs", url)
+
+
+def test_a_deep_queues_backlog_waits_on_disk_and_comes_back_in_send_order(deep_sqs: Any) -> None:
     # GIVEN a queue that keeps 4 available messages in memory, thawing 3 at a time
-    monkeypatch.setattr(moto_sqs, "HOT_READY_MAX", 4)
-    monkeypatch.setattr(moto_sqs, "THAW_CHUNK", 3)
+    sqs = deep_sqs
     q = new_queue(sqs)
     ix = index_of(q)
     # WHEN a backlog of two tenants and messages without a group is sent
@@ -292,10 +303,10 @@ def test_a_deep_queues_backlog_waits_on_disk_and_comes_back_in_send_order(
     assert counts(sqs, q) == (0, 30, 0) and on_disk(ix) == 0 and ix.frozen == {}
 
 
-def test_a_purged_or_deleted_deep_queue_leaves_nothing_on_disk(sqs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_purged_or_deleted_deep_queue_leaves_nothing_on_disk(deep_sqs: Any) -> None:
     import gc
 
-    monkeypatch.setattr(moto_sqs, "HOT_READY_MAX", 4)
+    sqs = deep_sqs
     purged, deleted = new_queue(sqs), new_queue(sqs)
     for q in (purged, deleted):
         send_group(sqs, q, None, 20)
@@ -311,6 +322,42 @@ def test_a_purged_or_deleted_deep_queue_leaves_nothing_on_disk(sqs: Any, monkeyp
     assert counts(sqs, purged) == (0, 0, 0)
     send_group(sqs, purged, None, 6)
     assert [m["Body"] for m in receive(sqs, purged)] == [f"None-{i}" for i in range(6)]
+
+
+def test_dead_letters_moved_to_a_deep_dead_letter_queue_all_arrive_in_order(deep_sqs: Any) -> None:
+    # GIVEN a queue whose messages go to its dead-letter queue after one receive, both deep
+    sqs = deep_sqs
+    dlq = new_queue(sqs)
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    q = new_queue(sqs, RedrivePolicy=json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "1"}))
+    send_group(sqs, q, "job", 10)
+    got = [m for _ in range(2) for m in receive(sqs, q)]
+    assert len(got) == 10
+    for m in got:  # each fails once and comes back
+        sqs.change_message_visibility(QueueUrl=q, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
+    # WHEN the queue is received from again: every message is past maxReceiveCount
+    assert receive(sqs, q) == []
+    # THEN all ten wait in the dead-letter queue, six of them on disk, and come out in order
+    assert counts(sqs, dlq) == (10, 0, 0) and index_of(dlq).frozen_total == 6
+    dead = [m["Body"] for _ in range(4) for m in receive(sqs, dlq)]
+    assert dead == [f"job-{i}" for i in range(10)]
+
+
+def test_messages_lost_from_disk_stop_being_counted() -> None:
+    # A store that lost its rows (not expected: it is the process's own file) must not leave
+    # the queue counting messages it can never give, nor looking for them at every receive.
+    from moto.sqs.models import Message
+
+    ix = moto_sqs.MessageIndex(hot_max=2)
+    for i in range(5):
+        m = Message(f"{i:08d}-0000-0000-0000-000000000000", f"m{i}")
+        m.sent_timestamp = 0
+        ix.add(m)
+    assert ix.counts[moto_sqs.READY] == 5 and ix.frozen_total == 3
+    assert ix._cold_id is not None
+    moto_sqs_cold.store().drop(ix._cold_id)
+    assert [ix.take().body, ix.take().body, ix.take()] == ["m0", "m1", None]
+    assert ix.counts[moto_sqs.READY] == 0 and ix.frozen == {} and ix.frozen_total == 0
 
 
 def test_a_fifo_queue_keeps_motos_own_deduplication(sqs: Any) -> None:
