@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from llmbatch.bench.e2e import FIFTHS, LOCAL_UP, RPM_LIMIT, TITLE, E2ERun
 from llmbatch.bench.fairness import FairnessRun
 from llmbatch.bench.harness import BASE_SIMULATOR, template_requests_setting
+from llmbatch.local.moto_sqs import HOT_READY_MAX
 from llmbatch.local.provision import DEFAULT_TEMPLATE
 from llmbatch.local.template import load_template, parameter_values
 
@@ -198,7 +199,8 @@ def markdown(runs: Sequence[E2ERun], fairness: Sequence[FairnessRun] = ()) -> li
         "12.5 s of work for 2,000 requests at capacity, so the first, smallest job shows the lowest rate; the "
         "fifths show the steady rate, and the CPU per request, about the same at every size, shows no "
         "local-stack operation growing with it. The results table's items are on disk "
-        "(`llmbatch/local/moto_spill.py`) and a queue's messages are freed as they are deleted, so memory "
+        f"(`llmbatch/local/moto_spill.py`), a deep queue's backlog beyond {HOT_READY_MAX:,} messages waits on disk too "
+        "(`llmbatch/local/moto_sqs_cold.py`) and its messages are freed as they are deleted, so memory "
         "grows little with the job (docs/local-stack-profiles.md, memory). The invocations start together on a "
         "new job and, sharing the endpoint's queue, end their batches together, so their gaps between batches "
         "(gathering the next, its start and its final writes) fall at the same moments, or not, as they "
