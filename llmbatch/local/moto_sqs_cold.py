@@ -103,10 +103,9 @@ class ColdMessages:
         return int(self._db.execute("SELECT count(*) FROM messages WHERE q = ?", (q,)).fetchone()[0])
 
     def drop(self, q: int) -> None:
-        """Forget a queue's messages (a purge)."""
+        """Forget a queue's messages now (a purge)."""
+        self.forget(q)
         self._settle()
-        self._unwritten = [row for row in self._unwritten if row[0] != q]
-        self._db.execute("DELETE FROM messages WHERE q = ?", (q,))
 
     def forget(self, q: int) -> None:
         """A queue is gone: its messages are dropped at the next call (this one may come
