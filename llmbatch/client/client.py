@@ -79,8 +79,12 @@ class LlmbatchClient:
         self.ddb: Any = None
         self.ssm: Any = None
         self.lambda_: Any = None
-        self.cloudwatch: Any = None
         self.store: ResultStore
+        #: Clients only a few commands use, made on first use (``_client_made_once``).
+        self._occasional: dict[str, Any] = {}
+        self._occasional_lock = asyncio.Lock()
+        self._client_args: tuple[Any, dict[str, Any]] | None = None
+        self._finisher: JobFinisher | None = None
         #: The workers could not be sized to the endpoints (said once per client).
         self._sizing_warned = False
 
@@ -101,7 +105,7 @@ class LlmbatchClient:
         self.ddb = await self._stack.enter_async_context(session.create_client("dynamodb", **kw))
         self.ssm = await self._stack.enter_async_context(session.create_client("ssm", **kw))
         self.lambda_ = await self._stack.enter_async_context(session.create_client("lambda", **kw))
-        self.cloudwatch = await self._stack.enter_async_context(session.create_client("cloudwatch", **kw))
+        self._client_args = (session, kw)
         self.payloads: PayloadStore | None = None
         if self.resources.payload_bucket:
             s3 = await self._stack.enter_async_context(session.create_client("s3", **kw))
@@ -112,12 +116,26 @@ class LlmbatchClient:
             results_table=self.resources.results_table,
             payloads=self.payloads,
         )
-        #: Publishes a cancelled job's finished event, as the workers do (shared/finish.py).
-        self.finisher: JobFinisher | None = None
-        if self.resources.event_bus:
-            events = await self._stack.enter_async_context(session.create_client("events", **kw))
-            self.finisher = JobFinisher(self.store, EventBridgePublisher(events, self.resources.event_bus))
         return self
+
+    async def _client_made_once(self, service: str) -> Any:
+        """A client of a service few commands call (CloudWatch, EventBridge), made on its first
+        use: each costs 30-40 ms of CPU to make, which ``status`` or ``submit`` need not pay."""
+        assert self._client_args is not None, "use the client as `async with`"
+        session, kw = self._client_args
+        async with self._occasional_lock:  # calls in parallel make one client
+            if service not in self._occasional:
+                made = await self._stack.enter_async_context(session.create_client(service, **kw))
+                self._occasional[service] = made
+            return self._occasional[service]
+
+    async def finisher(self) -> JobFinisher | None:
+        """What publishes a cancelled job's finished event, as the workers do (shared/finish.py);
+        None when the stack has no event bus."""
+        if self.resources.event_bus and self._finisher is None:
+            events = await self._client_made_once("events")
+            self._finisher = JobFinisher(self.store, EventBridgePublisher(events, self.resources.event_bus))
+        return self._finisher
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
@@ -436,8 +454,9 @@ class LlmbatchClient:
         A job with nothing left to run (all answered, or not yet enqueued) is finished now:
         its finished event is published here, through the same claim as the workers'."""
         await self.store.request_cancel(job_id)
-        if self.finisher is not None:
-            await self.finisher.check([job_id])
+        finisher = await self.finisher()
+        if finisher is not None:
+            await finisher.check([job_id])
         return await self.status(job_id)
 
     async def dead_letters(self, job_id: str | None = None) -> list[DeadLetter]:
@@ -589,7 +608,8 @@ class LlmbatchClient:
 
     async def _oldest_age_s(self, queue_name: str) -> float | None:
         now = datetime.now(UTC)
-        resp = await self.cloudwatch.get_metric_statistics(
+        cloudwatch = await self._client_made_once("cloudwatch")
+        resp = await cloudwatch.get_metric_statistics(
             Namespace="AWS/SQS",
             MetricName="ApproximateAgeOfOldestMessage",
             Dimensions=[{"Name": "QueueName", "Value": queue_name}],

@@ -179,8 +179,9 @@ async def test_two_clients_finishing_the_last_two_requests_at_once_put_one_event
                     usage=Usage(3, 4),
                 )
                 await client.store.write_terminal(job_id, [result])
-                assert client.finisher is not None
-                return await client.finisher.check_one(job_id)
+                finisher = await client.finisher()
+                assert finisher is not None
+                return await finisher.check_one(job_id)
 
             # WHEN both write their result and check the job at the same moment
             outcomes = await asyncio.gather(finish(a, "x"), finish(b, "y"))

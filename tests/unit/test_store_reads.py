@@ -4,6 +4,7 @@ with the stack built from template.yaml (tables with the jobs index, the bucket,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -400,3 +401,28 @@ def test_the_jobs_index_is_sparse_meta_items_only(resources: StackResources) -> 
 
     # THEN only the meta item is in it
     assert [(i["job_id"], i["item"]) for i in map(from_ddb, resp["Items"])] == [(job_id, "meta")]
+
+
+async def test_clients_few_commands_use_are_made_once_on_first_use(client: LlmbatchClient) -> None:
+    # GIVEN a client just opened (as every CLI command opens one): no CloudWatch or EventBridge client yet
+    assert client._occasional == {}
+    assert client._client_args is not None
+    session, _ = client._client_args
+    made: list[str] = []
+    original = session.create_client
+
+    def counting(service: str, **kw: Any) -> Any:
+        made.append(service)
+        return original(service, **kw)
+
+    session.create_client = counting
+    # WHEN three reads of the queues' oldest-message metric run at once
+    await asyncio.gather(*(client._oldest_age_s(f"q{i}") for i in range(3)))
+    # THEN one CloudWatch client served them, and is kept for the next call
+    (cloudwatch,) = client._occasional.values()
+    assert await client._client_made_once("cloudwatch") is cloudwatch
+    # AND the finisher (EventBridge) is made once too, when the stack has a bus
+    assert client.resources.event_bus
+    finisher = await client.finisher()
+    assert finisher is not None and await client.finisher() is finisher
+    assert made == ["cloudwatch", "events"]
