@@ -91,6 +91,7 @@ async def limits_scene(pilot: Pilot[Any]) -> None:
     assert isinstance(screen, LimitsScreen)
     # An edit refused in the form: the reason shows beside the field, nothing is written.
     field = screen.field("max_concurrency")
+    field.input.cursor_blink = False  # the cursor shown, whenever the picture is taken
     field.input.value = "5000"
     field.input.focus()
     await pilot.press("enter")
@@ -107,7 +108,9 @@ async def submit_scene(pilot: Pilot[Any]) -> None:
     assert isinstance(screen, SubmitScreen)
     tree = screen.query_one(DirectoryTree)
     await wait_for(pilot, lambda: len(tree.root.children) == 2, what="the file tree")
-    screen.query_one("#submit-path", Input).value = str(EXAMPLES / "broken.jsonl")
+    path = screen.query_one("#submit-path", Input)
+    path.cursor_blink = False  # the cursor shown, whenever the picture is taken (CI's timing)
+    path.value = str(EXAMPLES / "broken.jsonl")
     await pilot.press("ctrl+r")
     await wait_for(pilot, lambda: "refused" in str(screen.query_one("#check-result").render()), what="the check")
     await pilot.pause()
