@@ -137,14 +137,8 @@ class SpillStore:
                 if now != held.read_as:
                     rows.append((tbl, h, r, now))
                     held.read_as = now
-            if rows:
-                self._db.execute("BEGIN")  # one transaction: all of the request's items or none
-                try:
-                    self._db.executemany("INSERT OR REPLACE INTO items (tbl, h, r, v) VALUES (?, ?, ?, ?)", rows)
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
+            if rows:  # all of the request's items or none
+                write_all(self._db, "INSERT OR REPLACE INTO items (tbl, h, r, v) VALUES (?, ?, ?, ?)", rows)
         finally:
             if release:
                 self._held.clear()
@@ -192,6 +186,18 @@ def scratch_db(prefix: str, name: str, directory: str | None = None) -> tuple[st
     for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=MEMORY", f"cache_size=-{_PAGE_CACHE_KIB}"):
         db.execute(f"PRAGMA {pragma}")
     return path, db
+
+
+def write_all(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """``sql`` for every row, in one transaction: all of them or none (and one commit, not one
+    per row)."""
+    db.execute("BEGIN")
+    try:
+        db.executemany(sql, rows)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def remove_scratch(path: str, db: sqlite3.Connection) -> None:

@@ -26,7 +26,7 @@ import atexit
 import pickle
 from typing import Any
 
-from llmbatch.local.moto_spill import remove_scratch, scratch_db
+from llmbatch.local.moto_spill import remove_scratch, scratch_db, write_all
 
 #: Rows written at once, in one transaction (a row of its own costs a commit: 25 us a message).
 _WRITE_CHUNK = 128
@@ -71,13 +71,7 @@ class ColdMessages:
         if not rows:
             return
         try:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany("INSERT INTO messages (q, t, seq, v) VALUES (?, ?, ?, ?)", rows)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            write_all(self._db, "INSERT INTO messages (q, t, seq, v) VALUES (?, ?, ?, ?)", rows)
         except BaseException:
             self._unwritten = rows + self._unwritten  # kept for the next try: sent messages are not lost
             raise
