@@ -247,6 +247,52 @@ def test_a_long_poll_returns_as_soon_as_a_message_is_sent(sqs: Any, url: str) ->
     assert [m["Body"] for m in got[0]] == ["now"]
 
 
+def test_sends_wait_their_turn_and_a_receive_does_not_wait_for_them(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While one send is being worked on (held here inside moto), a receive is answered and
+    the next send waits; released, both sends arrive."""
+    import threading
+
+    from moto.sqs.responses import SQSResponse
+
+    sqs = client("sqs", url)
+    q = new_queue(sqs)
+    sqs.send_message(QueueUrl=q, MessageBody="ready")
+    entered, release = threading.Event(), threading.Event()
+    original = SQSResponse.send_message
+
+    def held_once(self: Any) -> Any:
+        if not entered.is_set():
+            entered.set()
+            release.wait(30)
+        return original(self)
+
+    monkeypatch.setattr(SQSResponse, "send_message", held_once)
+
+    def send(body: str) -> threading.Thread:
+        t = threading.Thread(target=lambda: client("sqs", url).send_message(QueueUrl=q, MessageBody=body))
+        t.start()
+        return t
+
+    first = send("first")
+    assert entered.wait(15), "the first send never reached moto"
+    second = send("second")
+    got: list[list[dict[str, Any]]] = []
+    receiver = threading.Thread(target=lambda: got.append(receive(client("sqs", url), q)))
+    receiver.start()
+    receiver.join(timeout=15)
+    assert not receiver.is_alive(), "the receive waited for the send being worked on"
+    assert [m["Body"] for m in got[0]] == ["ready"]
+    second.join(timeout=1.0)  # unadmitted, a send here takes milliseconds
+    assert second.is_alive(), "a second send was worked on beside the first"
+    release.set()
+    first.join(timeout=15)
+    second.join(timeout=15)
+    assert not first.is_alive() and not second.is_alive()
+    bodies = {m["Body"] for m in receive(sqs, q, VisibilityTimeout=0)}
+    bodies |= {m["Body"] for m in receive(sqs, q)}
+    assert {"first", "second"} <= bodies
+
+
 def test_purge_empties_the_queue_and_old_handles_no_longer_change_visibility(sqs: Any) -> None:
     q = new_queue(sqs)
     sqs.send_message_batch(QueueUrl=q, Entries=[{"Id": str(i), "MessageBody": str(i)} for i in range(5)])
