@@ -247,46 +247,70 @@ def test_a_long_poll_returns_as_soon_as_a_message_is_sent(sqs: Any, url: str) ->
     assert [m["Body"] for m in got[0]] == ["now"]
 
 
-def test_sends_wait_their_turn_and_a_receive_does_not_wait_for_them(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("action", ["send_message", "send_message_batch"])
+def test_sends_wait_their_turn_and_a_receive_does_not_wait_for_them(
+    url: str, monkeypatch: pytest.MonkeyPatch, action: str
+) -> None:
     """While one send is being worked on (held here inside moto), a receive is answered and
-    the next send waits; released, both sends arrive."""
+    the next send, which has reached the server, waits; released, both sends arrive."""
     import threading
 
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
     from moto.sqs.responses import SQSResponse
 
     sqs = client("sqs", url)
     q = new_queue(sqs)
     sqs.send_message(QueueUrl=q, MessageBody="ready")
-    entered, release = threading.Event(), threading.Event()
-    original = SQSResponse.send_message
+    entered, release, second_arrived = threading.Event(), threading.Event(), threading.Event()
+    held = getattr(SQSResponse, action)
 
     def held_once(self: Any) -> Any:
         if not entered.is_set():
             entered.set()
             release.wait(30)
-        return original(self)
+        return held(self)
 
-    monkeypatch.setattr(SQSResponse, "send_message", held_once)
+    monkeypatch.setattr(SQSResponse, action, held_once)
+    # Outside the local stack's gate: tells when the second send has reached the server.
+    served = DomainDispatcherApplication.__call__
 
-    def send(body: str) -> threading.Thread:
-        t = threading.Thread(target=lambda: client("sqs", url).send_message(QueueUrl=q, MessageBody=body))
+    def arriving(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
+        if entered.is_set() and str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("AmazonSQS.Send"):
+            second_arrived.set()
+        return served(self, environ, start_response)
+
+    monkeypatch.setattr(DomainDispatcherApplication, "__call__", arriving)
+
+    senders = [client("sqs", url), client("sqs", url)]
+
+    def send(sender: Any, body: str) -> threading.Thread:
+        if action == "send_message":
+            call = lambda: sender.send_message(QueueUrl=q, MessageBody=body)  # noqa: E731
+        else:
+            call = lambda: sender.send_message_batch(QueueUrl=q, Entries=[{"Id": "0", "MessageBody": body}])  # noqa: E731
+        t = threading.Thread(target=call, daemon=True)
         t.start()
         return t
 
-    first = send("first")
-    assert entered.wait(15), "the first send never reached moto"
-    second = send("second")
-    got: list[list[dict[str, Any]]] = []
-    receiver = threading.Thread(target=lambda: got.append(receive(client("sqs", url), q)))
-    receiver.start()
-    receiver.join(timeout=15)
-    assert not receiver.is_alive(), "the receive waited for the send being worked on"
-    assert [m["Body"] for m in got[0]] == ["ready"]
-    second.join(timeout=1.0)  # unadmitted, a send here takes milliseconds
-    assert second.is_alive(), "a second send was worked on beside the first"
-    release.set()
-    first.join(timeout=15)
-    second.join(timeout=15)
+    first = send(senders[0], "first")
+    second: threading.Thread | None = None
+    try:
+        assert entered.wait(15), "the first send never reached moto"
+        second = send(senders[1], "second")
+        assert second_arrived.wait(15), "the second send never reached the server"
+        got: list[list[dict[str, Any]]] = []
+        receiver = threading.Thread(target=lambda: got.append(receive(client("sqs", url), q)), daemon=True)
+        receiver.start()
+        receiver.join(timeout=15)
+        assert not receiver.is_alive(), "the receive waited for the send being worked on"
+        assert [m["Body"] for m in got[0]] == ["ready"]
+        second.join(timeout=1.0)  # unadmitted, a send here takes milliseconds
+        assert second.is_alive(), "a second send was worked on beside the first"
+    finally:
+        release.set()  # a failure above must not leave the server's sends held
+        first.join(timeout=15)
+        if second is not None:
+            second.join(timeout=15)
     assert not first.is_alive() and not second.is_alive()
     bodies = {m["Body"] for m in receive(sqs, q, VisibilityTimeout=0)}
     bodies |= {m["Body"] for m in receive(sqs, q)}
