@@ -171,6 +171,12 @@ def test_status_reports_tokens_and_a_cost_priced_from_the_workers_configuration(
     async def finish() -> None:
         async with LlmbatchClient(state.resources) as client:
             await wait_finished(client, job_id, timeout_s=60)
+            # An invocation adds its use to the job's counters after its answers are stored
+            # (shared/observability.py), so the job may show completed a moment before.
+            deadline = asyncio.get_running_loop().time() + 30
+            while (await client.status(job_id)).metering.deliveries < 12:
+                assert asyncio.get_running_loop().time() < deadline, "the invocations' use was never recorded"
+                await asyncio.sleep(0.1)
 
     asyncio.run(finish())
     set_prices(state, {"endpoints": {"default": {"input_per_million": 3.0, "output_per_million": 15.0}}})
