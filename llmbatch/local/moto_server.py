@@ -147,10 +147,10 @@ def _admit_sends_in_turn() -> None:
     of six 2,000-request jobs), still six times what the endpoint answers, while those jobs
     ended sooner (138 against 133 requests/s). A waiting send may be overtaken by a newer
     one (a semaphore keeps no queue); submit keeps 32 in flight, ~5 ms of work each, so a
-    wait stays far inside the SDK's 60-s read timeout. Only the JSON protocol, which the botocore pinned here
-    speaks to SQS, is told apart; a query-protocol send goes through unadmitted, as
-    before. A request without a length (chunked) is read inside moto, so under the gate;
-    the SDKs always send one.
+    wait stays far inside the SDK's 60-s read timeout. Only the JSON protocol, which the
+    botocore pinned here speaks to SQS, is told apart; a query-protocol send goes through
+    unadmitted, as before. A request without a length (chunked) is read inside moto, so
+    under the gate; the SDKs always send one.
     """
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 

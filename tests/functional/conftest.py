@@ -78,13 +78,20 @@ async def enqueue_as_sdk(client: LlmbatchClient, lines: list[dict[str, Any]], *,
 
 
 async def wait_finished(client: LlmbatchClient, job_id: str, timeout_s: float = 120.0) -> JobStatus:
+    return await wait_status(client, job_id, lambda st: st.finished, timeout_s=timeout_s, what="finished")
+
+
+async def wait_status(
+    client: LlmbatchClient, job_id: str, until: Callable[[JobStatus], bool], *, timeout_s: float, what: str
+) -> JobStatus:
+    """The job's status once ``until`` holds for it, polled; fails after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
         st = await client.status(job_id)
-        if st.finished:
+        if until(st):
             return st
         if time.monotonic() > deadline:
-            raise AssertionError(f"job not finished in {timeout_s}s: {st.to_dict()}")
+            raise AssertionError(f"job not {what} in {timeout_s}s: {st.to_dict()}")
         await asyncio.sleep(0.25)
 
 

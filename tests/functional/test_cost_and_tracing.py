@@ -25,7 +25,7 @@ from llmbatch.local.provision import REGION
 from llmbatch.local.runner import LocalStack
 from shared.jobs import JobMeta, JobStatus, new_job_id
 from shared.messages import RequestMessage
-from tests.functional.conftest import chat_line, wait_finished, write_jobfile
+from tests.functional.conftest import chat_line, wait_finished, wait_status, write_jobfile
 
 pytestmark = pytest.mark.functional
 
@@ -173,10 +173,7 @@ def test_status_reports_tokens_and_a_cost_priced_from_the_workers_configuration(
             await wait_finished(client, job_id, timeout_s=60)
             # An invocation adds its use to the job's counters after its answers are stored
             # (shared/observability.py), so the job may show completed a moment before.
-            deadline = asyncio.get_running_loop().time() + 30
-            while (await client.status(job_id)).metering.deliveries < 12:
-                assert asyncio.get_running_loop().time() < deadline, "the invocations' use was never recorded"
-                await asyncio.sleep(0.1)
+            await wait_status(client, job_id, lambda st: st.metering.deliveries >= 12, timeout_s=30, what="metered")
 
     asyncio.run(finish())
     set_prices(state, {"endpoints": {"default": {"input_per_million": 3.0, "output_per_million": 15.0}}})
