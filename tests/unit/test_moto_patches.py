@@ -638,6 +638,122 @@ def test_dynamodb_calls_to_the_stacks_endpoint_reach_the_dynamodb_process_unchan
         assert client("sqs", dynamodb.url).list_queues().get("QueueUrls", []) == []
 
 
+def json_call(service: str, target: str, body: Any, **headers: str) -> dict[str, Any]:
+    """The WSGI environ of a JSON-protocol call as an SDK sends it (``body`` as is if bytes)."""
+    from werkzeug.test import EnvironBuilder
+
+    auth = (
+        f"AWS4-HMAC-SHA256 Credential=testing/20261130/{REGION}/{service}/aws4_request, SignedHeaders=host, Signature=0"
+    )
+    return dict(
+        EnvironBuilder(
+            method="POST",
+            path="/",
+            base_url="http://127.0.0.1:5000",
+            headers={
+                "X-Amz-Target": target,
+                "Content-Type": "application/x-amz-json-1.0",
+                "Authorization": auth,
+                **headers,
+            },
+            data=body if isinstance(body, bytes) else json.dumps(body),
+        ).get_environ()
+    )
+
+
+#: Headers that differ between any two answers (or, the CORS one, that only Flask's path adds).
+_VOLATILE_HEADERS = {"x-amzn-requestid", "x-amz-crc32", "date", "access-control-allow-origin"}
+
+
+def wsgi_answer(app: Any, environ: dict[str, Any]) -> tuple[Any, ...]:
+    """Status, lasting headers and body of ``app``'s answer, or the exception it raised."""
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        seen.update(status=status, headers=headers)
+
+    try:
+        body = b"".join(app(environ, start_response))
+    except Exception as e:  # compared, not handled
+        return ("raised", type(e).__name__, str(e))
+    lasting = sorted((k.lower(), v) for k, v in seen["headers"] if k.lower() not in _VOLATILE_HEADERS)
+    return seen["status"], lasting, body
+
+
+def test_json_calls_are_answered_without_flask_exactly_as_through_it(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN moto's dispatcher, patched (the url fixture's server applied the patches), and
+    # Flask's entry counted
+    from flask import Flask
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    dispatcher = DomainDispatcherApplication(create_backend_app)
+    through_flask: list[str] = []
+    flask_entry = Flask.wsgi_app
+
+    def counted(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
+        through_flask.append(str(environ.get("HTTP_X_AMZ_TARGET")))
+        return flask_entry(self, environ, start_response)
+
+    monkeypatch.setattr(Flask, "wsgi_app", counted)
+
+    def flask_answer(environ: dict[str, Any]) -> tuple[Any, ...]:  # what moto's dispatch does
+        return wsgi_answer(dispatcher.get_application(environ), environ)
+
+    name = f"direct{next(_names)}"
+    created = flask_answer(json_call("sqs", "AmazonSQS.CreateQueue", {"QueueName": name}))
+    queue = json.loads(created[2])["QueueUrl"]
+    flask_answer(
+        json_call(
+            "dynamodb",
+            "DynamoDB_20120810.CreateTable",
+            {
+                "TableName": name,
+                "BillingMode": "PAY_PER_REQUEST",
+                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            },
+        )
+    )
+    through_flask.clear()
+    calls = [
+        ("sqs", "AmazonSQS.GetQueueUrl", {"QueueName": name}),
+        ("sqs", "AmazonSQS.GetQueueUrl", {"QueueName": "no-such-queue"}),
+        ("sqs", "AmazonSQS.ReceiveMessage", {"QueueUrl": queue, "MaxNumberOfMessages": 10}),
+        ("sqs", "AmazonSQS.ReceiveMessage", {"QueueUrl": queue, "MaxNumberOfMessages": 11}),
+        ("sqs", "AmazonSQS.GetQueueAttributes", {"QueueUrl": queue, "AttributeNames": ["VisibilityTimeout"]}),
+        ("sqs", "AmazonSQS.NoSuchAction", {}),
+        ("sqs", "AmazonSQS.SendMessage", b"{not json"),
+        ("dynamodb", "DynamoDB_20120810.DescribeTable", {"TableName": "no-such-table"}),
+        ("dynamodb", "DynamoDB_20120810.GetItem", {"TableName": name, "Key": {"pk": {"S": "absent"}}}),
+        ("dynamodb", "DynamoDB_20120810.GetItem", {"TableName": name, "Key": {"pk": {"N": "1"}}}),
+        (
+            "dynamodb",
+            "DynamoDB_20120810.PutItem",
+            {"TableName": name, "Item": {"pk": {"S": "a"}}, "ConditionExpression": "attribute_exists(pk)"},
+        ),
+    ]
+    kinds = set()
+    for service, target, body in calls:
+        # WHEN a call reaches the dispatcher as it reaches the server
+        direct = wsgi_answer(dispatcher, json_call(service, target, body))
+        # THEN Flask had no part in it
+        assert through_flask == [], target
+        # ... and the answer is what Flask's path gives the same call: the same status,
+        # headers and body, the same errors (moto's 400s, a refused condition, an action
+        # moto does not know raised as it is by Flask in moto's debug mode)
+        assert direct == flask_answer(json_call(service, target, body)), target
+        through_flask.clear()
+        kinds.add(direct[0])
+    assert kinds == {"200 OK", "400 BAD REQUEST", "raised"}  # answers, errors and a crash all compared
+
+    # WHEN a browser makes the call (an Origin: CORS) THEN it goes through Flask, with its CORS header
+    browser = dispatcher(
+        json_call("sqs", "AmazonSQS.GetQueueUrl", {"QueueName": name}, Origin="http://x"), lambda *a: None
+    )
+    assert b"QueueUrl" in b"".join(browser)
+    assert through_flask == ["AmazonSQS.GetQueueUrl"]
+
+
 def test_a_cached_condition_still_refuses_unused_names_and_values(ddb: Any) -> None:
     # moto checks the names and values a condition used against the request's, from what
     # the parser found: the cache must answer that too, every time.
