@@ -6,7 +6,10 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
+
+from shared.store.item_size import item_bytes
 
 
 class RequestStatus(StrEnum):
@@ -62,6 +65,15 @@ class RequestResult:
     response_ref: str | None = None
     usage: Usage = field(default_factory=Usage)
     finished_at: str = field(default_factory=utc_now_iso)
+
+    @cached_property
+    def item_bytes(self) -> int:
+        """Its item's size as DynamoDB counts it, worked out once: a worker sizes each result
+        for its item limit, its transaction's 4 MB and its write units, and each time took
+        ``to_item`` (the body's JSON) and a walk of the item (~50 us a sizing, a tenth of the
+        worker's CPU per request, issue 12). A result is not changed once made (frozen; its
+        body is not touched either); ``dataclasses.replace`` makes a new one, sized afresh."""
+        return item_bytes(self.to_item())
 
     def to_item(self) -> dict[str, Any]:
         """The plain (not yet DynamoDB-typed) item. The body is stored as JSON text so it

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from shared.payloads import PayloadStore
 from shared.results import RequestResult, RequestStatus, Usage
-from shared.store.item_size import ITEM_MAX_BYTES, item_bytes, utf8_bytes
+from shared.store.item_size import ITEM_MAX_BYTES, utf8_bytes
 
 #: A failed request's message is kept in its item up to this size (UTF-8); a bigger one is
 #: put in the payload bucket. A message whose body is already there (``body_ref``) is small.
@@ -30,8 +30,8 @@ STORE_REFUSED = "store_refused"
 
 
 def result_bytes(result: RequestResult) -> int:
-    """The size of the result's item as DynamoDB counts it."""
-    return item_bytes(result.to_item())
+    """The size of the result's item as DynamoDB counts it (:attr:`RequestResult.item_bytes`)."""
+    return result.item_bytes
 
 
 def custom_id_digest(custom_id: str) -> str:

@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 from shared.errors import TransientError
 from shared.latency import FIRST_STARTED, LAST_FINISHED, counter_update, started_at
 from shared.results import RequestResult, RequestStatus, utc_now_iso
-from shared.store.item_size import ITEM_MAX_BYTES, TRANSACTION_MAX_BYTES, TRANSACTION_MAX_ITEMS, item_bytes, to_ddb
+from shared.store.item_size import ITEM_MAX_BYTES, TRANSACTION_MAX_BYTES, TRANSACTION_MAX_ITEMS, to_ddb
 from shared.store.result_fit import fit_item, refused_item, result_bytes
 from shared.store.retry import CONDITION_FAILED, RETRYABLE_CODES, VALIDATION_CODE, error_parts, reason_text
 
@@ -170,10 +170,10 @@ class TerminalWrite:
             }
             for item in items
         ]
-        actions.append({"Update": self._counter_update(results, items)})
+        actions.append({"Update": self._counter_update(results)})
         return actions
 
-    def _counter_update(self, results: Sequence[RequestResult], items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def _counter_update(self, results: Sequence[RequestResult]) -> dict[str, Any]:
         """The counter shard's update: counts, tokens and metering, and the latency figures
         of the answered requests (:mod:`shared.latency`), all ADDed in the transaction that
         stores the results, so they move exactly when the results are first stored."""
@@ -181,7 +181,7 @@ class TerminalWrite:
         # What the transaction costs, for the job's estimate; the counter update itself is
         # one more small transactional write.
         write_units = TRANSACTION_WRITE_UNITS_PER_KB * (
-            COUNTER_ITEM_KB + sum(math.ceil(item_bytes(i) / 1024) for i in items)
+            COUNTER_ITEM_KB + sum(math.ceil(r.item_bytes / 1024) for r in results)
         )
         values: dict[str, Any] = {
             ":s": delta[RequestStatus.SUCCEEDED],

@@ -202,3 +202,27 @@ def test_a_value_dynamodb_cannot_hold_is_refused_as_the_typed_path_refuses_it(va
     # WHEN it is sized / THEN the same kind of error
     with pytest.raises(type(typed.value)):
         item_bytes({"v": value})
+
+
+def test_a_result_is_sized_once_and_a_replaced_one_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import shared.results
+    from shared.store.terminal_writes import result_write_bytes
+
+    sized: list[int] = []
+
+    def counted(item: dict[str, Any]) -> int:
+        sized.append(1)
+        return item_bytes(item)
+
+    monkeypatch.setattr(shared.results, "item_bytes", counted)
+    result = a_result(response_body={"text": CJK * 100})
+    # WHEN the worker asks its size for each of its checks (transaction, item limit, ...)
+    sizes = {result_write_bytes(result), result_bytes(result), result.item_bytes}
+    # THEN each gets the item's size, worked out once
+    assert sizes == {item_bytes(result.to_item())} and len(sized) == 1
+    # ... and a changed copy is sized as it now is, not as the result it was made from
+    longer = dataclasses.replace(result, error_message="x" * 1000)
+    assert result_bytes(longer) == item_bytes(longer.to_item()) == result.item_bytes + len("error_message") + 1000
+    assert len(sized) == 2
