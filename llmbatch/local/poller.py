@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import botocore
+from botocore.config import Config
+
 from llmbatch.local.lambda_runtime import ContainerProcess
-from llmbatch.local.provision import REGION, EventSource, LocalFunction, aws_client
+from llmbatch.local.provision import ACCESS_KEY_ID, REGION, EventSource, LocalFunction, aws_client
 
 log = logging.getLogger("llmbatch.local.poller")
 
@@ -37,6 +40,35 @@ RECEIVE_MAX = 10
 #: deletes, and its receives never queue behind any slot's deletes (in one pool they did: a
 #: batch's gather took 0.25-0.9 s behind ten deletes, issue 12).
 IO_THREADS = 8
+
+
+def mapping_sqs_client(endpoint_url: str) -> Any:
+    """The SQS client of a mapping's slots: the stack's, less two per-call costs of the SDK
+    that buy nothing between the stand-in for AWS's own pollers and moto.
+
+    * No SigV4 signature: moto checks none. Each call carries the header moto does read
+      (the credential's scope: its access key, so its account, and its region), written
+      once. Signing was 13% of the poller's CPU (py-spy, a 2,000-request job).
+    * The user agent built once, not twice for each call (botocore builds it for the request
+      and again once the request is made, to add the features the call used: 9%).
+
+    Together the client's CPU per ReceiveMessage fell from 2.8-3.2 to 2.2-2.3 ms (300 calls
+    each, in turn). The Lambda service's pollers sign their calls with the function's role;
+    here nothing checks a signature, and the workers' and producers' clients still sign.
+    """
+    client = aws_client("sqs", endpoint_url, config=Config(signature_version=botocore.UNSIGNED))
+    authorization = (
+        f"AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/20260101/{REGION}/sqs/aws4_request, "
+        "SignedHeaders=host, Signature=0"
+    )
+
+    def credential_scope(request: Any, **_: Any) -> None:
+        request.headers["Authorization"] = authorization
+
+    client.meta.events.register_first("request-created.sqs", credential_scope)
+    user_agent = client._user_agent_creator.to_string()
+    client._user_agent_creator.to_string = lambda: user_agent
+    return client
 
 
 @dataclass(frozen=True)
@@ -172,7 +204,7 @@ class EventSourceMappingEmulator:
     # ---- the loop of one slot ------------------------------------------------------------
 
     def _slot_loop(self, index: int) -> None:
-        sqs = aws_client("sqs", self.endpoint)
+        sqs = mapping_sqs_client(self.endpoint)
         #: The last batch's successes, deleted once this slot's next gather is in: in a busy
         #: mapping every slot ends its batch at about the same time, and the receives that
         #: start the next invocations should not queue in the SQS process behind the deletes

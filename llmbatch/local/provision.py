@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 from llmbatch.client.stack import StackResources
 from llmbatch.local.template import (
@@ -97,13 +98,18 @@ class ProvisionedStack:
     parameters: dict[str, str]
 
 
-def aws_client(service: str, endpoint_url: str) -> Any:
+#: The local stack's credentials (moto takes any; this access key is its default account's).
+ACCESS_KEY_ID = "testing"
+
+
+def aws_client(service: str, endpoint_url: str, *, config: Config | None = None) -> Any:
     return boto3.client(  # type: ignore[call-overload]
         service,
         region_name=REGION,
         endpoint_url=endpoint_url,
-        aws_access_key_id="testing",
+        aws_access_key_id=ACCESS_KEY_ID,
         aws_secret_access_key="testing",
+        config=config,
     )
 
 
