@@ -19,6 +19,8 @@ from moto.server import ThreadedMotoServer
 
 _ddb_lock = threading.RLock()
 _patched = False
+#: The JSON protocol's target prefix of every DynamoDB call (``X-Amz-Target``).
+DYNAMODB_TARGET = "DynamoDB_20120810."
 
 
 def _serialize_dynamodb() -> None:
@@ -166,6 +168,11 @@ def _admit_sends_in_turn() -> None:
     DomainDispatcherApplication.__call__ = __call__  # type: ignore[method-assign]
 
 
+#: The JSON protocol's ``X-Amz-Target`` prefixes of the calls :func:`_dispatch_json_calls_directly`
+#: hands to moto's handler: the two services every request of a job goes through.
+_DIRECT_TARGETS: Final = ("AmazonSQS.", DYNAMODB_TARGET)
+
+
 def _dispatch_json_calls_directly() -> None:
     """Hand a JSON-protocol call (SQS's and DynamoDB's) to moto's handler without Flask.
 
@@ -186,7 +193,7 @@ def _dispatch_json_calls_directly() -> None:
     it does through Flask in moto's debug mode: werkzeug answers 500. The one difference is
     Flask-CORS's ``Access-Control-Allow-Origin: *`` on every answer, which AWS does not send
     an SDK; a call with an ``Origin`` header (a browser's) goes through Flask and gets it, as
-    does every other kind of call (S3's REST, the query protocol, moto's own API). The
+    does every other call (other services', S3's REST, the query protocol, moto's API). The
     DynamoDB forwarder must see a call before this does (:func:`_serve` installs it after).
     """
     from botocore.exceptions import ClientError
@@ -206,14 +213,17 @@ def _dispatch_json_calls_directly() -> None:
 
     def view_of(app: Any, environ: dict[str, Any]) -> Any:
         if app not in views:
-            endpoint, _ = app.url_map.bind_to_environ(environ).match("/", method="POST")
+            try:
+                endpoint, _ = app.url_map.bind_to_environ(environ).match("/", method="POST")
+            except HTTPException:  # no such route: Flask's own answer
+                endpoint = None
             view = app.view_functions.get(endpoint)
             views[app] = view if isinstance(view, convert_to_flask_response) else None
         return views[app]
 
     def __call__(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
         if (
-            "HTTP_X_AMZ_TARGET" not in environ
+            not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith(_DIRECT_TARGETS)
             or "HTTP_ORIGIN" in environ
             or environ.get("REQUEST_METHOD") != "POST"
             or environ.get("PATH_INFO") != "/"
@@ -445,8 +455,6 @@ class MotoServer:
         self.stop()
 
 
-#: The JSON protocol's target prefix of every DynamoDB call (``X-Amz-Target``).
-DYNAMODB_TARGET = "DynamoDB_20120810."
 #: Headers of one hop that a forwarder must not pass on.
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization"}

@@ -752,6 +752,9 @@ def test_json_calls_are_answered_without_flask_exactly_as_through_it(url: str, m
     )
     assert b"QueueUrl" in b"".join(browser)
     assert through_flask == ["AmazonSQS.GetQueueUrl"]
+    # ... as does another service's JSON call
+    b"".join(dispatcher(json_call("ssm", "AmazonSSM.DescribeParameters", {}), lambda *a: None))
+    assert through_flask == ["AmazonSQS.GetQueueUrl", "AmazonSSM.DescribeParameters"]
 
 
 def test_a_cached_condition_still_refuses_unused_names_and_values(ddb: Any) -> None:
