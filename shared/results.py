@@ -9,8 +9,6 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
-from shared.store.item_size import item_bytes
-
 
 class RequestStatus(StrEnum):
     SUCCEEDED = "succeeded"
@@ -72,8 +70,13 @@ class RequestResult:
         for its item limit, its transaction's 4 MB and its write units, and each time took
         ``to_item`` (the body's JSON) and a walk of the item (~50 us a sizing, a tenth of the
         worker's CPU per request, issue 12). A result is not changed once made (frozen; its
-        body is not touched either); ``dataclasses.replace`` makes a new one, sized afresh."""
-        return item_bytes(self.to_item())
+        body is not touched either: nothing does, and a body changed after its sizing could
+        make a transaction DynamoDB refuses); ``dataclasses.replace`` makes a new one, sized
+        afresh. (``cached_property`` needs the instance's ``__dict__``: no ``slots=True``.)
+        The codec is imported here, not with the model, which needs no boto3 otherwise."""
+        from shared.store import item_size
+
+        return item_size.item_bytes(self.to_item())
 
     def to_item(self) -> dict[str, Any]:
         """The plain (not yet DynamoDB-typed) item. The body is stored as JSON text so it

@@ -189,20 +189,21 @@ def _dispatch_json_calls_directly() -> None:
     Here the route is matched once per service (it is the same for every such call), and the
     handler gets the request as Flask would hand it (moto's ``Request``, marked as served by
     a WSGI server); its answer, a ``ClientError`` (400) or a werkzeug HTTP error (moto's
-    service errors) become the responses Flask makes of them. Anything else propagates as
-    it does through Flask in moto's debug mode: werkzeug answers 500. The one difference is
+    service errors) become the responses Flask makes of them (Flask's ``Response``, so its default content type
+    too). Anything else propagates as it does through Flask in moto's debug mode (a
+    ``BadRequestKeyError`` included): werkzeug answers 500. The one difference is
     Flask-CORS's ``Access-Control-Allow-Origin: *`` on every answer, which AWS does not send
     an SDK; a call with an ``Origin`` header (a browser's) goes through Flask and gets it, as
     does every other call (other services', S3's REST, the query protocol, moto's API). The
     DynamoDB forwarder must see a call before this does (:func:`_serve` installs it after).
     """
     from botocore.exceptions import ClientError
+    from flask import Response
     from moto.core.request import Request
     from moto.core.utils import convert_to_flask_response
     from moto.moto_api import recorder
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication
-    from werkzeug.exceptions import HTTPException
-    from werkzeug.wrappers import Response
+    from werkzeug.exceptions import BadRequestKeyError, HTTPException
 
     class ServerRequest(Request):
         from_wsgi_server = True
@@ -239,6 +240,8 @@ def _dispatch_json_calls_directly() -> None:
             result = view.callback(request, request.raw_url, dict(request.headers))
         except ClientError as exc:
             result = 400, {}, exc.response["Error"]["Message"]
+        except BadRequestKeyError:
+            raise  # Flask in moto's debug mode lets it through: werkzeug answers 500
         except HTTPException as exc:
             return exc(environ, start_response)
         status, headers, content = result if len(result) == 3 else (200, {}, result)
@@ -322,6 +325,8 @@ def _keep_connections_alive() -> None:
     from moto.moto_server import threaded_moto_server
     from moto.moto_server.werkzeug_app import MotoRequestHandler
 
+    request_log = logging.getLogger("werkzeug")
+
     class KeepAliveRequestHandler(MotoRequestHandler):
         #: An idle connection is dropped after this long (the SDKs' pools drop theirs sooner).
         timeout = 300
@@ -346,7 +351,8 @@ def _keep_connections_alive() -> None:
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
             # Werkzeug formats each request's log line (the path decoded, a timestamp, the
             # client's address) before its logger decides to drop it: 2-3% of a call.
-            if logging.getLogger("werkzeug").isEnabledFor(logging.INFO):
+            # (MotoServer sets the logger's level; unset, werkzeug would set INFO.)
+            if request_log.isEnabledFor(logging.INFO):
                 super().log_request(code, size)
 
         def send_header(self, keyword: str, value: str) -> None:
@@ -476,6 +482,10 @@ def forward_dynamodb_to(url: str) -> None:
 
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
+    if not _patched:
+        # Installed before them, the direct dispatch would answer DynamoDB's calls here,
+        # from this process's empty tables, before the forwarder saw them.
+        raise RuntimeError("forward_dynamodb_to: apply the patches first (apply_patches or MotoServer())")
     target = urlsplit(url)
     original = DomainDispatcherApplication.__call__
     # One kept-alive connection per server thread (each client connection has its thread).

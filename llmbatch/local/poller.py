@@ -58,6 +58,7 @@ def mapping_sqs_client(endpoint_url: str) -> Any:
     """
     client = aws_client("sqs", endpoint_url, config=Config(signature_version=botocore.UNSIGNED))
     authorization = (
+        # moto reads the access key (the account) and the region; the date it never reads.
         f"AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/20260101/{REGION}/sqs/aws4_request, "
         "SignedHeaders=host, Signature=0"
     )
@@ -66,8 +67,11 @@ def mapping_sqs_client(endpoint_url: str) -> Any:
         request.headers["Authorization"] = authorization
 
     client.meta.events.register_first("request-created.sqs", credential_scope)
-    user_agent = client._user_agent_creator.to_string()
-    client._user_agent_creator.to_string = lambda: user_agent
+    # botocore's (1.3x) builder, private: should it go, the client builds its agent as usual.
+    creator = getattr(client, "_user_agent_creator", None)
+    if creator is not None and callable(getattr(creator, "to_string", None)):
+        user_agent = creator.to_string()
+        creator.to_string = lambda: user_agent
     return client
 
 

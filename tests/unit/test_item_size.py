@@ -207,7 +207,7 @@ def test_a_value_dynamodb_cannot_hold_is_refused_as_the_typed_path_refuses_it(va
 def test_a_result_is_sized_once_and_a_replaced_one_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    import shared.results
+    from shared.store import item_size
     from shared.store.terminal_writes import result_write_bytes
 
     sized: list[int] = []
@@ -216,7 +216,7 @@ def test_a_result_is_sized_once_and_a_replaced_one_afresh(monkeypatch: pytest.Mo
         sized.append(1)
         return item_bytes(item)
 
-    monkeypatch.setattr(shared.results, "item_bytes", counted)
+    monkeypatch.setattr(item_size, "item_bytes", counted)
     result = a_result(response_body={"text": CJK * 100})
     # WHEN the worker asks its size for each of its checks (transaction, item limit, ...)
     sizes = {result_write_bytes(result), result_bytes(result), result.item_bytes}

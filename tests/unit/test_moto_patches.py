@@ -722,6 +722,7 @@ def test_json_calls_are_answered_without_flask_exactly_as_through_it(url: str, m
         ("sqs", "AmazonSQS.ReceiveMessage", {"QueueUrl": queue, "MaxNumberOfMessages": 11}),
         ("sqs", "AmazonSQS.GetQueueAttributes", {"QueueUrl": queue, "AttributeNames": ["VisibilityTimeout"]}),
         ("sqs", "AmazonSQS.NoSuchAction", {}),
+        ("sqs", "AmazonSQS.", {}),  # no action: moto's 404, with no content type of its own
         ("sqs", "AmazonSQS.SendMessage", b"{not json"),
         ("dynamodb", "DynamoDB_20120810.DescribeTable", {"TableName": "no-such-table"}),
         ("dynamodb", "DynamoDB_20120810.GetItem", {"TableName": name, "Key": {"pk": {"S": "absent"}}}),
@@ -744,7 +745,13 @@ def test_json_calls_are_answered_without_flask_exactly_as_through_it(url: str, m
         assert direct == flask_answer(json_call(service, target, body)), target
         through_flask.clear()
         kinds.add(direct[0])
-    assert kinds == {"200 OK", "400 BAD REQUEST", "raised"}  # answers, errors and a crash all compared
+    assert kinds == {"200 OK", "400 BAD REQUEST", "404 NOT FOUND", "raised"}
+    # ... and the one header Flask's path adds (Flask-CORS's) is not there
+    headers: list[tuple[str, str]] = []
+    b"".join(dispatcher(json_call("sqs", "AmazonSQS.GetQueueUrl", {"QueueName": name}), lambda s, h: headers.extend(h)))
+    assert "access-control-allow-origin" not in {
+        k.lower() for k, _ in headers
+    }  # answers, errors and a crash all compared
 
     # WHEN a browser makes the call (an Origin: CORS) THEN it goes through Flask, with its CORS header
     browser = dispatcher(
