@@ -189,9 +189,9 @@ def _dispatch_json_calls_directly() -> None:
     Here the route is matched once per service (it is the same for every such call), and the
     handler gets the request as Flask would hand it (moto's ``Request``, marked as served by
     a WSGI server); its answer, a ``ClientError`` (400) or a werkzeug HTTP error (moto's
-    service errors) become the responses Flask makes of them (Flask's ``Response``, so its default content type
-    too). Anything else propagates as it does through Flask in moto's debug mode (a
-    ``BadRequestKeyError`` included): werkzeug answers 500. The one difference is
+    service errors) become the responses Flask makes of them (Flask's ``Response``, so its
+    default content type too). Anything else propagates as it does through Flask in moto's
+    debug mode (a ``BadRequestKeyError`` included): werkzeug answers 500. The one difference is
     Flask-CORS's ``Access-Control-Allow-Origin: *`` on every answer, which AWS does not send
     an SDK; a call with an ``Origin`` header (a browser's) goes through Flask and gets it, as
     does every other call (other services', S3's REST, the query protocol, moto's API). The
