@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -21,6 +21,8 @@ _ddb_lock = threading.RLock()
 _patched = False
 #: The JSON protocol's target prefix of every DynamoDB call (``X-Amz-Target``).
 DYNAMODB_TARGET = "DynamoDB_20120810."
+#: moto's WSGI entry (``DomainDispatcherApplication.__call__``), or a layer around it.
+Dispatch = Callable[[Any, dict[str, Any], Any], Any]
 
 
 def _serialize_dynamodb() -> None:
@@ -128,7 +130,7 @@ SENDS_AT_ONCE: Final = 1
 _SEND_TARGETS: Final = ("AmazonSQS.SendMessage", "AmazonSQS.SendMessageBatch")
 
 
-def _admit_sends_in_turn() -> None:
+def _admit_sends_in_turn(inner: Dispatch) -> Dispatch:
     """Let a queue's receivers through while a producer floods it with sends.
 
     In one interpreter, every request in the works takes turns at its lock. ``submit`` keeps
@@ -154,18 +156,15 @@ def _admit_sends_in_turn() -> None:
     unadmitted, as before. A request without a length (chunked) is read inside moto, so
     under the gate; the SDKs always send one.
     """
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
-
-    original = DomainDispatcherApplication.__call__
     admitted = threading.BoundedSemaphore(SENDS_AT_ONCE)
 
     def __call__(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
         if environ.get("HTTP_X_AMZ_TARGET") in _SEND_TARGETS:
             with admitted:
-                return original(self, environ, start_response)
-        return original(self, environ, start_response)
+                return inner(self, environ, start_response)
+        return inner(self, environ, start_response)
 
-    DomainDispatcherApplication.__call__ = __call__  # type: ignore[method-assign]
+    return __call__
 
 
 #: The JSON protocol's ``X-Amz-Target`` prefixes of the calls :func:`_dispatch_json_calls_directly`
@@ -173,7 +172,7 @@ def _admit_sends_in_turn() -> None:
 _DIRECT_TARGETS: Final = ("AmazonSQS.", DYNAMODB_TARGET)
 
 
-def _dispatch_json_calls_directly() -> None:
+def _dispatch_json_calls_directly(inner: Dispatch) -> Dispatch:
     """Hand a JSON-protocol call (SQS's and DynamoDB's) to moto's handler without Flask.
 
     moto's server wraps each service's handler in a Flask app: per request an application
@@ -194,21 +193,18 @@ def _dispatch_json_calls_directly() -> None:
     debug mode (a ``BadRequestKeyError`` included): werkzeug answers 500. The one difference is
     Flask-CORS's ``Access-Control-Allow-Origin: *`` on every answer, which AWS does not send
     an SDK; a call with an ``Origin`` header (a browser's) goes through Flask and gets it, as
-    does every other call (other services', S3's REST, the query protocol, moto's API). The
-    DynamoDB forwarder must see a call before this does (:func:`_serve` installs it after).
+    does every other call (other services', S3's REST, the query protocol, moto's API).
     """
     from botocore.exceptions import ClientError
     from flask import Response
     from moto.core.request import Request
     from moto.core.utils import convert_to_flask_response
     from moto.moto_api import recorder
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
     from werkzeug.exceptions import BadRequestKeyError, HTTPException
 
     class ServerRequest(Request):
         from_wsgi_server = True
 
-    original = DomainDispatcherApplication.__call__
     #: Per service's Flask app, its view of ``POST /`` (None: not moto's plain handler).
     views: dict[Any, Any] = {}
 
@@ -230,10 +226,10 @@ def _dispatch_json_calls_directly() -> None:
             or environ.get("PATH_INFO") != "/"
             or environ.get("QUERY_STRING")
         ):
-            return original(self, environ, start_response)
+            return inner(self, environ, start_response)
         view = view_of(self.get_application(environ), environ)
         if view is None:
-            return original(self, environ, start_response)
+            return inner(self, environ, start_response)
         request = ServerRequest(environ)
         try:
             recorder._record_request(request)
@@ -247,7 +243,22 @@ def _dispatch_json_calls_directly() -> None:
         status, headers, content = result if len(result) == 3 else (200, {}, result)
         return Response(response=content, status=status, headers=headers)(environ, start_response)
 
-    DomainDispatcherApplication.__call__ = __call__  # type: ignore[method-assign]
+    return __call__
+
+
+def _route_calls() -> None:
+    """Wrap moto's server entry once in the layers that take some calls before moto's own
+    dispatch, outermost first: a DynamoDB call leaves for the DynamoDB process when this one
+    forwards them (:func:`forward_dynamodb_to`); a send waits its turn
+    (:func:`_admit_sends_in_turn`); SQS's and DynamoDB's calls reach moto's handler without
+    Flask (:func:`_dispatch_json_calls_directly`). Each passes on what it does not take. The
+    order is written here, not left to the order in which patches were applied."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    call: Dispatch = DomainDispatcherApplication.__call__
+    for layer in (_dispatch_json_calls_directly, _admit_sends_in_turn, _forward_dynamodb_calls):
+        call = layer(call)
+    DomainDispatcherApplication.__call__ = call  # type: ignore[method-assign,assignment]
 
 
 #: The services whose model instances moto would keep for ever: one per item written (and per
@@ -382,9 +393,9 @@ def apply_patches(*, transactions: bool = True) -> None:
     """Every patch of the local stack's moto, once per process (moto's state is per process).
 
     * :func:`_serialize_dynamodb`, :func:`_serialize_sqs`: locks (one per service).
-    * :func:`_dispatch_json_calls_directly`: SQS's and DynamoDB's calls reach moto's handler
-      without Flask's frame around it.
-    * :func:`_admit_sends_in_turn`: a producer's sends do not hold up the queue's receivers.
+    * :func:`_route_calls`, the layers around moto's dispatch: DynamoDB's calls forwarded
+      (when :func:`forward_dynamodb_to` says where), a producer's sends admitted in turn so
+      they do not hold up the queue's receivers, SQS's and DynamoDB's calls without Flask.
     * :func:`_keep_connections_alive`: HTTP/1.1 keep-alive, as AWS's endpoints; no request
       log line formatted only to be dropped.
     * :func:`_remember_backend_per_host`: the dispatcher's service lookup, once per host.
@@ -412,8 +423,7 @@ def apply_patches(*, transactions: bool = True) -> None:
     _remember_backend_per_host()
     _serialize_dynamodb()
     _serialize_sqs()
-    _dispatch_json_calls_directly()
-    _admit_sends_in_turn()
+    _route_calls()
     from llmbatch.local.moto_dynamodb import (
         back_up_touched_items_only,
         parse_each_condition_once,
@@ -467,6 +477,11 @@ _HOP_BY_HOP = frozenset(
 )
 
 
+#: Where this process passes DynamoDB's calls on (:func:`forward_dynamodb_to`); None: it
+#: answers them itself.
+_dynamodb_forward: Callable[[dict[str, Any], Any], Any] | None = None
+
+
 def forward_dynamodb_to(url: str) -> None:
     """Make this process's moto pass every DynamoDB call on to the moto at ``url``.
 
@@ -475,19 +490,15 @@ def forward_dynamodb_to(url: str) -> None:
     interpreter lock (on one core, a submit's SendMessageBatch waited behind the workers'
     TransactWriteItems). The workers call it directly (``AWS_ENDPOINT_URL_DYNAMODB``); the
     stack's one endpoint, which the CLI, the console and the tests use, passes it on here,
-    request and answer unchanged, so every client still sees one AWS endpoint.
+    request and answer unchanged, so every client still sees one AWS endpoint. It takes
+    effect through the layers :func:`apply_patches` puts around moto's dispatch
+    (:func:`_forward_dynamodb_calls`, the outermost), whether called before or after them.
     """
     import http.client
     from urllib.parse import urlsplit
 
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
-
-    if not _patched:
-        # Installed before them, the direct dispatch would answer DynamoDB's calls here,
-        # from this process's empty tables, before the forwarder saw them.
-        raise RuntimeError("forward_dynamodb_to: apply the patches first (apply_patches or MotoServer())")
+    global _dynamodb_forward
     target = urlsplit(url)
-    original = DomainDispatcherApplication.__call__
     # One kept-alive connection per server thread (each client connection has its thread).
     local = threading.local()
 
@@ -507,9 +518,7 @@ def forward_dynamodb_to(url: str) -> None:
                     raise
         raise AssertionError("unreachable")
 
-    def __call__(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
-        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith(DYNAMODB_TARGET):
-            return original(self, environ, start_response)
+    def forward(environ: dict[str, Any], start_response: Any) -> Any:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         headers = {k[5:].replace("_", "-"): str(v) for k, v in environ.items() if k.startswith("HTTP_")}
@@ -522,7 +531,20 @@ def forward_dynamodb_to(url: str) -> None:
         start_response(f"{resp.status} {resp.reason}", [*kept, ("Content-Length", str(len(data)))])
         return [data]
 
-    DomainDispatcherApplication.__call__ = __call__  # type: ignore[method-assign]
+    _dynamodb_forward = forward
+
+
+def _forward_dynamodb_calls(inner: Dispatch) -> Dispatch:
+    """The outermost layer (:func:`_route_calls`): a DynamoDB call leaves this process, when
+    it forwards them, before any other layer would answer it from this process's tables."""
+
+    def __call__(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
+        forward = _dynamodb_forward
+        if forward is not None and str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith(DYNAMODB_TARGET):
+            return forward(environ, start_response)
+        return inner(self, environ, start_response)
+
+    return __call__
 
 
 class MotoServerProcess:
@@ -624,8 +646,6 @@ def _serve() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = MotoServer(patch_transactions="--faithful-transactions" not in sys.argv)
     if "--forward-dynamodb" in sys.argv:
-        # After the patches: the forwarder is the first to see a call, so a DynamoDB call
-        # leaves this process before any of them (the direct dispatch) would answer it here.
         forward_dynamodb_to(sys.argv[sys.argv.index("--forward-dynamodb") + 1])
     url = server.start()
     print(json.dumps({"url": url}), flush=True)

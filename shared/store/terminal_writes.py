@@ -181,7 +181,7 @@ class TerminalWrite:
         # What the transaction costs, for the job's estimate; the counter update itself is
         # one more small transactional write.
         write_units = TRANSACTION_WRITE_UNITS_PER_KB * (
-            COUNTER_ITEM_KB + sum(math.ceil(r.item_bytes / 1024) for r in results)
+            COUNTER_ITEM_KB + sum(math.ceil(result_bytes(r) / 1024) for r in results)
         )
         values: dict[str, Any] = {
             ":s": delta[RequestStatus.SUCCEEDED],
