@@ -99,13 +99,13 @@ async def test_a_new_job_sizes_the_workers_to_the_endpoint(sized: StackResources
     # THEN the normal and high-priority mappings are sized to the endpoint's 32 calls; the
     # low-priority one keeps its own share
     sizes = mappings(sized)
-    assert sizes[sized.request_queue_url.rsplit("/", 1)[1]] == expected(16) == 4
-    assert sizes[sized.high_priority_queue_url.rsplit("/", 1)[1]] == 4
+    assert sizes[sized.request_queue_url.rsplit("/", 1)[1]] == expected(16) == 5
+    assert sizes[sized.high_priority_queue_url.rsplit("/", 1)[1]] == 5
     assert sizes[low] == low_before
 
     # WHEN the calls per invocation change, the workers follow
     await limits_set(sized, tmp_path, "--calls", "8")
-    assert normal(sized) == expected(8) == 8
+    assert normal(sized) == expected(8) == 10
     # ... and where they fall below the low-priority share, that share falls with them
     await limits_set(sized, tmp_path, "--calls", "64")
     sizes = mappings(sized)

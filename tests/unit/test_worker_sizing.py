@@ -25,9 +25,9 @@ def endpoints(*capacities: int | None) -> dict[str, EndpointSpec]:
 @pytest.mark.parametrize(
     ("capacities", "calls", "workers"),
     [
-        ((32,), 16, 4),  # 64 calls out for 32 slots: the benchmark's endpoint
-        ((32, 64), 16, 12),  # the endpoints' capacities add up
-        ((100,), 16, 13),  # rounded up: never fewer calls than HEADROOM x capacity
+        ((32,), 16, 5),  # 80 calls out for 32 slots: the benchmark's endpoint
+        ((32, 64), 16, 15),  # the endpoints' capacities add up
+        ((100,), 16, 16),  # rounded up: never fewer calls than HEADROOM x capacity
         ((4,), 16, 2),  # at least the mapping's lowest, 2
         ((100_000,), 1, 1000),  # at most its highest
     ],
