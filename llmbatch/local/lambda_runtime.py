@@ -13,7 +13,6 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -186,17 +185,12 @@ class ContainerProcess:
         kind, _ = self._conn.recv()
         self._ready = kind == "ready"
 
-    def invoke(
-        self, event: dict[str, Any], timeout_s: float, *, on_sent: Callable[[], None] | None = None
-    ) -> tuple[str, dict[str, Any]]:
+    def invoke(self, event: dict[str, Any], timeout_s: float) -> tuple[str, dict[str, Any]]:
         """Run one invocation. ``("timeout", {})`` when it overran: the container is killed,
-        as Lambda does. ``("crashed", {})`` when the process died. ``on_sent`` is called once
-        the event is in the container's pipe, while the invocation runs."""
+        as Lambda does. ``("crashed", {})`` when the process died."""
         self.wait_ready()
         try:
             self._conn.send(event)
-            if on_sent is not None:
-                on_sent()
             if not self._conn.poll(timeout_s):
                 self.kill()
                 return "timeout", {}

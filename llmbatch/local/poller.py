@@ -209,14 +209,12 @@ class EventSourceMappingEmulator:
 
     def _slot_loop(self, index: int) -> None:
         sqs = mapping_sqs_client(self.endpoint)
-        #: The last batch's successes, deleted once this slot's next batch is in its container
-        #: (or its gather found none): in a busy mapping every slot ends its batch at about
-        #: the same time, and the receives that start the next invocations should not queue in
-        #: the SQS process behind the deletes of the last ones, nor the hand-off of their
-        #: events wait for this process's threads sending them (~35 ms a slot, issue 12). Those
-        #: messages stay in flight one gather longer (~0.1 s with a backlog); without one, the
-        #: gather's first look is a short poll, so a drained queue shows them deleted at once,
-        #: not a long poll later (the priority gate reads it).
+        #: The last batch's successes, deleted once this slot's next gather is in: in a busy
+        #: mapping every slot ends its batch at about the same time, and the receives that
+        #: start the next invocations should not queue in the SQS process behind the deletes
+        #: of the last ones. Those messages stay in flight one gather longer (~0.1 s with a
+        #: backlog); without one, the gather's first look is a short poll, so a drained queue
+        #: shows them deleted at once, not a long poll later (the priority gate reads it).
         done: list[dict[str, Any]] = []
         try:
             while not self._stop.is_set():
@@ -238,18 +236,15 @@ class EventSourceMappingEmulator:
                     done = self._delete_all(sqs, done)
                     self._messages_seen.wait(IDLE_SLOT_RECHECK_S)
                     continue
-                held, done = done, []
-                messages: list[dict[str, Any]] = []
                 try:
                     try:
-                        messages = self._gather(sqs, settings, holding=bool(held))
+                        messages = self._gather(sqs, settings, holding=bool(done))
                     finally:
                         with self._lock:
                             self._gathering -= 1
-                        if not messages:  # nothing to hand off, or the gather failed: now
-                            held = self._delete_all(sqs, held)
+                        done = self._delete_all(sqs, done)
                     if messages:
-                        done = self._invoke(index, sqs, settings, messages, then_delete=held)
+                        done = self._invoke(index, sqs, settings, messages)
                     else:
                         self._messages_seen.clear()
                 except Exception:  # a poller keeps polling, as Lambda's does
@@ -319,47 +314,26 @@ class EventSourceMappingEmulator:
             return c
 
     def _invoke(
-        self,
-        index: int,
-        sqs: Any,
-        settings: MappingSettings,
-        messages: list[dict[str, Any]],
-        *,
-        then_delete: list[dict[str, Any]] | None = None,
+        self, index: int, sqs: Any, settings: MappingSettings, messages: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """Run one invocation; returns the records to delete (none when it failed as a whole).
-        ``then_delete`` (the slot's last batch's successes) are deleted once the event is in
-        the container, or on the way out if it never gets there."""
-        held = then_delete or []
-
-        def handed_off() -> None:
-            nonlocal held
-            try:
-                held = self._delete_all(sqs, held)
-            except RuntimeError:  # the pool is shut down: stop() gave up waiting for this slot
-                log.warning("event source mapping: %d deletes not sent; they come back", len(held))
-                held = []
-
+        """Run one invocation; returns the records to delete (none when it failed as a whole)."""
+        event = {"Records": [self._record(m) for m in messages]}
+        container = self._container(index)
+        container.wait_ready()
+        with self._lock:
+            self._busy += 1
+            self.stats.max_concurrent = max(self.stats.max_concurrent, self._busy)
+            self.stats.invocations += 1
+            self.stats.records += len(messages)
+        container.busy = True
+        started = time.monotonic()
         try:
-            event = {"Records": [self._record(m) for m in messages]}
-            container = self._container(index)
-            container.wait_ready()
-            with self._lock:
-                self._busy += 1
-                self.stats.max_concurrent = max(self.stats.max_concurrent, self._busy)
-                self.stats.invocations += 1
-                self.stats.records += len(messages)
-            container.busy = True
-            started = time.monotonic()
-            try:
-                kind, payload = container.invoke(event, timeout_s=self.function.timeout_s + 1.0, on_sent=handed_off)
-            finally:
-                container.busy = False
-                with self._lock:
-                    self._busy -= 1
-                    self.stats.longest_invocation_s = max(self.stats.longest_invocation_s, time.monotonic() - started)
+            kind, payload = container.invoke(event, timeout_s=self.function.timeout_s + 1.0)
         finally:
-            handed_off()  # not handed off (no container, no pipe): deleted all the same
+            container.busy = False
+            with self._lock:
+                self._busy -= 1
+                self.stats.longest_invocation_s = max(self.stats.longest_invocation_s, time.monotonic() - started)
         self.stats.outcomes[kind] += 1
 
         if kind != "ok":

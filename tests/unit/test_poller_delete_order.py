@@ -1,10 +1,9 @@
-"""The local event source mapping (llmbatch/local/poller.py) deletes a batch's successes once
-the slot's next batch is in its container, so the receives that start the next invocations
-never queue in the SQS process behind the deletes of the last ones, nor the hand-off of their
-events behind the threads sending them. A slot holding deletes looks at the queue with a short
-poll first, so a drained queue shows them deleted at once; nothing is left undeleted when the
-slot idles, is above the mapping's concurrency, fails a gather, cannot hand its next batch off
-or stops; and what the function reports failed, or a whole failed invocation, is never deleted.
+"""The local event source mapping (llmbatch/local/poller.py) deletes a batch's successes after
+the slot's next gather, so the receives that start the next invocations never queue in the SQS
+process behind the deletes of the last ones. A slot holding deletes looks at the queue with a
+short poll first, so a drained queue shows them deleted at once; nothing is left undeleted when
+the slot idles, is above the mapping's concurrency, fails a gather or stops; and what the
+function reports failed, or a whole failed invocation, is never deleted.
 
 The slot's loop, gather and invocation are the emulator's own; only the SQS calls (a scripted
 queue) and the container (scripted answers) stand in."""
@@ -58,13 +57,9 @@ class ScriptedContainer:
     def wait_ready(self) -> None:
         pass
 
-    def invoke(
-        self, event: dict[str, Any], *, timeout_s: float, on_sent: Callable[[], None] | None = None
-    ) -> tuple[str, dict[str, Any]]:
+    def invoke(self, event: dict[str, Any], *, timeout_s: float) -> tuple[str, dict[str, Any]]:
         record_ids = [r["messageId"] for r in event["Records"]]
-        self.events.append(("invoke", len(record_ids)))  # the event is in the container
-        if on_sent is not None:
-            on_sent()
+        self.events.append(("invoke", len(record_ids)))
         return self.answer(record_ids)
 
 
@@ -138,50 +133,26 @@ def ids(first: int, last: int) -> tuple[str, ...]:
     return tuple(f"m-{i}" for i in range(first, last + 1))
 
 
-def test_a_batch_is_deleted_once_the_next_is_handed_off_and_that_gather_does_not_wait() -> None:
+def test_a_batch_is_deleted_after_the_next_gather_whose_first_look_does_not_wait() -> None:
     # GIVEN a queue of 15 messages and a slot gathering batches of up to 10
     mapping = ScriptedMapping(15)
 
     # WHEN the slot runs until the queue is empty
     events = mapping.run()
 
-    # THEN each batch's deletes follow the next batch's hand-off to the container; a gather
-    # holding deletes looks with a short poll, so the drained queue's answer comes at once and
-    # the last batch is deleted before the slot long-polls again
+    # THEN each batch's deletes follow the next gather; a gather holding deletes looks with a
+    # short poll, so the drained queue's answer comes at once and the last batch is deleted
+    # before the slot long-polls again
     assert events == [
         ("receive", 1, 10),
         ("invoke", 10),
         ("receive", 0, 5),
-        ("invoke", 5),
         ("delete", *ids(0, 9)),
+        ("invoke", 5),
         ("receive", 0, 0),
         ("delete", *ids(10, 14)),
         ("receive", 1, 0),
     ]
-
-
-def test_a_batch_is_deleted_even_when_the_next_never_reaches_its_container() -> None:
-    # GIVEN a slot whose second invocation's container is gone before the event is sent
-    mapping = ScriptedMapping(15)
-    container = mapping.container
-    scripted_invoke = container.invoke
-
-    def invoke(
-        event: dict[str, Any], *, timeout_s: float, on_sent: Callable[[], None] | None = None
-    ) -> tuple[str, dict[str, Any]]:
-        if any(e[0] == "invoke" for e in mapping.events):
-            mapping.events.append(("not sent",))
-            return "crashed", {}
-        return scripted_invoke(event, timeout_s=timeout_s, on_sent=on_sent)
-
-    container.invoke = invoke  # type: ignore[method-assign]
-
-    # WHEN the slot runs until the queue is empty
-    events = mapping.run()
-
-    # THEN the first batch is deleted all the same; the second, never run, is not
-    assert events[:5] == [("receive", 1, 10), ("invoke", 10), ("receive", 0, 5), ("not sent",), ("delete", *ids(0, 9))]
-    assert deleted(events) == list(ids(0, 9))
 
 
 def test_the_records_the_function_reports_failed_are_never_deleted() -> None:
