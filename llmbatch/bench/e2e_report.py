@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from llmbatch.bench.e2e import FIFTHS, LOCAL_UP, RPM_LIMIT, TITLE, E2ERun
 from llmbatch.bench.fairness import FairnessRun
 from llmbatch.bench.harness import BASE_SIMULATOR, template_requests_setting
+from llmbatch.bench.turnover_model import LAMBDA, LOCAL, Workload, sized, utilisation
+from llmbatch.client.worker_sizing import HEADROOM
 from llmbatch.local.moto_sqs import HOT_READY_MAX
 from llmbatch.local.provision import DEFAULT_TEMPLATE
 from llmbatch.local.template import load_template, parameter_values
@@ -79,12 +81,16 @@ def targets(runs: Sequence[E2ERun]) -> list[str]:
             f"- End to end, submit included, >= 0.9 of the endpoint's capacity ({0.9 * CAPACITY:.0f} requests/s) "
             f"at {first.requests:,} requests: **{first.requests_per_s:.1f}** requests/s, "
             f"**{first.requests_per_s / CAPACITY:.2f}** of capacity (utilisation {first.utilisation:.2f}). "
-            f"About the most a faithful stack can reach here: the job is {work_s:.1f} s of the endpoint's work, and "
-            f"before the first call come submit's start (its client, the file's check, the job's record) and "
-            f"the event source mapping's batching window ({window_s:g} s, MaximumBatchingWindowInSeconds in "
-            f"template.yaml; Lambda wants at least 1 s with batches of more than 10), each slot's batch filling "
-            f"with its share of the arriving messages: where the first batches wait out the window, that "
-            f"alone holds the figure to about **{work_s / (work_s + window_s):.2f}**, and submit's start lowers it further."
+            f"The job is {work_s:.1f} s of the endpoint's work. Before the first call come submit's start (its "
+            f"client, the file's check, the job's record) and the first batches filling with their shares of the "
+            f"arriving messages (within the event source mapping's batching window, {window_s:g} s); and the "
+            f"invocations, starting together, end their batches together, so their turnovers (final writes, next "
+            f"gather, start-of-batch lookup) fall at the same moments. The turnover model "
+            f"(`llmbatch/bench/turnover_model.py`) puts the most this sizing reaches at "
+            f"**{utilisation(_workload(first.requests).timed(LAMBDA)):.2f}** with Lambda's turnovers (~"
+            f"{LAMBDA.turnover_s * 1000:.0f} ms) and **{utilisation(_workload(first.requests).timed(LOCAL)):.2f}** "
+            f"with the local stack's as traced (~{LOCAL.turnover_s * 1000:.0f} ms, its first calls "
+            f"{LOCAL.first_s:g} s after submit starts)."
         )
         for r in full[1:]:
             ratio = r.requests_per_s / first.requests_per_s if first.requests_per_s else 0.0
@@ -113,6 +119,27 @@ def _defaults() -> str:
     """The template's defaults that shape these runs, as the local stack starts with them."""
     values = parameter_values(load_template(DEFAULT_TEMPLATE))
     return ", ".join(f"{name} {values[name]}" for name in ("BatchSize", "WorkerMaxConcurrency", "ModelCallConcurrency"))
+
+
+def _workload(requests: int) -> Workload:
+    """The benchmark's job in the turnover model: its endpoint, the template's batches and
+    calls, the workers sized as ``auto_workers`` sizes them."""
+    values = parameter_values(load_template(DEFAULT_TEMPLATE))
+    base = Workload(
+        requests=requests,
+        batch_size=int(values["BatchSize"]),
+        calls=int(values["ModelCallConcurrency"]),
+        slots=int(BASE_SIMULATOR["slots"]),
+        call_s=float(BASE_SIMULATOR["base_latency_s"]),
+        jitter_s=float(BASE_SIMULATOR["jitter_s"]),
+    )
+    return sized(base, HEADROOM)
+
+
+def _sizing() -> str:
+    """How the workers are sized here, e.g. ``2.5x the slots in calls: 5 x 16``."""
+    w = _workload(0)
+    return f"{HEADROOM:g}x the slots in calls: {w.invocations} x {w.calls}"
 
 
 def fairness_lines(runs: Sequence[FairnessRun]) -> list[str]:
@@ -146,7 +173,7 @@ def fairness_lines(runs: Sequence[FairnessRun]) -> list[str]:
         "there: `shared/limits/limiter.py`). With more calls in flight than the endpoint serves, each call also "
         "waits in the endpoint's own queue and every batch takes that much longer; so the stack sizes its workers "
         "to what the endpoint declares it serves at once (`auto_workers`, `llmbatch/client/worker_sizing.py`: "
-        "here 32 slots, twice that many calls in flight). The second run is the template's "
+        f"here {int(BASE_SIMULATOR['slots'])} slots, {HEADROOM:g}x that many calls in flight). The second run is the template's "
         "`WorkerMaxConcurrency` set by hand, unsized.",
         "",
     ]
@@ -163,7 +190,7 @@ def markdown(runs: Sequence[E2ERun], fairness: Sequence[FairnessRun] = ()) -> li
         "The local stack as a user runs it (`llmbatch/bench/e2e.py`): `llmbatch local up --slots 32` in a process of its "
         "own, the simulator set to the benchmark's endpoint (32 slots, 200 ms a call ± 20 ms: capacity "
         f"{CAPACITY:.0f} requests/s), the template's defaults otherwise ({_defaults()}), the worker's invocations "
-        "sized to the simulator's slots when `local up` starts (`auto_workers`: twice the slots in calls, 4 x 16); "
+        f"sized to the simulator's slots when `local up` starts (`auto_workers`: {_sizing()}); "
         "for each job `submit` (the CLI's code, in the benchmark's process, where "
         "a client opens in ~60 ms: the process has parsed the AWS service models once; a fresh `llmbatch submit` "
         "also pays its imports and ~0.3 s for its first client) and "
