@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,21 +36,32 @@ BACKLOG_ATTRIBUTES = (
 )
 
 
-def pack_batches(bodies: Sequence[str]) -> list[list[int]]:
-    """Indexes of ``bodies`` grouped into SendMessageBatch calls: at most 10 entries and
-    1 MiB (UTF-8) per call, in order."""
-    batches: list[list[int]] = []
-    current: list[int] = []
+def batches_of(bodies: Iterable[str]) -> Iterator[list[str]]:
+    """``bodies`` grouped into SendMessageBatch calls as they come: at most 10 entries and
+    1 MiB (UTF-8) per call, in order. Lazy: a batch is made when it is asked for."""
+    current: list[str] = []
     size = 0
-    for i, body in enumerate(bodies):
+    for body in bodies:
         n = len(body.encode())
-        if current and (len(current) == SQS_BATCH_MAX_ENTRIES or size + n > SQS_BATCH_MAX_BYTES):
-            batches.append(current)
+        if current and size + n > SQS_BATCH_MAX_BYTES:
+            yield current
             current, size = [], 0
-        current.append(i)
+        current.append(body)
         size += n
+        if len(current) == SQS_BATCH_MAX_ENTRIES:  # full: no need to look at the next one
+            yield current
+            current, size = [], 0
     if current:
-        batches.append(current)
+        yield current
+
+
+def pack_batches(bodies: Sequence[str]) -> list[list[int]]:
+    """Indexes of ``bodies`` grouped as :func:`batches_of` groups them."""
+    batches: list[list[int]] = []
+    start = 0
+    for batch in batches_of(bodies):
+        batches.append(list(range(start, start + len(batch))))
+        start += len(batch)
     return batches
 
 

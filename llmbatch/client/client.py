@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -23,7 +23,7 @@ from llmbatch.client.aws_session import aws_session
 from llmbatch.client.cost import Pricing
 from llmbatch.client.enqueue import SUBMIT_PARALLELISM, send_messages
 from llmbatch.client.estimate import ASSUMED_LATENCY_S, LATENCY_SAMPLE, JobEstimate, Latency, LiveLimits, estimate_job
-from llmbatch.client.jobfile import MAX_REPORTED_PROBLEMS, JobFile, read_job_file
+from llmbatch.client.jobfile import MAX_REPORTED_PROBLEMS, JobFile, NumberedLine, read_job_file
 from llmbatch.client.lanes import Lane, LaneChoice, choose_lane
 from llmbatch.client.stack import StackResources
 from llmbatch.client.worker_sizing import WorkerSizing, workers_for
@@ -262,18 +262,29 @@ class LlmbatchClient:
                 size_workers=False,  # below, while the messages go out
             )
             start = 0
-        limit = job_file.max_message_bytes
-        messages = []
-        for n in job_file.lines:
-            msg = RequestMessage.from_job_line(
-                n.request, job_id=job_id, line_no=n.line_no, endpoint=endpoint, sign_key=sign_key
-            )
-            encoded = msg.encode()
-            if len(encoded.encode()) > limit and self.payloads:  # the claim check
-                key = await self.payloads.put(request_body_key(job_id, n.line_no), json.dumps(msg.body).encode())
-                encoded = msg.model_copy(update={"body": {}, "body_ref": key}).encode()
-            messages.append(encoded)
-        if start < len(messages):
+        unsent = job_file.lines[start:]
+        # The lines that may be over the queue's limit (at their largest) are encoded first,
+        # and those that are get their bodies put in the payload bucket (the claim check);
+        # the rest are encoded as the senders take them, so the first call goes out at once
+        # and a big job's messages are never all held at once.
+        checked: dict[int, str] = {}
+        for n in unsent:
+            if self.payloads and n.largest_bytes > job_file.max_message_bytes:
+                checked[n.line_no] = await self._claim_checked(
+                    n, job_id, endpoint, sign_key, job_file.max_message_bytes
+                )
+
+        def encoded() -> Iterator[str]:
+            for n in unsent:
+                if n.line_no in checked:
+                    yield checked[n.line_no]
+                else:
+                    msg = RequestMessage.from_job_line(
+                        n.request, job_id=job_id, line_no=n.line_no, endpoint=endpoint, sign_key=sign_key
+                    )
+                    yield msg.encode()
+
+        if unsent:
 
             async def note(sent: int) -> None:
                 await self.store.record_enqueued(job_id, sent, sealed=False)
@@ -284,7 +295,8 @@ class LlmbatchClient:
                 send_messages(
                     self.sqs,
                     self.resources.queue_url(_priority(priority)),
-                    messages,
+                    encoded(),
+                    total=job_file.total,
                     group=job_id,
                     start=start,
                     on_progress=on_progress,
@@ -292,8 +304,19 @@ class LlmbatchClient:
                 ),
                 self.size_workers_if_allowed(),
             )
-        await self.store.record_enqueued(job_id, len(messages), sealed=True)
+        await self.store.record_enqueued(job_id, job_file.total, sealed=True)
         return job_id
+
+    async def _claim_checked(self, n: NumberedLine, job_id: str, endpoint: str, sign_key: str, limit: int) -> str:
+        """``n``'s message, its body put in the payload bucket when the message is over ``limit``."""
+        msg = RequestMessage.from_job_line(
+            n.request, job_id=job_id, line_no=n.line_no, endpoint=endpoint, sign_key=sign_key
+        )
+        encoded = msg.encode()
+        if len(encoded.encode()) <= limit or self.payloads is None:
+            return encoded
+        key = await self.payloads.put(request_body_key(job_id, n.line_no), json.dumps(msg.body).encode())
+        return msg.model_copy(update={"body": {}, "body_ref": key}).encode()
 
     async def create_job(
         self,
@@ -435,7 +458,12 @@ class LlmbatchClient:
         SQS fair queues (and the local stack's) then serve a job with few messages in flight
         before one with many."""
         await send_messages(
-            self.sqs, self.resources.queue_url(_priority(priority)), bodies, group=job_id, on_progress=on_progress
+            self.sqs,
+            self.resources.queue_url(_priority(priority)),
+            bodies,
+            total=len(bodies),
+            group=job_id,
+            on_progress=on_progress,
         )
 
     # ---- jobs and results ---------------------------------------------------------------

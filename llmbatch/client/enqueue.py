@@ -13,11 +13,12 @@ absorb (a request is answered once).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Sequence
+import math
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from shared.errors import ConfigError, TransientError
-from shared.queue_ops import Copy, pack_batches
+from shared.queue_ops import SQS_BATCH_MAX_ENTRIES, Copy, batches_of
 
 #: SendMessageBatch calls in flight (each waits mostly on the network, not on this process).
 SUBMIT_PARALLELISM = 32
@@ -31,17 +32,24 @@ Checkpoint = Callable[[int], Coroutine[Any, Any, None]]
 
 
 class _ResumePoint:
-    """The longest prefix of batches that are all sent, in messages, and its notes."""
+    """The longest prefix of batches that are all sent, in messages, and its notes. Batches
+    are numbered as they are taken (:meth:`batch_taken`), in the order they are sent from."""
 
-    def __init__(self, sizes: Sequence[int], start: int, note: Checkpoint | None, every: int) -> None:
-        self._sizes = sizes
-        self._done = [False] * len(sizes)
+    def __init__(self, start: int, note: Checkpoint | None, every: int) -> None:
+        self._sizes: list[int] = []
+        self._done: list[bool] = []
         self._next = 0
         self.sent = start
         self._note = note
         self._every = every
         self._noted = start
         self._noting: asyncio.Task[None] | None = None
+
+    def batch_taken(self, size: int) -> int:
+        """Number the next batch (of ``size`` messages)."""
+        self._sizes.append(size)
+        self._done.append(False)
+        return len(self._sizes) - 1
 
     def batch_sent(self, index: int) -> None:
         self._done[index] = True
@@ -67,8 +75,9 @@ class _ResumePoint:
 async def send_messages(
     sqs: Any,
     queue_url: str,
-    bodies: Sequence[str],
+    bodies: Iterable[str],
     *,
+    total: int,
     group: str | None,
     start: int = 0,
     on_progress: ProgressCallback | None = None,
@@ -76,13 +85,16 @@ async def send_messages(
     checkpoint_every: int | None = None,
     parallelism: int = SUBMIT_PARALLELISM,
 ) -> int:
-    """Send ``bodies[start:]`` (``group`` is each message's ``MessageGroupId``: the job id, so
-    SQS fair queues serve a job with few messages in flight before one with many). Calls
-    ``checkpoint(n)`` in the background whenever the first ``n`` messages are all sent and
-    ``n`` has moved ``checkpoint_every`` (default ``SUBMIT_CHECKPOINT``) since the last call; returns how many were sent in
-    all (``len(bodies)``). The caller notes the final count itself. When a batch fails, no
-    new batch starts, the calls in flight finish, and ``checkpoint`` gets the resume point
-    they reached before the failure is raised.
+    """Send ``bodies``, a job's messages after the first ``start`` (already sent), of
+    ``total`` in all (``group`` is each message's ``MessageGroupId``: the job id, so SQS fair
+    queues serve a job with few messages in flight before one with many). ``bodies`` is read
+    as the senders take batches, so a generator that builds them starts the first call
+    before the last is built, and never holds them all. Calls ``checkpoint(n)`` in the
+    background whenever the first ``n`` messages are all sent and ``n`` has moved
+    ``checkpoint_every`` (default ``SUBMIT_CHECKPOINT``) since the last call; returns how many
+    are sent in all (``start`` and those sent here). The caller notes the final count itself.
+    When a batch fails, no new batch starts, the calls in flight finish, and ``checkpoint``
+    gets the resume point they reached before the failure is raised.
 
     Raises
     ------
@@ -91,31 +103,37 @@ async def send_messages(
     TransientError
         SQS kept failing some entries on its side.
     """
-    rest = bodies[start:]
-    batches = [[rest[i] for i in group_] for group_ in pack_batches(rest)]
     every = checkpoint_every or SUBMIT_CHECKPOINT
-    resume = _ResumePoint([len(b) for b in batches], start, checkpoint, every)
-    # One iterator shared by every sender: each takes the next batch when its own is sent.
-    pending = iter(range(len(batches)))
+    resume = _ResumePoint(start, checkpoint, every)
+    # One iterator shared by every sender: each takes the next batch when its own is sent
+    # (taking one runs no await, so no two senders are ever inside it at once).
+    pending = batches_of(bodies)
     failed = False
     sent = start
 
     async def sender() -> None:
         nonlocal sent, failed
-        for index in pending:
-            if failed:  # another sender's batch failed: take nothing new
-                return
+        while not failed:  # another sender's batch failed: take nothing new
             try:
-                await send_batch(sqs, queue_url, batches[index], group)
+                batch = next(pending)
+            except StopIteration:
+                return
+            except BaseException:  # a body that could not be made: as a failed batch
+                failed = True
+                raise
+            index = resume.batch_taken(len(batch))
+            try:
+                await send_batch(sqs, queue_url, batch, group)
             except BaseException:
                 failed = True
                 raise
-            sent += len(batches[index])
+            sent += len(batch)
             resume.batch_sent(index)
             if on_progress:
-                on_progress(sent, len(bodies))
+                on_progress(sent, total)
 
-    tasks = [asyncio.create_task(sender()) for _ in range(min(parallelism, len(batches)))]
+    senders = min(parallelism, max(1, math.ceil((total - start) / SQS_BATCH_MAX_ENTRIES)))
+    tasks = [asyncio.create_task(sender()) for _ in range(senders)]
     # Every sender ends, the others' calls in flight included (they are on the wire): then
     # the resume point counts all that got through, and the first failure is raised.
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)

@@ -48,6 +48,9 @@ SQS_MAX_MESSAGE_BYTES = 1_048_576
 class NumberedLine:
     line_no: int
     request: JobLine
+    #: Its message's size at its largest (``largest_message_bytes``): submit encodes the
+    #: lines over the queue's limit ahead of the rest, to send their bodies by the claim check.
+    largest_bytes: int = 0
 
 
 @dataclass
@@ -167,7 +170,7 @@ def read_job_file(
         if over is not None:
             problem(line_no, over)
             continue
-        job.lines.append(NumberedLine(line_no, request))
+        job.lines.append(NumberedLine(line_no, request, size))
 
     if max_requests is not None and job.total > max_requests:
         first_over = job.lines[max_requests].line_no
