@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
 import random
 from collections import deque
 from dataclasses import dataclass, replace
+
+from llmbatch.client.worker_sizing import invocations_for
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,8 @@ def utilisation(w: Workload, *, seeds: int = 5) -> float:
 
 
 def sized(w: Workload, headroom: float) -> Workload:
-    """``w`` with its invocations sized as ``workers_for`` sizes them (lowest 2)."""
-    return replace(w, invocations=max(2, math.ceil(w.slots * headroom / w.calls)))
+    """``w`` with its invocations sized as ``workers_for`` sizes them, at ``headroom``."""
+    return replace(w, invocations=invocations_for(w.slots, w.calls, headroom=headroom))
 
 
 #: The turnovers and starts seen in Lambda (tens of ms) and on the local stack (traced, session 14).
@@ -128,7 +129,10 @@ LOCAL = Timing(turnover_s=0.24, first_s=0.8, stagger_s=0.08)
 
 
 def main() -> None:
-    print("utilisation of a 32-slot, 0.2 s endpoint by batches of 100, 16 calls each")
+    w = Workload()
+    print(
+        f"utilisation of a {w.slots}-slot, {w.call_s:g} s endpoint by batches of {w.batch_size}, {w.calls} calls each"
+    )
     for requests in (2_000, 20_000):
         for where, timing in (("Lambda", LAMBDA), ("local", LOCAL)):
             base = Workload(requests=requests).timed(timing)

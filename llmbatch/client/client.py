@@ -26,7 +26,7 @@ from llmbatch.client.estimate import ASSUMED_LATENCY_S, LATENCY_SAMPLE, JobEstim
 from llmbatch.client.jobfile import MAX_REPORTED_PROBLEMS, JobFile, NumberedLine, read_job_file
 from llmbatch.client.lanes import Lane, LaneChoice, choose_lane
 from llmbatch.client.stack import StackResources
-from llmbatch.client.worker_sizing import WorkerSizing, workers_for
+from llmbatch.client.worker_sizing import ESM_CONCURRENCY_BOUNDS, WorkerSizing, workers_for
 from shared.aws_http import aws_config
 from shared.config import RuntimeLimits, WorkerConfig
 from shared.deadletter import DeadLetter, dead_letter_body, is_redrivable, keep_dead_letters, list_dead_letters
@@ -47,7 +47,6 @@ from shared.store.result_store import ResultStore
 
 log = logging.getLogger("llmbatch.client")
 
-ESM_CONCURRENCY_BOUNDS = (2, 1000)
 #: The error code of a result line whose offloaded answer is no longer in the payload bucket.
 RESPONSE_EXPIRED = "response_expired"
 
@@ -263,16 +262,14 @@ class LlmbatchClient:
             )
             start = 0
         unsent = job_file.lines[start:]
-        # The lines that may be over the queue's limit (at their largest) are encoded first,
-        # and those that are get their bodies put in the payload bucket (the claim check);
-        # the rest are encoded as the senders take them, so the first call goes out at once
-        # and a big job's messages are never all held at once.
-        checked: dict[int, str] = {}
-        for n in unsent:
-            if self.payloads and n.largest_bytes > job_file.max_message_bytes:
-                checked[n.line_no] = await self._claim_checked(
-                    n, job_id, endpoint, sign_key, job_file.max_message_bytes
-                )
+        # The lines whose message may be over the queue's limit (at its largest: a worker's
+        # fresh copy adds its receives) have their bodies put in the payload bucket first, a
+        # few at a time (the claim check); the rest are encoded as the senders take them, so
+        # the first call does not wait for the last message to be made, and the encoded
+        # messages are not all held at once.
+        checked = await self._claim_checked(
+            [n for n in unsent if n.largest_bytes > job_file.max_message_bytes], job_id, endpoint, sign_key
+        )
 
         def encoded() -> Iterator[str]:
             for n in unsent:
@@ -307,16 +304,25 @@ class LlmbatchClient:
         await self.store.record_enqueued(job_id, job_file.total, sealed=True)
         return job_id
 
-    async def _claim_checked(self, n: NumberedLine, job_id: str, endpoint: str, sign_key: str, limit: int) -> str:
-        """``n``'s message, its body put in the payload bucket when the message is over ``limit``."""
-        msg = RequestMessage.from_job_line(
-            n.request, job_id=job_id, line_no=n.line_no, endpoint=endpoint, sign_key=sign_key
-        )
-        encoded = msg.encode()
-        if len(encoded.encode()) <= limit or self.payloads is None:
-            return encoded
-        key = await self.payloads.put(request_body_key(job_id, n.line_no), json.dumps(msg.body).encode())
-        return msg.model_copy(update={"body": {}, "body_ref": key}).encode()
+    async def _claim_checked(
+        self, lines: list[NumberedLine], job_id: str, endpoint: str, sign_key: str
+    ) -> dict[int, str]:
+        """The messages of ``lines`` by line number, each body put in the payload bucket and
+        named by its key; none without a payload bucket (SQS then refuses them as too big)."""
+        payloads = self.payloads
+        if payloads is None:
+            return {}
+        puts = asyncio.Semaphore(SUBMIT_PARALLELISM)
+
+        async def checked(n: NumberedLine) -> tuple[int, str]:
+            msg = RequestMessage.from_job_line(
+                n.request, job_id=job_id, line_no=n.line_no, endpoint=endpoint, sign_key=sign_key
+            )
+            async with puts:
+                key = await payloads.put(request_body_key(job_id, n.line_no), json.dumps(msg.body).encode())
+            return n.line_no, msg.model_copy(update={"body": {}, "body_ref": key}).encode()
+
+        return dict(await asyncio.gather(*(checked(n) for n in lines)))
 
     async def create_job(
         self,

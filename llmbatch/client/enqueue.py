@@ -13,12 +13,11 @@ absorb (a request is answered once).
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from shared.errors import ConfigError, TransientError
-from shared.queue_ops import SQS_BATCH_MAX_ENTRIES, Copy, batches_of
+from shared.queue_ops import Copy, batches_of
 
 #: SendMessageBatch calls in flight (each waits mostly on the network, not on this process).
 SUBMIT_PARALLELISM = 32
@@ -132,8 +131,8 @@ async def send_messages(
             if on_progress:
                 on_progress(sent, total)
 
-    senders = min(parallelism, max(1, math.ceil((total - start) / SQS_BATCH_MAX_ENTRIES)))
-    tasks = [asyncio.create_task(sender()) for _ in range(senders)]
+    # At most one sender per message left (a batch holds one to ten); a spare one just ends.
+    tasks = [asyncio.create_task(sender()) for _ in range(min(parallelism, max(1, total - start)))]
     # Every sender ends, the others' calls in flight included (they are on the wire): then
     # the resume point counts all that got through, and the first failure is raised.
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)

@@ -48,9 +48,9 @@ SQS_MAX_MESSAGE_BYTES = 1_048_576
 class NumberedLine:
     line_no: int
     request: JobLine
-    #: Its message's size at its largest (``largest_message_bytes``): submit encodes the
-    #: lines over the queue's limit ahead of the rest, to send their bodies by the claim check.
-    largest_bytes: int = 0
+    #: Its message's size at its largest (``largest_message_bytes``): submit sends the body
+    #: of a line over the queue's limit by the claim check.
+    largest_bytes: int
 
 
 @dataclass

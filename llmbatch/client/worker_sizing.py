@@ -28,7 +28,7 @@ benchmark's endpoint), less than a turnover with its drain. A queueing model of 
 benchmark's endpoint (llmbatch/bench/turnover_model.py: 32 slots, 0.2 s calls, batches of
 100, 16 calls each; turnovers of 0.05 s as in Lambda, 0.24 s as traced on the local stack)
 gives, for 2,000 requests, 0.93 -> 0.95 of the endpoint in Lambda and 0.87 -> 0.91 locally
-from 2x to 2.5x, little more at 3x (20,000: 0.95 -> 0.98 and 0.91 -> 0.99). Measured on
+from 2x to 2.5x (20,000: 0.95 -> 0.98 and 0.91 -> 0.99), and little more at 3x. Measured on
 the local stack, same sitting, alternately, four 2,000-request jobs each: 131.8 -> 143.4
 requests/s (docs/local-stack-profiles.md, session 14). The cost: a call
 waits in the endpoint's queue for 1.5 calls' time instead of one (0.5 s instead of 0.4 s a
@@ -51,6 +51,20 @@ from shared.endpoints.specs import EndpointSpec
 
 #: Calls kept in flight per call the endpoints serve at once (why 2.5: the module's docstring).
 HEADROOM = 2.5
+#: An SQS event source mapping's MaximumConcurrency: Lambda takes 2 to 1,000.
+ESM_CONCURRENCY_BOUNDS = (2, 1000)
+
+
+def invocations_for(
+    capacity: int,
+    calls_per_invocation: int,
+    *,
+    headroom: float = HEADROOM,
+    bounds: tuple[int, int] = ESM_CONCURRENCY_BOUNDS,
+) -> int:
+    """The fewest invocations whose calls cover ``headroom`` x ``capacity``, within ``bounds``."""
+    lo, hi = bounds
+    return min(hi, max(lo, math.ceil(capacity * headroom / max(1, calls_per_invocation))))
 
 
 @dataclass(frozen=True)
@@ -72,12 +86,10 @@ class WorkerSizing:
 def workers_for(
     endpoints: Mapping[str, EndpointSpec], *, calls_per_invocation: int, bounds: tuple[int, int]
 ) -> WorkerSizing | None:
-    """The invocations that keep ``endpoints`` full without a queue at them, or None when an
-    endpoint declares no capacity (nothing to size from)."""
+    """The invocations that keep ``endpoints`` full, with ``HEADROOM`` x the calls they serve
+    at once in flight, or None when an endpoint declares no capacity (nothing to size from)."""
     capacities = [spec.max_concurrency for spec in endpoints.values()]
     if not capacities or any(c is None for c in capacities):
         return None
     capacity = sum(c for c in capacities if c is not None)
-    lo, hi = bounds
-    wanted = math.ceil(capacity * HEADROOM / max(1, calls_per_invocation))
-    return WorkerSizing(min(hi, max(lo, wanted)), capacity, calls_per_invocation)
+    return WorkerSizing(invocations_for(capacity, calls_per_invocation, bounds=bounds), capacity, calls_per_invocation)

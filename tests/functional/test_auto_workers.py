@@ -81,6 +81,7 @@ async def denied(**_: Any) -> Any:
 
 
 def expected(calls: int, slots: int = SLOTS) -> int:
+    """The fewest invocations whose calls cover HEADROOM x the slots (and at least 2), worked out here."""
     return max(2, math.ceil(slots * HEADROOM / calls))
 
 
@@ -104,8 +105,8 @@ async def test_a_new_job_sizes_the_workers_to_the_endpoint(sized: StackResources
     assert sizes[low] == low_before
 
     # WHEN the calls per invocation change, the workers follow
-    await limits_set(sized, tmp_path, "--calls", "8")
-    assert normal(sized) == expected(8) == 10
+    await limits_set(sized, tmp_path, "--calls", "12")
+    assert normal(sized) == expected(12) == 7
     # ... and where they fall below the low-priority share, that share falls with them
     await limits_set(sized, tmp_path, "--calls", "64")
     sizes = mappings(sized)

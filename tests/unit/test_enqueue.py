@@ -1,6 +1,7 @@
 """Sending a job's messages (llmbatch/client/enqueue.py) to moto's SQS over real HTTP: every
 message exactly once, resume points never ahead of what is sent, a resumed send starting at
-its offset, and a failed note failing the send."""
+its offset, a failed note failing the send, messages made only as the senders take batches,
+and the batches within SendMessageBatch's limits."""
 
 from __future__ import annotations
 
