@@ -4,7 +4,9 @@ targets against them. ``docs/benchmarks.md`` holds them between two markers, so 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import Any
 
 from llmbatch.bench.e2e import FIFTHS, LOCAL_UP, RPM_LIMIT, TITLE, E2ERun
 from llmbatch.bench.fairness import FairnessRun
@@ -115,16 +117,22 @@ def targets(runs: Sequence[E2ERun]) -> list[str]:
     return lines
 
 
+@functools.cache
+def _template_defaults() -> dict[str, Any]:
+    """The template's parameters' defaults, read once."""
+    return dict(parameter_values(load_template(DEFAULT_TEMPLATE)))
+
+
 def _defaults() -> str:
     """The template's defaults that shape these runs, as the local stack starts with them."""
-    values = parameter_values(load_template(DEFAULT_TEMPLATE))
+    values = _template_defaults()
     return ", ".join(f"{name} {values[name]}" for name in ("BatchSize", "WorkerMaxConcurrency", "ModelCallConcurrency"))
 
 
 def _workload(requests: int) -> Workload:
     """The benchmark's job in the turnover model: its endpoint, the template's batches and
     calls, the workers sized as ``auto_workers`` sizes them."""
-    values = parameter_values(load_template(DEFAULT_TEMPLATE))
+    values = _template_defaults()
     base = Workload(
         requests=requests,
         batch_size=int(values["BatchSize"]),

@@ -262,24 +262,24 @@ class LlmbatchClient:
             )
             start = 0
         unsent = job_file.lines[start:]
+
         # The lines whose message may be over the queue's limit (at its largest: a worker's
         # fresh copy adds its receives) have their bodies put in the payload bucket first, a
         # few at a time (the claim check); the rest are encoded as the senders take them, so
         # the first call does not wait for the last message to be made, and the encoded
         # messages are not all held at once.
+        def message(n: NumberedLine) -> RequestMessage:
+            return RequestMessage.from_job_line(
+                n.request, job_id=job_id, line_no=n.line_no, endpoint=endpoint, sign_key=sign_key
+            )
+
         checked = await self._claim_checked(
-            [n for n in unsent if n.largest_bytes > job_file.max_message_bytes], job_id, endpoint, sign_key
+            job_id, {n.line_no: message(n) for n in unsent if n.largest_bytes > job_file.max_message_bytes}
         )
 
         def encoded() -> Iterator[str]:
             for n in unsent:
-                if n.line_no in checked:
-                    yield checked[n.line_no]
-                else:
-                    msg = RequestMessage.from_job_line(
-                        n.request, job_id=job_id, line_no=n.line_no, endpoint=endpoint, sign_key=sign_key
-                    )
-                    yield msg.encode()
+                yield checked[n.line_no] if n.line_no in checked else message(n).encode()
 
         if unsent:
 
@@ -304,25 +304,20 @@ class LlmbatchClient:
         await self.store.record_enqueued(job_id, job_file.total, sealed=True)
         return job_id
 
-    async def _claim_checked(
-        self, lines: list[NumberedLine], job_id: str, endpoint: str, sign_key: str
-    ) -> dict[int, str]:
-        """The messages of ``lines`` by line number, each body put in the payload bucket and
-        named by its key; none without a payload bucket (SQS then refuses them as too big)."""
+    async def _claim_checked(self, job_id: str, messages: dict[int, RequestMessage]) -> dict[int, str]:
+        """``messages`` (by line number) encoded, each body put in the payload bucket and named
+        by its key; none without a payload bucket (SQS then refuses them as too big)."""
         payloads = self.payloads
         if payloads is None:
             return {}
         puts = asyncio.Semaphore(SUBMIT_PARALLELISM)
 
-        async def checked(n: NumberedLine) -> tuple[int, str]:
-            msg = RequestMessage.from_job_line(
-                n.request, job_id=job_id, line_no=n.line_no, endpoint=endpoint, sign_key=sign_key
-            )
+        async def checked(line_no: int, msg: RequestMessage) -> tuple[int, str]:
             async with puts:
-                key = await payloads.put(request_body_key(job_id, n.line_no), json.dumps(msg.body).encode())
-            return n.line_no, msg.model_copy(update={"body": {}, "body_ref": key}).encode()
+                key = await payloads.put(request_body_key(job_id, line_no), json.dumps(msg.body).encode())
+            return line_no, msg.model_copy(update={"body": {}, "body_ref": key}).encode()
 
-        return dict(await asyncio.gather(*(checked(n) for n in lines)))
+        return dict(await asyncio.gather(*(checked(line_no, msg) for line_no, msg in messages.items())))
 
     async def create_job(
         self,

@@ -114,14 +114,10 @@ async def send_messages(
         nonlocal sent, failed
         while not failed:  # another sender's batch failed: take nothing new
             try:
-                batch = next(pending)
-            except StopIteration:
-                return
-            except BaseException:  # a body that could not be made: as a failed batch
-                failed = True
-                raise
-            index = resume.batch_taken(len(batch))
-            try:
+                batch = next(pending, None)  # a body that cannot be made fails as its batch would
+                if batch is None:
+                    return
+                index = resume.batch_taken(len(batch))
                 await send_batch(sqs, queue_url, batch, group)
             except BaseException:
                 failed = True
