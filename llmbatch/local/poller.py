@@ -127,6 +127,8 @@ class EventSourceMappingEmulator:
         #: while it is empty one slot long-polls for the mapping and the others wait for it.
         self._gathering = 0
         self._messages_seen = threading.Event()
+        #: Held by the slot filling a batch: the mapping fills one batch at a time (see _gather).
+        self._filling = threading.Lock()
         self._receives = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix=f"esm-rx-{function.logical_id}")
         self._deletes = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix=f"esm-del-{function.logical_id}")
         self._settings = self._read_settings()
@@ -238,7 +240,15 @@ class EventSourceMappingEmulator:
                     continue
                 try:
                     try:
-                        messages = self._gather(sqs, settings, holding=bool(done))
+                        if not self._filling.acquire(blocking=False):
+                            # Another slot is filling its batch: this one's deletes go now,
+                            # not after that batch and this one's are gathered.
+                            done = self._delete_all(sqs, done)
+                            self._filling.acquire()
+                        try:
+                            messages = self._gather(sqs, settings, holding=bool(done))
+                        finally:
+                            self._filling.release()
                     finally:
                         with self._lock:
                             self._gathering -= 1
@@ -266,6 +276,17 @@ class EventSourceMappingEmulator:
         """Collect a batch: up to BatchSize records, waiting at most the batching window.
         Once a receive comes back full (a backlog), the rest of the batch is received at
         once, by parallel receives, as Lambda's pollers do, not ten calls one after another.
+
+        The caller holds ``_filling``: the mapping fills one batch at a time, so messages
+        arriving as a job is submitted go to one batch until it is full, not to every free
+        slot's batch at once. The first invocation starts once BatchSize messages have
+        arrived, not once MaximumConcurrency x BatchSize have, and the next ones follow as
+        their batches fill. Invocations that all start together also all end together, and
+        then the endpoint idles while every slot turns over at once: started one batch apart
+        they keep the endpoint's queue fed (issue 12; the turnover model in
+        llmbatch/bench/turnover_model.py prices the stagger). With a backlog a gather holds
+        the lock only as long as its parallel receives take; every batch still waits at
+        most the batching window, and no slot runs more than MaximumConcurrency.
         ``holding``: the slot holds the last batch's deletes until this returns, so the first
         look does not wait: an empty queue returns at once (and the slot long-polls next)."""
         messages: list[dict[str, Any]] = []

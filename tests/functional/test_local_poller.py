@@ -78,3 +78,44 @@ async def test_an_idle_queue_is_polled_by_one_slot_and_a_job_still_runs_at_once(
         job_id = await client.submit(path, name="after-idle")
         status = await wait_finished(client, job_id, timeout_s=60)
         assert status.counts.succeeded == 30
+
+
+async def test_messages_arriving_one_by_one_fill_one_batch_at_a_time(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the request queue's mapping with SLOTS slots free, its invocations recorded (and
+    # their messages deleted) instead of run
+    poller = request_queue_poller(stack)
+    batches: list[list[str]] = []
+    recorded = threading.Lock()
+
+    def invoke(index: int, sqs: Any, settings: Any, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        with recorded:
+            batches.append([m["Body"] for m in messages])
+        return messages
+
+    monkeypatch.setattr(poller, "_invoke", invoke)
+    async with LlmbatchClient(stack.resources) as client:
+        await client.set_worker_concurrency(SLOTS)
+        deadline = time.monotonic() + 10
+        while len(poller._threads) < SLOTS and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert len(poller._threads) == SLOTS
+
+        # WHEN messages arrive one at a time, as a producer sends them, slower than the
+        # slots could take them
+        sent = [f"m{i:02d}" for i in range(40)]
+        for body in sent:
+            await client.sqs.send_message(QueueUrl=stack.resources.request_queue_url, MessageBody=body)
+            await asyncio.sleep(0.025)
+        deadline = time.monotonic() + 15
+        while sum(map(len, batches)) < len(sent) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+    # THEN every message went to one batch, and each batch holds messages in the order they
+    # came: one batch filled at a time, not every free slot's batch at once (interleaved)
+    assert sorted(b for batch in batches for b in batch) == sent
+    for batch in batches:
+        first = sent.index(batch[0])
+        assert batch == sent[first : first + len(batch)], batches
+    assert len(batches) < len(sent) // 4, batches  # batches, not messages one by one
