@@ -27,10 +27,12 @@ invocation, must cover them. At 2x it holds one call's time of work (0.2 s on th
 benchmark's endpoint), less than a turnover with its drain. A queueing model of the
 benchmark's endpoint (llmbatch/bench/turnover_model.py: 32 slots, 0.2 s calls, batches of
 100, 16 calls each; turnovers of 0.05 s as in Lambda, 0.24 s as traced on the local stack)
-gives, for 2,000 requests, 0.93 -> 0.95 of the endpoint in Lambda and 0.87 -> 0.91 locally
-from 2x to 2.5x (20,000: 0.95 -> 0.98 and 0.91 -> 0.99), and little more at 3x. Measured on
-the local stack, same sitting, alternately, four 2,000-request jobs each: 131.8 -> 143.4
-requests/s (docs/local-stack-profiles.md, session 14). The cost: a call
+gives, for 2,000 requests, 0.93 -> 0.95 of the endpoint in Lambda (20,000: 0.95 -> 0.98),
+and little more at 3x. Measured on the local stack, same sitting, alternately, four
+2,000-request jobs each: 131.8 -> 143.4 requests/s (docs/local-stack-profiles.md, session
+14; then the local mapping started all of a job's invocations together, the model 0.87 ->
+0.91; it now starts them one batch apart, llmbatch/local/poller.py, and 2.5x gains less
+there: 0.905 -> 0.922 at 2,000 requests, 0.987 -> 0.990 at 20,000). The cost: a call
 waits in the endpoint's queue for 1.5 calls' time instead of one (0.5 s instead of 0.4 s a
 call), paid as invocation duration; a job behind another waits no longer (more
 invocations, each a little longer: one frees as often).
