@@ -86,7 +86,7 @@ def targets(runs: Sequence[E2ERun]) -> list[str]:
             f"The job is {work_s:.1f} s of the endpoint's work. Before the first call come submit's start (its "
             f"client, the file's check, the job's record) and the first batch filling (the mapping fills one "
             f"batch at a time, within its batching window of {window_s:g} s). The invocations start one batch "
-            f"apart (~{LOCAL.stagger_s * 1000:.0f} ms traced), so their turnovers (final writes, next gather, "
+            f"apart (the model takes {LOCAL.stagger_s * 1000:.0f} ms, as traced in session 15), so their turnovers (final writes, next gather, "
             f"start-of-batch lookup) do not all fall at the same moments. The turnover model "
             f"(`llmbatch/bench/turnover_model.py`) puts the most this sizing reaches at "
             f"**{utilisation(_workload(first.requests).timed(LAMBDA)):.2f}** with Lambda's turnovers (~"

@@ -240,23 +240,13 @@ class EventSourceMappingEmulator:
                     continue
                 try:
                     try:
-                        if not self._filling.acquire(blocking=False):
-                            # Another slot is filling its batch: this one's deletes go now,
-                            # not after that batch and this one's are gathered.
-                            done = self._delete_all(sqs, done)
-                            self._filling.acquire()
-                        try:
-                            messages = self._gather(sqs, settings, holding=bool(done))
-                        finally:
-                            self._filling.release()
+                        gathered, messages = self._gather_in_turn(index, sqs, done)
                     finally:
+                        done = []  # sent by _gather_in_turn, whatever happened there
                         with self._lock:
                             self._gathering -= 1
-                        done = self._delete_all(sqs, done)
-                    if messages:
-                        done = self._invoke(index, sqs, settings, messages)
-                    else:
-                        self._messages_seen.clear()
+                    if gathered is not None and messages:
+                        done = self._invoke(index, sqs, gathered, messages)
                 except Exception:  # a poller keeps polling, as Lambda's does
                     log.exception("event source mapping slot %d", index)
                     self._stop.wait(1.0)
@@ -272,21 +262,51 @@ class EventSourceMappingEmulator:
             for i in range(len(self._threads), want):
                 self._spawn_slot(i)
 
+    def _gather_in_turn(
+        self, index: int, sqs: Any, done: list[dict[str, Any]]
+    ) -> tuple[MappingSettings | None, list[dict[str, Any]]]:
+        """Gather a batch when no other slot of the mapping is filling one (see _gather), with
+        the settings it was gathered under; no settings when, by its turn, the mapping allows
+        this slot no more invocations. ``done`` (the last batch's successes) is deleted by the
+        time it returns: before the wait for the turn, or else once the first look is made."""
+        if not self._filling.acquire(blocking=False):
+            # Another slot is filling its batch: this one's deletes go now, not after that
+            # batch and this one's are gathered.
+            done = self._delete_all(sqs, done)
+            self._filling.acquire()
+        try:
+            settings = self.settings()  # as they are now: the turn may have come several gathers later
+            if index >= settings.max_concurrency:
+                return None, []
+            messages = self._gather(sqs, settings, holding=bool(done))
+            if not messages:
+                # Cleared in turn: no other slot's receive can have seen messages since this
+                # one's came back empty (the slots parked on an idle queue wait for the event).
+                self._messages_seen.clear()
+            return settings, messages
+        finally:
+            self._filling.release()
+            self._delete_all(sqs, done)
+
     def _gather(self, sqs: Any, settings: MappingSettings, *, holding: bool = False) -> list[dict[str, Any]]:
         """Collect a batch: up to BatchSize records, waiting at most the batching window.
         Once a receive comes back full (a backlog), the rest of the batch is received at
         once, by parallel receives, as Lambda's pollers do, not ten calls one after another.
 
-        The caller holds ``_filling``: the mapping fills one batch at a time, so messages
-        arriving as a job is submitted go to one batch until it is full, not to every free
-        slot's batch at once. The first invocation starts once BatchSize messages have
-        arrived, not once MaximumConcurrency x BatchSize have, and the next ones follow as
-        their batches fill. Invocations that all start together also all end together, and
-        then the endpoint idles while every slot turns over at once: started one batch apart
-        they keep the endpoint's queue fed (issue 12; the turnover model in
-        llmbatch/bench/turnover_model.py prices the stagger). With a backlog a gather holds
-        the lock only as long as its parallel receives take; every batch still waits at
-        most the batching window, and no slot runs more than MaximumConcurrency.
+        The caller holds ``_filling`` (``_gather_in_turn``): this stand-in fills one batch at
+        a time, so messages arriving as a job is submitted go to one batch until it is full,
+        not to every free slot's batch at once. That is a local choice, not a documented
+        behaviour of Lambda's pollers (AWS says only that it starts with five batches at a
+        time as messages come, within the same limits). The first invocation starts once
+        BatchSize messages have arrived, not once MaximumConcurrency x BatchSize have, and
+        the next ones follow as their batches fill. Why: invocations that all start together
+        also end together, and here each then takes ~0.24 s to turn over (Lambda: tens of
+        ms), so the endpoint idled while every slot turned over at once; started one batch
+        apart they keep its queue fed (issue 12; llmbatch/bench/turnover_model.py prices the
+        stagger). The limits are Lambda's: no batch over BatchSize, none held past the
+        window, no more than MaximumConcurrency invocations. With a backlog a gather holds
+        the lock only while its parallel receives take (30-60 ms), so the mapping hands out
+        at most about one batch per gather time: ~2,000 messages/s with batches of 100.
         ``holding``: the slot holds the last batch's deletes until this returns, so the first
         look does not wait: an empty queue returns at once (and the slot long-polls next)."""
         messages: list[dict[str, Any]] = []

@@ -46,7 +46,7 @@ def test_the_first_batch_starts_when_the_first_messages_arrive() -> None:
         (LAMBDA, 20_000, 0.015),
         (LOCAL, 2_000, 0.01),
         # started one batch apart, the local invocations' turnovers rarely coincide: a job
-        # this long fills the endpoint at either sizing, and the headroom costs it nothing
+        # this long fills the endpoint at either sizing, and the headroom gains it little
         (LOCAL, 20_000, 0.0),
     ],
     ids=["lambda-2000", "lambda-20000", "local-2000", "local-20000"],
