@@ -126,7 +126,7 @@ async def _run(up: LocalUp, state: Mapping[str, Any], big: int, small: int, *, w
 def run_fairness(
     big: int = BIG, small: int = SMALL, *, log: Callable[[str], None] = lambda _: None
 ) -> list[FairnessRun]:
-    """With the workers the stack sizes to the endpoint's 32 slots (4 containers x 16 calls),
+    """With the workers the stack sizes to the endpoint's 32 slots (5 invocations x 16 calls),
     then with the template's WorkerMaxConcurrency set by hand (10 x 16: 160 calls in flight at
     most, five times the slots)."""
     runs = []
