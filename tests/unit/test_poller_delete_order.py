@@ -98,6 +98,7 @@ class ScriptedMapping:
         esm._busy = 0
         esm._messages_seen = threading.Event()
         esm._messages_seen.set()
+        esm._filling = threading.Lock()
         esm._deletes = InlineExecutor()  # type: ignore[assignment]
         esm._settings = SETTINGS
         esm._settings_at = time.monotonic() + 3600
