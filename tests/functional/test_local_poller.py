@@ -26,6 +26,15 @@ def request_queue_poller(stack: LocalStack) -> EventSourceMappingEmulator:
     return next(p for p in stack.pollers if p.source.queue_url == stack.resources.request_queue_url)
 
 
+async def allow_slots(client: LlmbatchClient, poller: EventSourceMappingEmulator) -> None:
+    """The mapping set to allow SLOTS invocations, and its SLOTS slots started."""
+    await client.set_worker_concurrency(SLOTS)
+    deadline = time.monotonic() + 10
+    while len(poller._threads) < SLOTS and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert len(poller._threads) == SLOTS
+
+
 class Receives:
     """Counts a poller's ReceiveMessage calls, and the most in flight at once."""
 
@@ -56,11 +65,7 @@ async def test_an_idle_queue_is_polled_by_one_slot_and_a_job_still_runs_at_once(
     # GIVEN the request queue's mapping allowing SLOTS invocations, its slots all started
     poller = request_queue_poller(stack)
     async with LlmbatchClient(stack.resources) as client:
-        await client.set_worker_concurrency(SLOTS)
-        deadline = time.monotonic() + 10
-        while len(poller._threads) < SLOTS and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert len(poller._threads) == SLOTS
+        await allow_slots(client, poller)
         await asyncio.sleep(1.5)  # every slot past its first look at the empty queue
 
         # WHEN the queue stays empty for a few seconds
@@ -111,11 +116,7 @@ async def test_messages_arriving_one_by_one_fill_one_batch_at_a_time(
 
     monkeypatch.setattr(poller, "_delete_all", recorded_delete_all)
     async with LlmbatchClient(stack.resources) as client:
-        await client.set_worker_concurrency(SLOTS)
-        deadline = time.monotonic() + 10
-        while len(poller._threads) < SLOTS and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert len(poller._threads) == SLOTS
+        await allow_slots(client, poller)
 
         # WHEN messages arrive one at a time, as a producer sends them, slower than the
         # slots could take them
